@@ -1,0 +1,110 @@
+/**
+ * The agent's own diagnostic log (SEMAPHORE_COMPAT.md §2.1), separate from the job log. Lines
+ * look like `Aug 11 21:07:26.242 <name> : <message>` (UTC, day space-padded) and go to a file
+ * and to stdout. Modules receive a {@linkcode Logger}; only this module writes the lines.
+ *
+ * @module
+ */
+
+/** Levels in increasing verbosity, as logrus names them. */
+export type LogLevel = "panic" | "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+
+const LEVELS: readonly LogLevel[] = ["panic", "fatal", "error", "warn", "info", "debug", "trace"];
+
+/** What every module that logs receives. */
+export interface Logger {
+  error(message: string): void;
+  warn(message: string): void;
+  info(message: string): void;
+  debug(message: string): void;
+  /** Whether debug lines are written (lets callers skip building expensive messages). */
+  readonly debugEnabled: boolean;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** Lines at this level or more severe are written. @default "info" */
+  readonly level?: LogLevel;
+  /** Appends each line here (created if missing). @default no file */
+  readonly filePath?: string;
+  /** Also writes each line to stdout. @default true */
+  readonly stdout?: boolean;
+  /** Returns the name shown after the timestamp (self-hosted); may change over time. */
+  readonly name?: () => string;
+  /** Receives every line (tests). */
+  readonly onLine?: (line: string) => void;
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** Formats a time as Go's `Jan _2 15:04:05.000` in UTC. */
+export function formatLogTime(date: Date): string {
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  return `${MONTHS[date.getUTCMonth()]} ${String(date.getUTCDate()).padStart(2, " ")} ` +
+    `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())}.` +
+    pad(date.getUTCMilliseconds(), 3);
+}
+
+/**
+ * Parses a level name case-insensitively (`warning` is `warn`).
+ *
+ * @throws {RangeError} `Log level <value> not supported` for an unknown name.
+ */
+export function parseLogLevel(value: string): LogLevel {
+  const lower = value.toLowerCase();
+  const level = lower === "warning" ? "warn" : lower;
+  if (!(LEVELS as readonly string[]).includes(level)) {
+    throw new RangeError(`Log level ${value} not supported`);
+  }
+  return level as LogLevel;
+}
+
+/** Creates a logger that writes synchronously, so no line is lost when the process exits. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const { level = "info", filePath, stdout = true, name, onLine } = options;
+  const max = LEVELS.indexOf(level);
+  const encoder = new TextEncoder();
+  let file: Deno.FsFile | undefined;
+  if (filePath) {
+    try {
+      file = Deno.openSync(filePath, { append: true, create: true, mode: 0o644 });
+    } catch {
+      file = undefined; // the log still reaches stdout; a missing log file must not stop a job
+    }
+  }
+  const emit = (lvl: LogLevel, message: string) => {
+    if (LEVELS.indexOf(lvl) > max) return;
+    const who = name?.() ?? "";
+    const line = `${formatLogTime(new Date())}${who ? ` ${who}` : ""} : ${message}\n`;
+    onLine?.(line);
+    const bytes = encoder.encode(line);
+    try {
+      file?.writeSync(bytes);
+    } catch {
+      // best effort: the agent log must never break the agent
+    }
+    if (stdout) {
+      try {
+        Deno.stdout.writeSync(bytes);
+      } catch {
+        // stdout closed: nothing better to do
+      }
+    }
+  };
+  return {
+    error: (m) => emit("error", m),
+    warn: (m) => emit("warn", m),
+    info: (m) => emit("info", m),
+    debug: (m) => emit("debug", m),
+    debugEnabled: max >= LEVELS.indexOf("debug"),
+  };
+}
+
+/** A logger that drops everything (tests, library use). */
+export const silentLogger: Logger = {
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+  debugEnabled: false,
+};

@@ -1,0 +1,189 @@
+/**
+ * The agent's command tree: `start`, `serve`, `run`, `version`. Flags are declared here and
+ * nothing else happens here: each action hands a typed options object to the module that owns
+ * it and turns its outcome into an exit code. Only this module prints `agent: <message>`.
+ *
+ * @module
+ */
+
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "./lib/version.ts";
+import { runJobFile } from "./lib/local_run.ts";
+import { serve } from "./server/serve.ts";
+import { startAgent } from "./lib/listener.ts";
+import { UsageError } from "./lib/errors.ts";
+
+/** Collects repeatable, comma-separated string-slice flags (`--env-vars A=1,B=2 --env-vars C=3`). */
+function collectList(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(",").filter((v) => v !== "")];
+}
+
+/** Go `strconv.ParseBool` semantics for `--flag=value`. */
+function parseBool(value: string): boolean {
+  if (["1", "t", "T", "TRUE", "true", "True"].includes(value)) return true;
+  if (["0", "f", "F", "FALSE", "false", "False"].includes(value)) return false;
+  throw new UsageError(`invalid boolean value '${value}'`);
+}
+
+function parseIntFlag(value: string): number {
+  if (!/^[+-]?\d+$/.test(value.trim())) throw new UsageError(`invalid integer value '${value}'`);
+  return Number.parseInt(value, 10);
+}
+
+function boolOption(flags: string, description: string): Option {
+  return new Option(`${flags} [bool]`, description).argParser(parseBool).preset(true);
+}
+
+/** The `agent start` flags (SEMAPHORE_COMPAT.md §3.1), in the original's order. */
+function addStartOptions(cmd: Command): Command {
+  return cmd
+    .option("--config-file <path>", "YAML config file (flags and SEMAPHORE_AGENT_* variables win)")
+    .option("--name <name>", "agent name; a random one when empty")
+    .option("--name-from-env <var>", "environment variable holding the agent name (deprecated)")
+    .option("--endpoint <host>", "Semaphore organization endpoint, e.g. myorg.semaphoreci.com")
+    .option("--token <token>", "agent type registration token")
+    .addOption(boolOption("--no-https", "use http:// instead of https:// for the API"))
+    .option("--shutdown-hook-path <path>", "script run with bash when the agent shuts down")
+    .option("--pre-job-hook-path <path>", "script run in the job shell before the commands")
+    .option("--post-job-hook-path <path>", "script run in the job shell after the epilogues")
+    .addOption(boolOption("--disconnect-after-job", "ask to be shut down after one job"))
+    .option("--job-id <id>", "run this job only (needs --disconnect-after-job)")
+    .addOption(
+      new Option("--disconnect-after-idle-timeout <seconds>", "shut down after idling this long")
+        .argParser(parseIntFlag),
+    )
+    .addOption(
+      new Option("--interruption-grace-period <seconds>", "time a job gets after SIGTERM")
+        .argParser(parseIntFlag),
+    )
+    .option("--env-vars <NAME=VALUE...>", "host environment variables for jobs", collectList)
+    .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
+    .addOption(boolOption("--fail-on-missing-files", "fail a job when a --files path is missing"))
+    .option("--upload-job-logs <when>", "never, always or when-trimmed")
+    .addOption(
+      boolOption("--fail-on-pre-job-hook-error", "fail the job when the pre-job hook fails"),
+    )
+    .addOption(boolOption("--source-pre-job-hook", "source the pre-job hook instead of bash"))
+    .addOption(boolOption("--kubernetes-executor", "run jobs in Kubernetes pods (unsupported)"))
+    .option("--kubernetes-pod-spec <configmap>", "ConfigMap decorating job pods")
+    .option("--kubernetes-allowed-images <regex...>", "images jobs may use", collectList)
+    .option("--kubernetes-labels <KEY=VALUE...>", "labels for pods and secrets", collectList)
+    .addOption(
+      new Option("--kubernetes-pod-start-timeout <seconds>", "pod start timeout")
+        .argParser(parseIntFlag),
+    )
+    .option("--kubernetes-default-image <image>", "image for jobs without containers");
+}
+
+/** The `agent serve` flags (SEMAPHORE_COMPAT.md §3.2 and DECISIONS.md 15). */
+function addServeOptions(cmd: Command): Command {
+  return cmd
+    .option("--auth-token-secret <secret>", "HMAC secret for JWT validation (required)")
+    .option("--auth-token-secret-file <path>", "read the JWT secret from this file")
+    .addOption(new Option("--port <port>", "listen port").argParser(parseIntFlag).default(8000))
+    .option("--host <address>", "bind address", "0.0.0.0")
+    .option("--tls-cert-path <path>", "TLS certificate (PEM)", "server.crt")
+    .option("--tls-key-path <path>", "TLS private key (PEM)", "server.key")
+    .option("--statsd-host <host>", "StatsD host (metrics need host and port)", "")
+    .option("--statsd-port <port>", "StatsD port", "")
+    .option("--statsd-namespace <ns>", "StatsD metric prefix", "agent.prod")
+    .addOption(
+      new Option("--callback-retry-attempts <n>", "attempts for each callback, 1 s apart")
+        .argParser(parseIntFlag).default(300),
+    )
+    .option("--pre-job-hook-path <path>", "script sourced before the job's commands", "")
+    .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
+    .addOption(
+      boolOption("--expose-kvm-device", "pass /dev/kvm to job containers").default(true),
+    );
+}
+
+/** Returns the options of `cmd` that were given on the command line, by flag name. */
+function explicitFlags(cmd: Command): Record<string, unknown> {
+  const given: Record<string, unknown> = {};
+  for (const option of cmd.options) {
+    const key = option.attributeName();
+    if (cmd.getOptionValueSource(key) === "cli") {
+      given[option.long!.replace(/^--/, "")] = cmd.getOptionValue(key);
+    }
+  }
+  return given;
+}
+
+function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command("agent")
+    .description("Semaphore CI job agent")
+    .helpOption("-h, --help", "show help")
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeErr: (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)),
+      writeOut: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),
+    });
+
+  program.command("version").description("print the agent version").action(() => {
+    console.log(VERSION);
+    setExit(0);
+  });
+
+  program
+    .command("run")
+    .description(
+      "run one job from a YAML file and print it live; exit 0 passed, 1 failed, 130 stopped",
+    )
+    .argument("<job-file>", "job request in Semaphore's YAML format")
+    .option("--log-file <path>", "also write the JSONL event log here")
+    .option("--debug", "show stack traces for unexpected errors")
+    .action(async (path: string, opts: { logFile?: string }) => {
+      setExit(await runJobFile({ path, logFile: opts.logFile }));
+    });
+
+  addServeOptions(
+    program.command("serve").description("hosted mode: accept one job over HTTPS"),
+  ).action(async (_opts, cmd: Command) => {
+    setExit(await serve(cmd.opts(), explicitFlags(cmd)));
+  });
+
+  addStartOptions(
+    program.command("start").description("self-hosted mode: register with Semaphore and run jobs"),
+  ).action(async (_opts, cmd: Command) => {
+    setExit(await startAgent(explicitFlags(cmd)));
+  });
+
+  return program;
+}
+
+/** Runs the CLI with `args` and resolves with the process exit code. */
+export async function main(args: readonly string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => code = c);
+  if (args.length === 0) {
+    program.outputHelp({ error: true });
+    return 1;
+  }
+  const known = ["version", "run", "serve", "start", "help", "-h", "--help"];
+  if (!known.includes(args[0])) {
+    // The original ignores an unknown action word and exits 0 (SEMAPHORE_COMPAT.md §2.2).
+    console.error(`agent: unknown command '${args[0]}' - nothing to do (see 'agent --help')`);
+    return 0;
+  }
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.exitCode === 0 || error.code === "commander.helpDisplayed" ? 0 : 2;
+    }
+    if (error instanceof UsageError) {
+      console.error(`agent: ${error.message}`);
+      return error.exitCode;
+    }
+    console.error(`agent: ${error instanceof Error ? error.message : String(error)}`);
+    if (args.includes("--debug") && error instanceof Error) console.error(error.stack);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
