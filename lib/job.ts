@@ -10,6 +10,7 @@ import type { EventSink, JobResult } from "./events.ts";
 import type { JobRequest } from "./job_request_types.ts";
 import type { HostEnvVar } from "../executors/executor.ts";
 import type { Logger } from "./agent_log.ts";
+import type { Metrics } from "./metrics.ts";
 
 /** A `--files HOST:CONTAINER` entry (container executor only). */
 export interface FileInjection {
@@ -49,6 +50,8 @@ export interface JobOptions {
   readonly postJobHookPath?: string;
   /** Host env vars exported with the job's, overriding them (§8.10). @default [] */
   readonly hostEnvVars?: readonly HostEnvVar[];
+  /** StatsD metrics (serve only, §7.9). @default none */
+  readonly metrics?: Metrics;
   /** Mode-specific teardown around `job_finished`. */
   readonly hooks?: JobTeardownHooks;
 }
