@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Builds dist/agent, one executable file (DECISIONS.md "Runtime and dependencies").
+#
+# Three ways, tried in this order:
+#   1. DENORT_BIN is set: `deno compile` with that local denort runtime (Deno itself reads the
+#      variable). The result is a real single-file Deno executable.
+#   2. Plain `deno compile`, which works only where Deno can fetch (or has cached) its denort
+#      runtime. Skipped with AGENT_COMPILE_FALLBACK=1; bounded by a timeout.
+#   3. The fallback: a self-extracting executable, a POSIX sh header followed by a tar.gz of the
+#      installed `deno` binary and a `deno bundle` of the agent (npm dependencies inlined). On
+#      first run it unpacks once into ${XDG_CACHE_HOME:-$HOME/.cache}/semaphore-agent/<hash>/
+#      (temp dir + rename, so concurrent first runs are safe) and then execs
+#      `deno run -A ... agent.js "$@"`: same CLI, exit codes, stdin/stdout and signals.
+#
+# Each way is smoke-tested (`dist/agent version` must print `v<deno.json version>`) before the
+# script reports success.
+#
+# Environment: DENORT_BIN (path to denort), AGENT_COMPILE_FALLBACK=1 (go straight to 3),
+# AGENT_COMPILE_TIMEOUT (seconds for way 2, default 60).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+root=$(pwd)
+out="$root/dist/agent"
+mkdir -p "$root/dist"
+
+deno_exe=$(command -v deno || true)
+if [ -z "$deno_exe" ]; then
+  echo "compile.sh: Cannot build dist/agent: deno is not on PATH" >&2
+  exit 1
+fi
+deno_exe=$(readlink -f "$deno_exe")
+deno_version=$("$deno_exe" --version | head -n 1 | awk '{print $2}')
+
+# The agent's version and the `unstable` features from deno.json: the fallback runs the bundle
+# with --no-config, so the features become flags.
+read -r agent_version unstable_flags < <(
+  "$deno_exe" eval --no-config '
+    const c = JSON.parse(Deno.readTextFileSync("deno.json"));
+    const flags = (c.unstable ?? []).map((f) => `--unstable-${f}`).join(" ");
+    console.log(`v${c.version} ${flags}`);
+  '
+)
+
+# Runs the built binary's `version` and checks it. stdin is /dev/null so that a wrong runtime
+# (e.g. a plain deno binary given as DENORT_BIN starts a REPL) ends at once.
+smoke_test() {
+  local got
+  got=$(timeout 60 "$out" version </dev/null 2>&1) || true
+  if [ "$got" != "$agent_version" ]; then
+    echo "compile.sh: Cannot use the built dist/agent: 'dist/agent version' printed '${got:0:200}', expected '$agent_version'" >&2
+    return 1
+  fi
+}
+
+human_size() {
+  local bytes
+  bytes=$(stat -c %s "$1")
+  awk -v b="$bytes" 'BEGIN { printf "%.1f MB", b / 1e6 }'
+}
+
+# Way 1 and 2: deno compile. The compiled binary needs no config at run time; the build uses the
+# repository's deno.json for the import map and deno.lock for the pins.
+deno_compile() { # $1: timeout in seconds
+  rm -f "$out"
+  timeout "$1" "$deno_exe" compile -A --quiet --output "$out" main.ts
+}
+
+if [ -n "${DENORT_BIN:-}" ]; then
+  if [ ! -x "$DENORT_BIN" ]; then
+    echo "compile.sh: Cannot build with DENORT_BIN: '$DENORT_BIN' is not an executable file" >&2
+    exit 1
+  fi
+  echo "compile.sh: building dist/agent with deno compile and DENORT_BIN=$DENORT_BIN"
+  export DENORT_BIN
+  deno_compile 600
+  smoke_test
+  echo "compile.sh: built $out ($(human_size "$out"), deno compile $deno_version with local denort, agent $agent_version)"
+  exit 0
+fi
+
+if [ "${AGENT_COMPILE_FALLBACK:-0}" != "1" ]; then
+  echo "compile.sh: trying deno compile (needs the denort runtime: cached or downloadable)"
+  if deno_compile "${AGENT_COMPILE_TIMEOUT:-60}" >"$root/dist/.compile.log" 2>&1 && smoke_test; then
+    rm -f "$root/dist/.compile.log"
+    echo "compile.sh: built $out ($(human_size "$out"), deno compile $deno_version, agent $agent_version)"
+    exit 0
+  fi
+  reason=$(grep -m1 -o 'dns error\|error: [^.]*' "$root/dist/.compile.log" | head -n 1 || true)
+  echo "compile.sh: deno compile is not possible here (${reason:-no denort runtime}); building the self-extracting fallback"
+  rm -f "$out" "$root/dist/.compile.log"
+fi
+
+# Way 3: the self-extracting fallback.
+work=$(mktemp -d "$root/dist/.build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/payload"
+
+"$deno_exe" bundle --quiet --platform deno --output "$work/payload/agent.js" main.ts
+# Every npm package must be inside the bundle: the launcher runs with --no-npm.
+if grep -Eq "(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:" "$work/payload/agent.js"; then
+  echo "compile.sh: Cannot bundle the agent: dist bundle still imports npm: specifiers" >&2
+  grep -En "(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:" "$work/payload/agent.js" | head -n 5 >&2
+  exit 1
+fi
+cp "$deno_exe" "$work/payload/deno"
+chmod 0755 "$work/payload/deno"
+chmod 0644 "$work/payload/agent.js"
+
+# The cache directory is named after the content, so rebuilding the same sources reuses it.
+content_id=$(cd "$work/payload" && sha256sum deno agent.js | sha256sum | cut -c1-16)
+tar -C "$work/payload" --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name \
+  -cf - deno agent.js | gzip -6 -n >"$work/payload.tar.gz"
+payload_sum=$(sha256sum "$work/payload.tar.gz" | cut -c1-64)
+
+write_header() { # $1: the payload offset, padded to 10 characters
+  cat <<EOF
+#!/bin/sh
+# Semaphore agent $agent_version, built by compile.sh: a self-extracting executable.
+# After this header: a tar.gz of the Deno $deno_version runtime and the bundled agent. It is
+# unpacked once into \${XDG_CACHE_HOME:-\$HOME/.cache}/semaphore-agent/$content_id/ and run from
+# there with the same arguments, stdin, stdout and signals (exec).
+id=$content_id
+sum=$payload_sum
+offset=$1 # byte length of this header
+if [ -n "\${XDG_CACHE_HOME:-}" ]; then base=\$XDG_CACHE_HOME/semaphore-agent
+elif [ -n "\${HOME:-}" ]; then base=\$HOME/.cache/semaphore-agent
+else base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u); fi
+dir=\$base/\$id
+if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; then
+  self=\$0
+  case \$self in */*) ;; *) self=\$(command -v -- "\$self") ;; esac
+  if ! mkdir -p "\$base" 2>/dev/null || [ ! -w "\$base" ]; then
+    base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u); dir=\$base/\$id
+    mkdir -p "\$base" || exit 1
+  fi
+fi
+if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; then
+  if command -v sha256sum >/dev/null 2>&1; then
+    got=\$(tail -c +\$((offset + 1)) "\$self" | sha256sum | cut -c1-64)
+    if [ "\$got" != "\$sum" ]; then
+      echo "agent: Cannot unpack \$self: the file is damaged (checksum mismatch)" >&2
+      exit 1
+    fi
+  fi
+  tmp=\$(mktemp -d "\$base/.unpack.XXXXXX") || exit 1
+  trap 'rm -rf "\$tmp"' EXIT
+  trap 'exit 130' INT TERM
+  if ! tail -c +\$((offset + 1)) "\$self" | tar -xzf - -C "\$tmp"; then
+    echo "agent: Cannot unpack \$self into \$base" >&2
+    exit 1
+  fi
+  if [ -e "\$dir" ] && { [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; }; then
+    rm -rf "\$dir"
+  fi
+  # Atomic: the first run to finish renames its copy into place; the others drop theirs.
+  mv -T "\$tmp" "\$dir" 2>/dev/null || [ -x "\$dir/deno" ] || mv "\$tmp" "\$dir" || exit 1
+  rm -rf "\$tmp"
+  trap - EXIT INT TERM
+fi
+export DENO_NO_UPDATE_CHECK=1
+exec "\$dir/deno" run -A --no-prompt --no-config --no-lock --no-remote --no-npm --cached-only $unstable_flags "\$dir/agent.js" "\$@"
+exit 127
+EOF
+}
+
+# The header states its own length; fixed-width digits keep that length stable.
+header_len=$(write_header "$(printf '%-10s' 0)" | wc -c)
+write_header "$(printf '%-10s' "$header_len")" >"$work/agent"
+if [ "$(wc -c <"$work/agent")" -ne "$header_len" ]; then
+  echo "compile.sh: Cannot build the launcher: header length changed" >&2
+  exit 1
+fi
+cat "$work/payload.tar.gz" >>"$work/agent"
+chmod 0755 "$work/agent"
+mv -f "$work/agent" "$out"
+
+# Smoke test in a private cache so that it also proves the unpacking works.
+smoke_cache=$(mktemp -d)
+start=$(date +%s.%N)
+XDG_CACHE_HOME="$smoke_cache" smoke_test || {
+  rm -rf "$smoke_cache"
+  exit 1
+}
+first=$(date +%s.%N)
+XDG_CACHE_HOME="$smoke_cache" smoke_test
+second=$(date +%s.%N)
+rm -rf "$smoke_cache"
+
+echo "compile.sh: built $out ($(human_size "$out")): self-extracting sh + tar.gz of deno $deno_version and a deno bundle of main.ts (npm deps inlined), agent $agent_version, cache id $content_id"
+awk -v s="$start" -v f="$first" -v e="$second" \
+  'BEGIN { printf "compile.sh: dist/agent version: first run (unpack) %.2f s, then %.3f s\n", f - s, e - f }'
