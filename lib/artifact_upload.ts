@@ -13,6 +13,7 @@ import type { EventLog } from "./event_log.ts";
 import type { EnvVar } from "./job_request_types.ts";
 import type { Logger } from "./agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
+import { decodeBase64 } from "./job_request.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";
@@ -40,9 +41,7 @@ export function findJobEnvVar(envVars: readonly EnvVar[], name: string): string 
   for (let i = envVars.length - 1; i >= 0; i--) {
     if (envVars[i].name !== name) continue;
     try {
-      const binary = atob(envVars[i].value);
-      const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
-      return new TextDecoder().decode(bytes);
+      return new TextDecoder().decode(decodeBase64(envVars[i].value));
     } catch {
       return undefined;
     }
