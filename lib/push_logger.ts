@@ -1,0 +1,269 @@
+/**
+ * Ships a job's local event log to the hub (SEMAPHORE_COMPAT.md §8.7): after a random delay,
+ * `POST <url>?start_from=<N>` with the next ≤ 2000 JSONL lines from index N. 200 advances N;
+ * 401 refreshes the log token and retries; 422 stops for good and marks the log trimmed; any
+ * other failure retries the same N. Closing flushes what is left, for at most the flush timeout.
+ * Since N only moves on a 200, no event is skipped or sent twice to a hub that answers.
+ * It knows the log only as numbered lines; it knows nothing of jobs or the sync loop.
+ *
+ * @module
+ */
+
+import { type Logger, silentLogger } from "./agent_log.ts";
+import { delay, formatGoDuration, randomBetween } from "./delay.ts";
+import { HTTP_TIMEOUT_MS, timedFetch } from "./timed_fetch.ts";
+import { USER_AGENT } from "./version.ts";
+
+/** The most lines one request may carry (and the default). */
+export const MAX_LINES_PER_REQUEST = 2000;
+/** The longest flush timeout, in seconds. */
+export const MAX_FLUSH_TIMEOUT_SECONDS = 900;
+
+/** The numbered lines the push logger reads (an `EventLog` is one). */
+export interface PushLogSource {
+  /** How many lines exist now. */
+  readonly lineCount: number;
+  /** Lines with index >= `start`, at most `max`, each ending in `\n`. */
+  readLines(start: number, max: number): Promise<readonly string[]>;
+}
+
+/** Random pauses before each push, in milliseconds `[min, max)`. */
+export interface PushDelays {
+  /** While the job runs. @default [1500, 3000] */
+  readonly runningMs?: readonly [number, number];
+  /** Once flushing (after the job finished). @default [250, 500] */
+  readonly flushingMs?: readonly [number, number];
+}
+
+/** Options of {@linkcode PushLogger}. */
+export interface PushLoggerOptions {
+  readonly source: PushLogSource;
+  /** The job's `logger.url`. */
+  readonly url: string;
+  /** The job's `logger.token` (sent as `Authorization: Bearer <token>`). */
+  readonly token: string;
+  /** Gets a new log token after a 401 (`POST /refresh`). */
+  readonly refreshToken: () => Promise<string>;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+  /** Lines per request, 1–2000. @default 2000 */
+  readonly linesPerRequest?: number;
+  /** How long `close()` waits for the remaining lines, 1–900 s. @default 60 */
+  readonly flushTimeoutSeconds?: number;
+  /** @default the original's delays */
+  readonly delays?: PushDelays;
+  /** Per-request timeout. @default 30000 */
+  readonly timeoutMs?: number;
+}
+
+/** What {@linkcode PushLogger.close} found. */
+export interface PushLoggerCloseResult {
+  /** The hub answered 422 (no more space): later lines were never sent (§6.7 "trimmed"). */
+  readonly trimmed: boolean;
+  /** Every line reached the hub (false after a 422 or when the flush timed out). */
+  readonly complete: boolean;
+  /** Lines the hub accepted. */
+  readonly pushedLines: number;
+}
+
+/** The background loop that pushes one job's log to the hub. */
+export class PushLogger {
+  readonly #source: PushLogSource;
+  readonly #url: string;
+  readonly #refreshToken: () => Promise<string>;
+  readonly #logger: Logger;
+  readonly #linesPerRequest: number;
+  readonly #flushTimeoutMs: number;
+  readonly #runningDelay: readonly [number, number];
+  readonly #flushingDelay: readonly [number, number];
+  readonly #timeoutMs: number;
+  #token: string;
+  #next = 0;
+  #trimmed = false;
+  #flushing = false;
+  #loop: Promise<void> | undefined;
+  #closing: Promise<PushLoggerCloseResult> | undefined;
+  /** Aborted to stop the loop (and its request) for good. */
+  readonly #stop = new AbortController();
+  /** Aborted to cut the current pause short when flushing starts. */
+  #wake = new AbortController();
+  #resolveDone!: () => void;
+  readonly #whenDone = new Promise<void>((resolve) => this.#resolveDone = resolve);
+
+  /**
+   * Checks the options; call `start()` to begin pushing.
+   *
+   * @throws {RangeError} `... must be between 1 and 2000` or `... must be between 1 and 900`.
+   */
+  constructor(options: PushLoggerOptions) {
+    const {
+      source,
+      url,
+      token,
+      refreshToken,
+      logger = silentLogger,
+      linesPerRequest = MAX_LINES_PER_REQUEST,
+      flushTimeoutSeconds = 60,
+      delays = {},
+      timeoutMs = HTTP_TIMEOUT_MS,
+    } = options;
+    if (
+      !Number.isInteger(linesPerRequest) || linesPerRequest < 1 ||
+      linesPerRequest > MAX_LINES_PER_REQUEST
+    ) {
+      throw new RangeError(
+        `Cannot create push logger: linesPerRequest must be between 1 and ` +
+          `${MAX_LINES_PER_REQUEST}, got ${linesPerRequest}`,
+      );
+    }
+    if (
+      !Number.isFinite(flushTimeoutSeconds) || flushTimeoutSeconds < 1 ||
+      flushTimeoutSeconds > MAX_FLUSH_TIMEOUT_SECONDS
+    ) {
+      throw new RangeError(
+        `Cannot create push logger: flushTimeoutSeconds must be between 1 and ` +
+          `${MAX_FLUSH_TIMEOUT_SECONDS}, got ${flushTimeoutSeconds}`,
+      );
+    }
+    this.#source = source;
+    this.#url = url;
+    this.#token = token;
+    this.#refreshToken = refreshToken;
+    this.#logger = logger;
+    this.#linesPerRequest = linesPerRequest;
+    this.#flushTimeoutMs = flushTimeoutSeconds * 1000;
+    this.#runningDelay = delays.runningMs ?? [1500, 3000];
+    this.#flushingDelay = delays.flushingMs ?? [250, 500];
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** Lines the hub has accepted so far. */
+  get pushedLines(): number {
+    return this.#next;
+  }
+
+  /** Whether the hub answered 422. */
+  get trimmed(): boolean {
+    return this.#trimmed;
+  }
+
+  /** Starts the push loop (once). */
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /**
+   * Pushes what is left with short pauses, waiting at most the flush timeout, then stops the
+   * loop. Idempotent. Never throws.
+   */
+  close(): Promise<PushLoggerCloseResult> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<PushLoggerCloseResult> {
+    this.start();
+    this.#flushing = true;
+    this.#wake.abort();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = await Promise.race([
+      this.#whenDone.then(() => false),
+      new Promise<boolean>((resolve) =>
+        timer = setTimeout(() => resolve(true), this.#flushTimeoutMs)
+      ),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.#logger.error(
+        `Could not push all logs to ${this.#url} - giving up ` +
+          `(${this.#next} of ${this.#source.lineCount} lines pushed in ` +
+          `${formatGoDuration(this.#flushTimeoutMs)})`,
+      );
+    }
+    this.#stop.abort();
+    await this.#loop;
+    return {
+      trimmed: this.#trimmed,
+      complete: !this.#trimmed && this.#next >= this.#source.lineCount,
+      pushedLines: this.#next,
+    };
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (!this.#stop.signal.aborted) {
+        const range = this.#flushing ? this.#flushingDelay : this.#runningDelay;
+        await delay(randomBetween(range), AbortSignal.any([this.#stop.signal, this.#wake.signal]));
+        if (this.#wake.signal.aborted) this.#wake = new AbortController();
+        if (this.#stop.signal.aborted) break;
+        if (this.#source.lineCount <= this.#next) {
+          if (this.#flushing) {
+            this.#logger.info("No more logs to flush - stopping");
+            break;
+          }
+          continue;
+        }
+        if (!await this.#pushBatch()) break;
+      }
+    } finally {
+      this.#resolveDone();
+    }
+  }
+
+  /** Sends one batch; resolves false when pushing must stop for good (422). */
+  async #pushBatch(): Promise<boolean> {
+    const start = this.#next;
+    let lines: readonly string[];
+    try {
+      lines = await this.#source.readLines(start, this.#linesPerRequest);
+    } catch (error) {
+      this.#logger.error(`Error pushing logs: ${(error as Error).message}`);
+      return true;
+    }
+    if (lines.length === 0) return true;
+    const url = `${this.#url}${this.#url.includes("?") ? "&" : "?"}start_from=${start}`;
+    let status: number;
+    let body: string;
+    try {
+      ({ status, body } = await timedFetch(url, {
+        method: "POST",
+        headers: {
+          "Content-Type": "text/plain",
+          "Authorization": `Bearer ${this.#token}`,
+          "User-Agent": USER_AGENT,
+        },
+        body: new TextEncoder().encode(lines.join("")),
+      }, { timeoutMs: this.#timeoutMs, signal: this.#stop.signal }));
+    } catch (error) {
+      if (!this.#stop.signal.aborted) {
+        this.#logger.error(`Error pushing logs: ${(error as Error).message}`);
+      }
+      return true;
+    }
+    if (status === 200) {
+      this.#next = start + lines.length;
+      return true;
+    }
+    if (status === 422) {
+      this.#trimmed = true;
+      this.#logger.info("no more space available for logs - stopping");
+      return false;
+    }
+    if (status === 401) {
+      this.#logger.info("Refreshing token for current job logs...");
+      try {
+        this.#token = await this.#refreshToken();
+        this.#logger.info("Successfully refreshed token for current job logs.");
+      } catch (error) {
+        this.#logger.error(
+          `Error refreshing token for current job logs: ${(error as Error).message}`,
+        );
+      }
+      return true;
+    }
+    this.#logger.error(
+      `Error pushing logs: request to ${url} got HTTP ${status}: ${body.slice(0, 200)}`,
+    );
+    return true;
+  }
+}
