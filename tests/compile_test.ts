@@ -1,0 +1,238 @@
+/**
+ * End-to-end tests of the built binary `dist/agent`, whichever way `compile.sh` built it:
+ * version, `agent run` of passing, failing and invalid job files, `--log-file`, signals passing
+ * through the launcher, and independence from the caller's working directory.
+ *
+ * The binary is built once by `bash compile.sh`, or reused when it is newer than every source
+ * file. Jobs run with HOME set to an empty temporary directory.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const AGENT = join(ROOT, "dist", "agent");
+const SOURCES = ["main.ts", "deno.json", "deno.lock", "compile.sh", "lib", "executors", "server"];
+
+/** The newest modification time among the agent's sources, in ms. */
+async function newestSource(path: string): Promise<number> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return 0;
+    throw error;
+  }
+  if (!info.isDirectory) return info.mtime?.getTime() ?? 0;
+  let newest = info.mtime?.getTime() ?? 0;
+  for await (const entry of Deno.readDir(path)) {
+    newest = Math.max(newest, await newestSource(join(path, entry.name)));
+  }
+  return newest;
+}
+
+let built: Promise<void> | undefined;
+
+/** Builds dist/agent unless it is newer than every source file. */
+function ensureBuilt(): Promise<void> {
+  built ??= (async () => {
+    let binaryTime = 0;
+    try {
+      binaryTime = (await Deno.stat(AGENT)).mtime?.getTime() ?? 0;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    const sourceTimes = await Promise.all(SOURCES.map((s) => newestSource(join(ROOT, s))));
+    if (binaryTime > Math.max(...sourceTimes)) return;
+    const { code, stdout, stderr } = await new Deno.Command("bash", {
+      args: ["compile.sh"],
+      cwd: ROOT,
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder();
+    assert.equal(
+      code,
+      0,
+      `bash compile.sh failed:\n${text.decode(stdout)}\n${text.decode(stderr)}`,
+    );
+  })();
+  return built;
+}
+
+/** The user's cache: kept so that the launcher unpacks once, not once per test HOME. */
+const CACHE_HOME = Deno.env.get("XDG_CACHE_HOME") ??
+  join(Deno.env.get("HOME") ?? "/tmp", ".cache");
+
+interface AgentResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs dist/agent with `args` in a fresh HOME; `cwd` defaults to the repository. */
+async function runAgent(args: string[], options: { cwd?: string } = {}): Promise<AgentResult> {
+  await ensureBuilt();
+  const home = await Deno.makeTempDir({ prefix: "agent-home-" });
+  try {
+    const { code, stdout, stderr } = await new Deno.Command(AGENT, {
+      args,
+      cwd: options.cwd ?? ROOT,
+      env: { HOME: home, XDG_CACHE_HOME: CACHE_HOME },
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder();
+    return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+}
+
+function show(result: AgentResult): string {
+  return `exit ${result.code}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
+}
+
+async function agentVersion(): Promise<string> {
+  const config = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json")));
+  return `v${config.version}`;
+}
+
+Deno.test("dist/agent version prints v<deno.json version> and exits 0", async () => {
+  const result = await runAgent(["version"]);
+  assert.equal(result.code, 0, show(result));
+  assert.equal(result.stdout, `${await agentVersion()}\n`);
+  assert.equal(result.stderr, "");
+});
+
+Deno.test("dist/agent ignores deno.json and package.json in the caller's directory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-cwd-" });
+  try {
+    await Deno.writeTextFile(join(dir, "deno.json"), "{ not json");
+    await Deno.writeTextFile(join(dir, "package.json"), "{ not json");
+    await Deno.writeTextFile(join(dir, "deno.lock"), "{ not json");
+    const result = await runAgent(["version"], { cwd: dir });
+    assert.equal(result.code, 0, show(result));
+    assert.equal(result.stdout, `${await agentVersion()}\n`);
+    assert.equal(result.stderr, "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dist/agent run exits 0 and prints the job when the job passes", async () => {
+  const result = await runAgent(["run", "examples/hello.yaml"]);
+  assert.equal(result.code, 0, show(result));
+  for (const line of ["hello from the job", "Hello, file!", "step 3", "result is passed"]) {
+    assert.match(result.stdout, new RegExp(`^${line}$`, "m"), show(result));
+  }
+});
+
+Deno.test("dist/agent run exits 1 when the job fails", async () => {
+  const result = await runAgent(["run", "examples/failing.yaml"]);
+  assert.equal(result.code, 1, show(result));
+  assert.match(result.stdout, /^about to fail$/m, show(result));
+  assert.doesNotMatch(result.stdout, /^never printed$/m, show(result));
+  assert.match(result.stdout, /^result is failed$/m, show(result));
+});
+
+Deno.test("dist/agent run exits 2 with one stderr line naming the file and field when the job is invalid", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-job-" });
+  try {
+    const path = join(dir, "invalid.yaml");
+    await Deno.writeTextFile(path, "commands: 5\n");
+    const result = await runAgent(["run", path]);
+    assert.equal(result.code, 2, show(result));
+    assert.equal(result.stdout, "", show(result));
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, show(result));
+    assert.ok(lines[0].includes(path), show(result));
+    assert.match(lines[0], /\bcommands\b/, show(result));
+    assert.doesNotMatch(result.stderr, /^\s+at /m, show(result));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dist/agent run exits 2 with one stderr line when the job file is missing", async () => {
+  const path = join(ROOT, "examples", "no-such-job.yaml");
+  const result = await runAgent(["run", path]);
+  assert.equal(result.code, 2, show(result));
+  const lines = result.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, show(result));
+  assert.ok(lines[0].includes(path), show(result));
+});
+
+Deno.test("dist/agent run --log-file writes the job's events as JSONL", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-log-" });
+  try {
+    const logFile = join(dir, "job.jsonl");
+    const result = await runAgent(["run", "--log-file", logFile, "examples/hello.yaml"]);
+    assert.equal(result.code, 0, show(result));
+    const text = await Deno.readTextFile(logFile);
+    assert.ok(text.endsWith("\n"), "the log ends with a newline");
+    const events = text.trimEnd().split("\n").map((line) => JSON.parse(line));
+    assert.equal(events[0].event, "job_started");
+    assert.equal(events.at(-1).event, "job_finished");
+    assert.equal(events.at(-1).result, "passed");
+    const output = events.filter((e) => e.event === "cmd_output").map((e) => e.output).join("");
+    assert.match(output, /^hello from the job$/m);
+    const started = events.filter((e) => e.event === "cmd_started").length;
+    const finished = events.filter((e) => e.event === "cmd_finished").length;
+    assert.equal(started, finished);
+    assert.ok(events.some((e) => e.event === "cmd_started" && e.directive === 'echo "$GREETING"'));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dist/agent run exits 130 when SIGTERM reaches it through the launcher", async () => {
+  await ensureBuilt();
+  const dir = await Deno.makeTempDir({ prefix: "agent-stop-" });
+  try {
+    const path = join(dir, "sleep.yaml");
+    await Deno.writeTextFile(
+      path,
+      [
+        "commands:",
+        "  - directive: echo sleeping-now; sleep 60",
+        "  - directive: echo never-reached",
+        "",
+      ].join("\n"),
+    );
+    const child = new Deno.Command(AGENT, {
+      args: ["run", path],
+      cwd: ROOT,
+      env: { HOME: dir, XDG_CACHE_HOME: CACHE_HOME },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderrText = new Response(child.stderr).text();
+    const decoder = new TextDecoder();
+    let stdout = "";
+    const reader = child.stdout.getReader();
+    while (!/^sleeping-now$/m.test(stdout)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stdout += decoder.decode(value, { stream: true });
+    }
+    assert.match(stdout, /^sleeping-now$/m, `the job did not start:\n${stdout}`);
+    const stopAt = performance.now();
+    child.kill("SIGTERM");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stdout += decoder.decode(value, { stream: true });
+    }
+    const status = await child.status;
+    const seconds = (performance.now() - stopAt) / 1000;
+    assert.equal(status.code, 130, `stdout:\n${stdout}\nstderr:\n${await stderrText}`);
+    await stderrText;
+    assert.doesNotMatch(stdout, /^never-reached$/m);
+    assert.ok(seconds < 20, `stopping took ${seconds.toFixed(1)} s`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
