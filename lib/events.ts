@@ -123,7 +123,7 @@ export function encodeEvent(e: JobEvent): string {
   }
 }
 
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Decodes bytes as UTF-8 the way Go's JSON encoder sees them: every byte that is not part of a

@@ -6,9 +6,12 @@
  * @module
  */
 
-import type { EventSink, JobResult } from "./events.ts";
+import { type EventSink, type JobResult, unixSeconds } from "./events.ts";
 import type { JobRequest } from "./job_request_types.ts";
-import type { HostEnvVar } from "../executors/executor.ts";
+import type { Executor, HostEnvVar } from "../executors/executor.ts";
+import { createShellExecutor } from "../executors/shell.ts";
+import { JobConstructionError } from "./errors.ts";
+import { validateForJob } from "./job_request.ts";
 import type { Logger } from "./agent_log.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -50,8 +53,265 @@ export interface JobOptions {
   readonly postJobHookPath?: string;
   /** Host env vars exported with the job's, overriding them (§8.10). @default [] */
   readonly hostEnvVars?: readonly HostEnvVar[];
+  /**
+   * The environment the job shell starts from.
+   * @default the agent's environment without `SEMAPHORE_AGENT_*` variables (DECISIONS.md 14)
+   */
+  readonly shellEnv?: Readonly<Record<string, string>>;
   /** StatsD metrics (serve only, §7.9). @default none */
   readonly metrics?: Metrics;
   /** Mode-specific teardown around `job_finished`. */
   readonly hooks?: JobTeardownHooks;
+}
+
+/** Directive of the pre-job hook command (§6.2). */
+export const PRE_JOB_HOOK_DIRECTIVE = "Running the pre-job hook configured in the agent";
+/** Directive of the post-job hook command (§6.2). */
+export const POST_JOB_HOOK_DIRECTIVE = "Running the post-job hook configured in the agent";
+const FAIL_WARNING = "The agent is configured to fail the job if the pre-job hook fails.";
+const PROCEED_WARNING =
+  "The agent is configured to proceed with the job even if the pre-job hook fails.";
+
+function base64(text: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * One job: built from a request, run once, stoppable at any point. `run()` always ends with
+ * `job_finished` (unless a teardown hook fails) and always cleans the executor up
+ * (DECISIONS.md 4).
+ */
+export class Job {
+  /** The job's id from the request. */
+  readonly id: string;
+  readonly request: JobRequest;
+  readonly #options: JobOptions;
+  readonly #executor: Executor;
+  readonly #sink: EventSink;
+  readonly #logger: Logger;
+  #stopped = false;
+  #stopping: Promise<void> | undefined;
+  #running: Promise<JobResult> | undefined;
+  #finished = false;
+
+  private constructor(options: JobOptions, executor: Executor) {
+    this.#options = options;
+    this.request = options.request;
+    this.id = options.request.job_id;
+    this.#sink = options.sink;
+    this.#logger = options.logger;
+    this.#executor = executor;
+  }
+
+  /**
+   * Builds a job and its executor; nothing runs yet (§5.1).
+   *
+   * @throws {JobConstructionError} for an unknown executor or logger, a push logger without a
+   *   URL, or a container job without containers.
+   */
+  static create(options: JobOptions): Job {
+    const problem = validateForJob(options.request);
+    if (problem) throw new JobConstructionError(problem);
+    return new Job(options, createExecutor(options));
+  }
+
+  /** Whether `run()` has completed. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Whether a stop was requested (from outside, or by a command exiting 130). */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Runs the whole lifecycle once; later calls return the same promise. Never rejects. */
+  run(): Promise<JobResult> {
+    this.#running ??= this.#run().finally(() => this.#finished = true);
+    return this.#running;
+  }
+
+  /** Stops the job: the running command ends with exit code 1, nothing else starts. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#stopped = true;
+      this.#logger.info(`[job=${this.id}] Stopping job`);
+      try {
+        await this.#executor.stop();
+      } catch (error) {
+        this.#logger.error(`[job=${this.id}] Cannot stop the executor: ${errorText(error)}`);
+      }
+    })();
+    return this.#stopping;
+  }
+
+  async #run(): Promise<JobResult> {
+    this.#logger.info(`[job=${this.id}] Running job ${this.id}`);
+    this.#sink.write({ event: "job_started", timestamp: unixSeconds() });
+    let result: JobResult = "failed";
+    let executorRunning = false;
+    let epiloguesExecuted = false;
+    try {
+      // Preparing and starting come first: their failure needs no epilogue (§5.3).
+      if (!this.#stopped && await this.#executor.prepare() === 0 && !this.#stopped) {
+        executorRunning = await this.#executor.start() === 0;
+      }
+      if (executorRunning && !this.#stopped) {
+        result = await this.#runRegularCommands();
+        if (!this.#stopped) {
+          await this.#runEpilogues(result);
+          epiloguesExecuted = true;
+        }
+      } else if (this.#stopped) {
+        result = "stopped";
+      }
+      await this.#runPostJobHook(executorRunning);
+      if (epiloguesExecuted && this.#stopped) result = "stopped";
+    } catch (error) {
+      this.#logger.error(`[job=${this.id}] Job failed unexpectedly: ${errorText(error)}`);
+      result = this.#stopped ? "stopped" : "failed";
+    }
+    try {
+      await this.#teardown(result);
+    } finally {
+      await this.#executor.cleanup().catch((error) =>
+        this.#logger.error(`[job=${this.id}] Cannot clean up the executor: ${errorText(error)}`)
+      );
+      this.#logger.info(`[job=${this.id}] Job finished with result: ${result}`);
+    }
+    return result;
+  }
+
+  /** Env, files, pre-job hook, commands, and the result they give (§5.2). */
+  async #runRegularCommands(): Promise<JobResult> {
+    const options = this.#options;
+    const executor = this.#executor;
+    if (await executor.exportEnvVars(this.request.env_vars, options.hostEnvVars ?? []) !== 0) {
+      return this.#stopped ? "stopped" : "failed";
+    }
+    if (await executor.injectFiles(this.request.files) !== 0) {
+      return this.#stopped ? "stopped" : "failed";
+    }
+    if (options.preJobHookPath) {
+      const verb = options.sourcePreJobHook ? "source" : "bash";
+      const exitCode = await executor.runCommand(`${verb} ${options.preJobHookPath}`, {
+        alias: PRE_JOB_HOOK_DIRECTIVE,
+        warning: options.failOnPreJobHookError ? FAIL_WARNING : PROCEED_WARNING,
+      });
+      if (exitCode !== 0 && options.failOnPreJobHookError) {
+        return this.#stopped ? "stopped" : "failed";
+      }
+    }
+    let exitCode = 0;
+    for (const command of this.request.commands) {
+      if (this.#stopped) break;
+      exitCode = await executor.runCommand(command.directive, { alias: command.alias });
+      if (exitCode !== 0) break;
+    }
+    if (this.#stopped) return "stopped";
+    if (exitCode === 130) return await this.#checkJobResult();
+    return exitCode === 0 ? "passed" : "failed";
+  }
+
+  /** A command exited 130: `$SEMAPHORE_JOB_RESULT` decides the result (§5.4). */
+  async #checkJobResult(): Promise<JobResult> {
+    this.#stopped = true;
+    const { output } = await this.#executor.getOutputFromCommand("echo $SEMAPHORE_JOB_RESULT");
+    const value = output.replaceAll("\n", "");
+    let result: JobResult = "stopped";
+    let message =
+      `SEMAPHORE_JOB_RESULT is set to '${value}' - stopping job and marking it as stopped`;
+    if (value === "passed" || value === "failed") {
+      result = value;
+      message = `SEMAPHORE_JOB_RESULT=${value} - stopping job and marking it as ${value}`;
+    }
+    const now = unixSeconds();
+    const directive = "Checking job result";
+    this.#sink.write({ event: "cmd_started", timestamp: now, directive });
+    this.#sink.write({ event: "cmd_output", timestamp: now, output: message });
+    this.#sink.write({
+      event: "cmd_finished",
+      timestamp: now,
+      directive,
+      exit_code: 0,
+      started_at: now,
+      finished_at: now,
+    });
+    return result;
+  }
+
+  /** `SEMAPHORE_JOB_RESULT`, then the always and on-pass/on-fail lists (§5.2). */
+  async #runEpilogues(result: JobResult): Promise<void> {
+    await this.#executor.exportEnvVars(
+      [{ name: "SEMAPHORE_JOB_RESULT", value: base64(result) }],
+      [],
+    );
+    await this.#runList(this.request.epilogue_always_commands);
+    await this.#runList(
+      result === "passed"
+        ? this.request.epilogue_on_pass_commands
+        : this.request.epilogue_on_fail_commands,
+    );
+  }
+
+  async #runList(commands: JobRequest["commands"]): Promise<void> {
+    for (const command of commands) {
+      if (this.#stopped) return;
+      if (await this.#executor.runCommand(command.directive, { alias: command.alias }) !== 0) {
+        return;
+      }
+    }
+  }
+
+  async #runPostJobHook(executorRunning: boolean): Promise<void> {
+    const path = this.#options.postJobHookPath;
+    if (!path) return;
+    if (!executorRunning) {
+      // DECISIONS.md 7: there is no shell to run it in.
+      this.#logger.info(`[job=${this.id}] Skipping the post-job hook: the executor never started`);
+      return;
+    }
+    const exitCode = await this.#executor.runCommand(`bash ${path}`, {
+      alias: POST_JOB_HOOK_DIRECTIVE,
+    });
+    if (exitCode !== 0) {
+      this.#logger.error(`Error executing post-job hook - hook return exit code ${exitCode}`);
+    }
+  }
+
+  /** The mode's hooks around `job_finished` (§5.6, DECISIONS.md 3). */
+  async #teardown(result: JobResult): Promise<void> {
+    const hooks = this.#options.hooks;
+    try {
+      await hooks?.beforeJobFinished?.(result);
+    } catch (error) {
+      this.#logger.error(`[job=${this.id}] ${errorText(error)}`);
+    }
+    this.#sink.write({ event: "job_finished", timestamp: unixSeconds(), result });
+    try {
+      await hooks?.afterJobFinished?.(result);
+    } catch (error) {
+      this.#logger.error(`[job=${this.id}] ${errorText(error)}`);
+    }
+  }
+}
+
+function createExecutor(options: JobOptions): Executor {
+  const { request, sink, logger } = options;
+  switch (request.executor) {
+    case "shell":
+      return createShellExecutor({
+        request,
+        sink,
+        logger,
+        selfHosted: options.selfHosted ?? false,
+        baseEnv: options.shellEnv,
+      });
+    default:
+      throw new JobConstructionError("unknown executor type");
+  }
 }

@@ -1,16 +1,147 @@
 /**
- * `agent run JOB.yaml`: not implemented yet.
+ * `agent run JOB.yaml` (SEMAPHORE_COMPAT.md §3.3 with DECISIONS.md 13): one local job, shown
+ * live in readable form, optionally written as a JSONL event log; the exit code is the result
+ * (0 passed, 1 failed, 130 stopped). SIGINT/SIGTERM stop the job, which runs no epilogue and
+ * cleans up.
+ *
+ * Unlike the original, a local run leaves the user's home alone: no `authorized_keys`, no
+ * `/tmp/ssh_jump_point`, no `source` lines appended to `~/.bash_profile` (those serve hosted
+ * debug sessions, and on a developer's machine they would pile up lines sourcing deleted files).
  *
  * @module
  */
 
+import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "./events.ts";
+import { parseJobRequestFile } from "./job_request.ts";
+import { Job } from "./job.ts";
+import { createLivePrinter } from "./live_printer.ts";
+import { createLogger, type Logger, parseLogLevel, silentLogger } from "./agent_log.ts";
+import { sendFinishedCallback, sendTeardownFinishedCallback } from "./callbacks.ts";
+import { UsageError } from "./errors.ts";
+
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
+  /** The YAML job file. */
   readonly path: string;
+  /** Also write the JSONL event log here. @default none */
   readonly logFile?: string;
+  /** Where the readable job goes. @default stdout */
+  readonly write?: (text: string) => void;
+  /** Colour the output. @default stdout is a terminal and NO_COLOR is unset */
+  readonly color?: boolean;
 }
 
-/** Runs one job file; resolves with the exit code (0 passed, 1 failed, 130 stopped, 2 bad input). */
-export function runJobFile(_options: RunJobFileOptions): Promise<number> {
-  return Promise.resolve(1);
+/** Callback attempts of `agent run` (§3.3). */
+const CALLBACK_ATTEMPTS = 60;
+
+const EXIT_CODES: Record<JobResult, number> = { passed: 0, failed: 1, stopped: 130 };
+
+function stdoutWriter(): (text: string) => void {
+  const encoder = new TextEncoder();
+  return (text) => {
+    const bytes = encoder.encode(text);
+    let written = 0;
+    while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+  };
+}
+
+/** A JSONL file sink: each event is on disk before the next is written. */
+function openLogFile(path: string): EventSink & Disposable {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { write: true, create: true, truncate: true });
+  } catch (error) {
+    throw new UsageError(
+      `Cannot open log file '${path}': ${error instanceof Error ? error.message : error}`,
+    );
+  }
+  const encoder = new TextEncoder();
+  return {
+    write(event: JobEvent) {
+      const bytes = encoder.encode(encodeEvent(event));
+      let written = 0;
+      while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+    },
+    [Symbol.dispose]() {
+      file.close();
+    },
+  };
+}
+
+function agentLogger(): Logger {
+  const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
+  // The readable job is the output here; the diagnostic log shows only when asked for.
+  if (!level) return silentLogger;
+  return createLogger({ level: parseLogLevel(level) });
+}
+
+/**
+ * Runs one job file and resolves with the exit code.
+ *
+ * @throws {UsageError} (exit code 2) for an unreadable or invalid job file or log file.
+ */
+export async function runJobFile(options: RunJobFileOptions): Promise<number> {
+  const {
+    path,
+    logFile,
+    write = stdoutWriter(),
+    color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR"),
+  } = options;
+  let request;
+  try {
+    request = await parseJobRequestFile(path);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
+  }
+  const logger = agentLogger();
+  using file = logFile ? openLogFile(logFile) : undefined;
+  const printer = createLivePrinter({ write, color });
+  const sink: EventSink = {
+    write(event) {
+      file?.write(event);
+      printer.write(event);
+    },
+  };
+  const { callbacks } = request;
+  let job: Job;
+  try {
+    job = Job.create({
+      request,
+      sink,
+      logger,
+      selfHosted: true, // see the module comment: no edits to the user's home
+      exposeKvmDevice: true,
+      hooks: {
+        async beforeJobFinished(result) {
+          await sendFinishedCallback(callbacks.finished, result, {
+            token: callbacks.token,
+            attempts: CALLBACK_ATTEMPTS,
+            logger,
+          });
+        },
+        async afterJobFinished() {
+          await sendTeardownFinishedCallback(callbacks.teardown_finished, {
+            token: callbacks.token,
+            attempts: CALLBACK_ATTEMPTS,
+            logger,
+          });
+        },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(`${path}: ${error instanceof Error ? error.message : error}`);
+  }
+
+  const onSignal = () => {
+    write("\nStopping the job...\n");
+    job.stop();
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  try {
+    const result = await job.run();
+    return EXIT_CODES[result];
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  }
 }

@@ -1,0 +1,76 @@
+/**
+ * Hosted-only host setup shared by the executors (SEMAPHORE_COMPAT.md §11): SSH public keys
+ * appended to `~/.ssh/authorized_keys` and the `/tmp/ssh_jump_point` script that debug
+ * sessions run.
+ *
+ * @module
+ */
+
+import { decodeBase64 } from "../lib/job_request.ts";
+
+/** The literal path the original writes the jump point to. */
+export const SSH_JUMP_POINT_PATH = "/tmp/ssh_jump_point";
+
+/** The user's home directory, as the job shell sees it. */
+export function homeDir(): string {
+  return Deno.env.get("HOME") ?? "/root";
+}
+
+/**
+ * Appends each base64-encoded key as a line of `~/.ssh/authorized_keys` (§11.1).
+ *
+ * @throws {Error} when a key is not base64 or the file cannot be written.
+ */
+export async function appendAuthorizedKeys(
+  keys: readonly string[],
+  home: string = homeDir(),
+): Promise<void> {
+  if (keys.length === 0) return;
+  const decoder = new TextDecoder();
+  const lines = keys.map((key, i) => {
+    try {
+      return decoder.decode(decodeBase64(key)) + "\n";
+    } catch (cause) {
+      throw new Error(`Cannot decode ssh_public_keys[${i}]: not base64`, { cause });
+    }
+  }).join("");
+  await Deno.mkdir(`${home}/.ssh`, { recursive: true, mode: 0o700 });
+  await Deno.writeTextFile(`${home}/.ssh/authorized_keys`, lines, {
+    append: true,
+    create: true,
+    mode: 0o644,
+  });
+}
+
+/** The shell-executor jump point: a login shell, or the given command (§11.2). */
+export const SHELL_JUMP_POINT = `#!/bin/bash
+if [ "$#" -eq 0 ]; then
+  exec bash --login
+else
+  exec "$@"
+fi
+`;
+
+/** The container-executor jump point: waits for the main container, then execs into it. */
+export function dockerJumpPoint(mainContainer: string): string {
+  return `#!/bin/bash
+cd /tmp
+echo -n "Waiting for the container to start up"
+until docker exec -i ${mainContainer} true >/dev/null 2>&1; do
+  echo -n "."
+  sleep 3
+done
+echo
+if [ "$#" -eq 0 ]; then
+  exec docker exec -ti ${mainContainer} bash --login
+else
+  exec docker exec -i ${mainContainer} "$@"
+fi
+`;
+}
+
+/** Writes the jump point, truncating any older one (DECISIONS.md 6). */
+export async function writeJumpPoint(script: string): Promise<void> {
+  await Deno.writeTextFile(SSH_JUMP_POINT_PATH, script, { mode: 0o755 });
+  await Deno.chmod(SSH_JUMP_POINT_PATH, 0o755);
+}

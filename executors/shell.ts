@@ -1,0 +1,264 @@
+/**
+ * The shell executor (SEMAPHORE_COMPAT.md §9): `bash --login` on a local PTY, driven through
+ * the stateful-shell protocol. Environment variables and files are written by the agent on
+ * the host; stopping kills the shell's whole process tree (DECISIONS.md 18).
+ *
+ * @module
+ */
+
+import type { CommandOutput, Executor, HostEnvVar, RunCommandOptions } from "./executor.ts";
+import type { EnvVar, JobFile, JobRequest } from "../lib/job_request_types.ts";
+import type { EventSink } from "../lib/events.ts";
+import type { Logger } from "../lib/agent_log.ts";
+import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
+import { buildEnvironment, formatEnvFile } from "../lib/env_file.ts";
+import { decodeBase64 } from "../lib/job_request.ts";
+import { ShellSession } from "../lib/shell_session.ts";
+import { PtyProcess } from "./pty.ts";
+import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
+
+/** Options of {@linkcode createShellExecutor}. */
+export interface ShellExecutorOptions {
+  readonly request: JobRequest;
+  readonly sink: EventSink;
+  readonly logger: Logger;
+  /** Self-hosted: no authorized_keys, jump point or `.bash_profile` edits. @default false */
+  readonly selfHosted?: boolean;
+  /** The environment the job shell starts from. @default the agent's, less `SEMAPHORE_AGENT_*` */
+  readonly baseEnv?: Readonly<Record<string, string>>;
+}
+
+/** The agent's environment without its own configuration variables (DECISIONS.md 14). */
+export function jobBaseEnvironment(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(Deno.env.toObject())) {
+    if (!name.startsWith("SEMAPHORE_AGENT_")) env[name] = value;
+  }
+  return env;
+}
+
+/**
+ * Resolves a job file's destination on the host (§4.2): absolute as is, every `~` replaced by
+ * the home directory when it starts with `~`, anything else relative to the home directory.
+ */
+export function resolveHostFilePath(path: string, home: string = homeDir()): string {
+  if (path.startsWith("/")) return path;
+  if (path.startsWith("~")) return path.replaceAll("~", home);
+  return `${home.replace(/\/$/, "")}/${path}`;
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Builds a shell executor; nothing runs until `start()`. */
+export function createShellExecutor(options: ShellExecutorOptions): Executor {
+  return new ShellExecutor(options);
+}
+
+class ShellExecutor implements Executor {
+  readonly #request: JobRequest;
+  readonly #sink: EventSink;
+  readonly #logger: Logger;
+  readonly #selfHosted: boolean;
+  readonly #baseEnv: Readonly<Record<string, string>>;
+  readonly #envFiles: string[] = [];
+  #storageDir: string | undefined;
+  #pty: PtyProcess | undefined;
+  #session: ShellSession | undefined;
+  #cleaned: Promise<void> | undefined;
+
+  constructor(options: ShellExecutorOptions) {
+    this.#request = options.request;
+    this.#sink = options.sink;
+    this.#logger = options.logger;
+    this.#selfHosted = options.selfHosted ?? false;
+    this.#baseEnv = options.baseEnv ?? jobBaseEnvironment();
+  }
+
+  /** The job shell's home: where `~` and relative file paths point. */
+  get #home(): string {
+    return this.#baseEnv.HOME ?? homeDir();
+  }
+
+  async prepare(): Promise<number> {
+    if (this.#selfHosted) return 0;
+    try {
+      await appendAuthorizedKeys(this.#request.ssh_public_keys, this.#home);
+      await writeJumpPoint(SHELL_JUMP_POINT);
+      return 0;
+    } catch (error) {
+      this.#logger.error(
+        `[job=${this.#request.job_id}] Cannot prepare the host: ${errorText(error)}`,
+      );
+      return 1;
+    }
+  }
+
+  async start(): Promise<number> {
+    try {
+      this.#storageDir = await Deno.makeTempDir({ prefix: "agent-job-" });
+      const pty = new PtyProcess({
+        command: ["bash", "--login"],
+        env: this.#baseEnv,
+        processTag: `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`,
+      });
+      this.#pty = pty;
+      this.#session = new ShellSession({ terminal: pty, hostStorageDir: this.#storageDir });
+      await this.#session.start();
+      pty.rememberTree();
+      this.#logger.info(`[job=${this.#request.job_id}] [pid=${pty.pid}] Started the job shell`);
+      return 0;
+    } catch (error) {
+      this.#logger.error(
+        `[job=${this.#request.job_id}] Cannot start the job shell: ${errorText(error)}`,
+      );
+      return 1;
+    }
+  }
+
+  async exportEnvVars(
+    envVars: readonly EnvVar[],
+    hostEnvVars: readonly HostEnvVar[],
+  ): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Exporting environment variables");
+    const exitCode = await this.#exportEnvVars(log, envVars, hostEnvVars);
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  async #exportEnvVars(
+    log: CommandLog,
+    envVars: readonly EnvVar[],
+    hostEnvVars: readonly HostEnvVar[],
+  ): Promise<number> {
+    let vars;
+    try {
+      vars = buildEnvironment(envVars, hostEnvVars);
+    } catch (error) {
+      this.#logger.error(`[job=${this.#request.job_id}] ${errorText(error)}`);
+      return 1;
+    }
+    const envFile = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
+    try {
+      await Deno.writeTextFile(envFile, formatEnvFile(vars), { mode: 0o644 });
+      this.#envFiles.push(envFile);
+    } catch (error) {
+      log.text(`${errorText(error)}\n`);
+      return 255;
+    }
+    for (const v of vars) log.text(`Exporting ${v.name}\n`);
+    const session = this.#session;
+    if (!session) return 1;
+    let exitCode = await session.run(`source ${envFile}`, () => {});
+    if (exitCode === 0 && !this.#selfHosted) {
+      exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
+    }
+    return exitCode;
+  }
+
+  async injectFiles(files: readonly JobFile[]): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Injecting Files");
+    let exitCode = 0;
+    for (const file of files) {
+      exitCode = await injectFile(log, file, this.#home);
+      if (exitCode !== 0) break;
+    }
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
+    if (!this.#session) return Promise.resolve(1);
+    return runLoggedCommand(this.#session, this.#sink, command, options);
+  }
+
+  async getOutputFromCommand(command: string): Promise<CommandOutput> {
+    if (!this.#session) return { output: "", exitCode: 1 };
+    return await this.#session.output(command);
+  }
+
+  async stop(): Promise<void> {
+    this.#session?.markStopped();
+    await this.#pty?.kill();
+  }
+
+  cleanup(): Promise<void> {
+    this.#cleaned ??= (async () => {
+      await this.stop();
+      await this.#session?.close();
+      for (const path of [...this.#envFiles, ...(this.#storageDir ? [this.#storageDir] : [])]) {
+        await Deno.remove(path, { recursive: true }).catch((error) => {
+          if (!(error instanceof Deno.errors.NotFound)) {
+            this.#logger.warn(
+              `[job=${this.#request.job_id}] Cannot remove ${path}: ${errorText(error)}`,
+            );
+          }
+        });
+      }
+    })();
+    return this.#cleaned;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cleanup();
+  }
+}
+
+function nanoseconds(): string {
+  return `${
+    BigInt(Date.now()) * 1000000n + BigInt(Math.floor(performance.now() * 1000) % 1000000)
+  }`;
+}
+
+/** Writes one job file on the host (§9.5); returns the step's exit code. */
+async function injectFile(log: CommandLog, file: JobFile, home: string): Promise<number> {
+  const path = resolveHostFilePath(file.path, home);
+  log.text(`Injecting ${path} with file mode ${file.mode}\n`);
+  let content: Uint8Array;
+  try {
+    content = decodeBase64(file.content);
+  } catch {
+    log.text("Failed to decode the content of the file.\n");
+    return 1;
+  }
+  const dir = dirname(path);
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
+  } catch (error) {
+    log.text(`Failed to create directory '${dir}': ${errorText(error)}\n`);
+    return 1;
+  }
+  let handle: Deno.FsFile;
+  try {
+    handle = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o644 });
+  } catch (error) {
+    log.text(`Failed to create destination path '${path}': ${errorText(error)}\n`);
+    return 1;
+  }
+  try {
+    let written = 0;
+    while (written < content.length) written += await handle.write(content.subarray(written));
+  } catch (error) {
+    log.text(`${errorText(error)}\n`);
+    return 255;
+  } finally {
+    handle.close();
+  }
+  if (!/^[0-7]+$/.test(file.mode) || Number.parseInt(file.mode, 8) > 0xffffffff) {
+    log.text(`bad file permission '${file.mode}'\n`);
+    return 1;
+  }
+  try {
+    await Deno.chmod(path, Number.parseInt(file.mode, 8) & 0o7777);
+  } catch (error) {
+    log.text(`Failed to set file mode '${file.mode}' for '${path}': ${errorText(error)}\n`);
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,93 @@
+/**
+ * Logs one command or pseudo-command as the original does: `cmd_started`, its output as
+ * `cmd_output` chunks, `cmd_finished` with the exit code and times (SEMAPHORE_COMPAT.md §6.1,
+ * §9.3 step 7). Shared by every executor.
+ *
+ * @module
+ */
+
+import { type EventSink, unixSeconds } from "./events.ts";
+import { OutputBuffer } from "./output_buffer.ts";
+
+/** One logged (pseudo-)command, from `cmd_started` to `cmd_finished`. */
+export class CommandLog {
+  readonly #sink: EventSink;
+  readonly #directive: string;
+  readonly #startedAt: number;
+  readonly #buffer: OutputBuffer;
+  #finished = false;
+
+  private constructor(sink: EventSink, directive: string) {
+    this.#sink = sink;
+    this.#directive = directive;
+    this.#startedAt = unixSeconds();
+    this.#buffer = new OutputBuffer({
+      onOutput: (output) => sink.write({ event: "cmd_output", timestamp: unixSeconds(), output }),
+    });
+    sink.write({ event: "cmd_started", timestamp: this.#startedAt, directive });
+  }
+
+  /** Writes `cmd_started` for `directive` now and returns the open command. */
+  static start(sink: EventSink, directive: string): CommandLog {
+    return new CommandLog(sink, directive);
+  }
+
+  /** Adds raw command output (chunked per §6.3 / DECISIONS.md 17). */
+  output(bytes: Uint8Array): void {
+    this.#buffer.append(bytes);
+  }
+
+  /** Writes a line the agent itself produces (e.g. `Exporting A\n`) as one `cmd_output`. */
+  text(text: string): void {
+    this.#buffer.flush();
+    this.#sink.write({ event: "cmd_output", timestamp: unixSeconds(), output: text });
+  }
+
+  /** Flushes the output and writes `cmd_finished`; later calls do nothing. */
+  finish(exitCode: number): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#buffer.close();
+    const now = unixSeconds();
+    this.#sink.write({
+      event: "cmd_finished",
+      timestamp: now,
+      directive: this.#directive,
+      exit_code: exitCode,
+      started_at: this.#startedAt,
+      finished_at: now,
+    });
+  }
+}
+
+/** How a command is shown (SEMAPHORE_COMPAT.md §9.3 step 7). */
+export interface LoggedCommandOptions {
+  /** Shown as the directive; the first output line is then `Running: <command>`. */
+  readonly alias?: string;
+  /** A `Warning: <warning>` line after the `Running:` line (hooks). */
+  readonly warning?: string;
+  /** Logs nothing. @default false */
+  readonly silent?: boolean;
+}
+
+/** Something that runs commands and streams their output (a {@linkcode ShellSession}). */
+export interface CommandRunner {
+  run(command: string, onOutput: (bytes: Uint8Array) => void): Promise<number>;
+}
+
+/** Runs one command in a session and logs it: directive or alias, lines, output, exit code. */
+export async function runLoggedCommand(
+  session: CommandRunner,
+  sink: EventSink,
+  command: string,
+  options: LoggedCommandOptions = {},
+): Promise<number> {
+  const { alias = "", warning = "", silent = false } = options;
+  if (silent) return await session.run(command, () => {});
+  const log = CommandLog.start(sink, alias || command);
+  if (alias) log.text(`Running: ${command}\n`);
+  if (warning) log.text(`Warning: ${warning}\n`);
+  const exitCode = await session.run(command, (bytes) => log.output(bytes));
+  log.finish(exitCode);
+  return exitCode;
+}

@@ -1,0 +1,250 @@
+/**
+ * The stateful-shell protocol over any terminal stream (SEMAPHORE_COMPAT.md §9.2, §9.3): the
+ * start handshake, then each command written to a file, `source`d by one long-lived bash
+ * between two markers, and its exit code read back. Works the same for a local PTY and for a
+ * container's TTY stream: the executor supplies the {@linkcode Terminal}.
+ *
+ * One change from the original, invisible in the job log: after the end marker the original
+ * runs `echo "exit $AGENT_CMD_RESULT" | sh` to set `$?` for the next command, which forks two
+ * processes per command. We `source` a file holding `return $AGENT_CMD_RESULT`, which sets
+ * `$?` the same way (and trips `set -e` the same way) without forking.
+ *
+ * @module
+ */
+
+/** A terminal a shell runs on. */
+export interface Terminal {
+  /** The terminal's output: what the shell prints, echo included. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Writes to the terminal's input. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** The shell's exit status once it ended (`null` when unknown, e.g. killed by a signal). */
+  readonly exited: Promise<number | null>;
+}
+
+/** Options of {@linkcode ShellSession}. */
+export interface ShellSessionOptions {
+  readonly terminal: Terminal;
+  /** Where the agent writes the command file, on the agent's host. */
+  readonly hostStorageDir: string;
+  /** The same directory as the shell sees it. @default hostStorageDir */
+  readonly shellStorageDir?: string;
+}
+
+/** What a silent command printed and how it exited (§9.8). */
+export interface SessionOutput {
+  readonly output: string;
+  readonly exitCode: number;
+}
+
+/** The boot marker of the handshake (§9.2). */
+export const BOOT_MARKER = "87d140552e404df69f6472729d2b2c3";
+const COMMAND_FILE = "current-agent-cmd";
+const RETURN_FILE = "current-agent-return";
+const SOH = 0x01;
+const encoder = new TextEncoder();
+const latin1 = new TextDecoder("latin1");
+
+/** Reads bytes from a stream with a small push-back buffer. */
+class ByteReader {
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #done = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.getReader();
+  }
+
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** The next chunk, or `undefined` at the end of the stream (or on a read error). */
+  async read(): Promise<Uint8Array | undefined> {
+    if (this.#done) return undefined;
+    try {
+      const { value, done } = await this.#reader.read();
+      if (done) {
+        this.#done = true;
+        return undefined;
+      }
+      return value;
+    } catch {
+      this.#done = true;
+      return undefined;
+    }
+  }
+
+  async cancel(): Promise<void> {
+    this.#done = true;
+    await this.#reader.cancel().catch(() => {});
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from = 0): number {
+  const first = needle[0];
+  for (let i = haystack.indexOf(first, from); i !== -1; i = haystack.indexOf(first, i + 1)) {
+    if (i + needle.length > haystack.length) return -1;
+    let k = 1;
+    while (k < needle.length && haystack[i + k] === needle[k]) k++;
+    if (k === needle.length) return i;
+  }
+  return -1;
+}
+
+/** One bash session on a terminal. Not re-entrant: one command at a time. */
+export class ShellSession {
+  readonly #terminal: Terminal;
+  readonly #hostDir: string;
+  readonly #shellDir: string;
+  readonly #reader: ByteReader;
+  /** Bytes read but not consumed yet. */
+  #rest: Uint8Array = new Uint8Array(0);
+  #stopped = false;
+  /** Set once the shell's end was reported for a command: later commands get exit code 1. */
+  #deathReported = false;
+
+  constructor(options: ShellSessionOptions) {
+    const { terminal, hostStorageDir, shellStorageDir = hostStorageDir } = options;
+    this.#terminal = terminal;
+    this.#hostDir = hostStorageDir;
+    this.#shellDir = shellStorageDir;
+    this.#reader = new ByteReader(terminal.readable);
+  }
+
+  /**
+   * The §9.2 handshake: turns off the prompt and echo, goes home, and waits for the boot
+   * marker. A stream that ends first counts as started, as in the original.
+   *
+   * @throws {Error} with the offending line when a line contains one of `failurePatterns`.
+   */
+  async start(options: { failurePatterns?: readonly string[] } = {}): Promise<void> {
+    const { failurePatterns = [] } = options;
+    await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n");
+    await this.#write(
+      "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
+        `echo '${BOOT_MARKER}'\n`,
+    );
+    let line = "";
+    while (true) {
+      const nl = this.#rest.indexOf(0x0a);
+      if (nl === -1) {
+        const chunk = await this.#reader.read();
+        if (chunk === undefined) return;
+        this.#rest = concat(this.#rest, chunk);
+        continue;
+      }
+      line = latin1.decode(this.#rest.subarray(0, nl + 1));
+      this.#rest = this.#rest.slice(nl + 1);
+      for (const pattern of failurePatterns) {
+        if (line.includes(pattern)) throw new Error(line.replace(/\r?\n$/, ""));
+      }
+      if (line.includes(BOOT_MARKER) && !line.includes("echo")) return;
+    }
+  }
+
+  /**
+   * Runs one command with the marker protocol (§9.3); its output, markers removed, goes to
+   * `onOutput` as it arrives. Resolves with the exit code: the command's own, or when the
+   * shell ended during it the shell's exit status (DECISIONS.md 8), or 1 when the session was
+   * stopped or the shell was already gone.
+   */
+  async run(command: string, onOutput: (bytes: Uint8Array) => void): Promise<number> {
+    if (this.#stopped || this.#reader.done) return 1;
+    const seconds = Math.floor(Date.now() / 1000);
+    const startMarker = `949556c7-${seconds}-start`;
+    const end = `949556c7-${seconds}-end`;
+    const start = encoder.encode(`${startMarker}\r\n`);
+    const endPattern = new RegExp(`^\\x01 ${end} (\\d+)[\\r\\n]+`);
+    try {
+      await Deno.writeTextFile(`${this.#hostDir}/${COMMAND_FILE}`, command);
+      await this.#write(
+        `echo -e "\\001 ${startMarker}"; source ${this.#shellDir}/${COMMAND_FILE}; ` +
+          `AGENT_CMD_RESULT=$?; echo -e "\\001 ${end} $AGENT_CMD_RESULT"; ` +
+          `source ${this.#shellDir}/${RETURN_FILE}\n`,
+      );
+    } catch {
+      return this.#shellGone();
+    }
+
+    // Discard everything (echo, late background output) up to the start marker.
+    let buffer = this.#rest;
+    this.#rest = new Uint8Array(0);
+    while (true) {
+      const at = indexOfBytes(buffer, start);
+      if (at !== -1) {
+        buffer = buffer.subarray(at + start.length);
+        break;
+      }
+      if (buffer.length > start.length) buffer = buffer.slice(buffer.length - start.length);
+      const chunk = await this.#reader.read();
+      if (chunk === undefined) return this.#shellGone();
+      buffer = concat(buffer, chunk);
+    }
+
+    const minEndLength = end.length + 10;
+    while (true) {
+      const soh = buffer.indexOf(SOH);
+      if (soh === -1) {
+        if (buffer.length > 0) onOutput(buffer);
+        buffer = new Uint8Array(0);
+      } else {
+        if (soh > 0) onOutput(buffer.subarray(0, soh));
+        buffer = buffer.subarray(soh);
+        const head = latin1.decode(buffer.subarray(0, Math.min(buffer.length, minEndLength + 12)));
+        const match = endPattern.exec(head);
+        if (match) {
+          this.#rest = buffer.slice(match[0].length);
+          return Number(match[1]);
+        }
+        if (buffer.length >= minEndLength && !head.startsWith(`\x01 ${end}`)) {
+          onOutput(buffer); // a stray 0x01 in the command's own output
+          buffer = new Uint8Array(0);
+        }
+      }
+      const chunk = await this.#reader.read();
+      if (chunk === undefined) {
+        if (buffer.length > 0) onOutput(buffer);
+        return this.#shellGone();
+      }
+      buffer = concat(buffer, chunk);
+    }
+  }
+
+  /** Runs a command silently and returns what it printed (§9.8). */
+  async output(command: string): Promise<SessionOutput> {
+    const parts: Uint8Array[] = [];
+    const exitCode = await this.run(command, (bytes) => parts.push(bytes.slice()));
+    let all: Uint8Array = new Uint8Array(0);
+    for (const part of parts) all = concat(all, part);
+    return { output: new TextDecoder().decode(all).replaceAll("\r\n", "\n"), exitCode };
+  }
+
+  /** From now on the running command and every later one end with exit code 1 (§5.5). */
+  markStopped(): void {
+    this.#stopped = true;
+  }
+
+  /** Stops reading the terminal. */
+  async close(): Promise<void> {
+    await this.#reader.cancel();
+  }
+
+  async #write(text: string): Promise<void> {
+    await this.#terminal.write(encoder.encode(text));
+  }
+
+  async #shellGone(): Promise<number> {
+    if (this.#stopped || this.#deathReported) return 1;
+    this.#deathReported = true;
+    const status = await this.#terminal.exited;
+    return status === null || status === 0 ? 1 : status;
+  }
+}
