@@ -40,7 +40,7 @@ export function createLivePrinter(options: LivePrinterOptions): EventSink {
           break;
         case "cmd_started":
           commandStart = now();
-          write(paint("1;36", `$ ${event.directive.replaceAll("\n", "\n  ")}`) + "\n");
+          write(paint("1;36", `$ ${event.directive.trimEnd().replaceAll("\n", "\n  ")}`) + "\n");
           atLineStart = true;
           break;
         case "cmd_output": {

@@ -164,7 +164,7 @@ export class ShellSession {
     const start = encoder.encode(`${startMarker}\r\n`);
     const endPattern = new RegExp(`^\\x01 ${end} (\\d+)[\\r\\n]+`);
     try {
-      await Deno.writeTextFile(`${this.#hostDir}/${COMMAND_FILE}`, command);
+      Deno.writeTextFileSync(`${this.#hostDir}/${COMMAND_FILE}`, command);
       await this.#write(
         `echo -e "\\001 ${startMarker}"; source ${this.#shellDir}/${COMMAND_FILE}; ` +
           `AGENT_CMD_RESULT=$?; echo -e "\\001 ${end} $AGENT_CMD_RESULT"; ` +
