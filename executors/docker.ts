@@ -1,0 +1,1050 @@
+/**
+ * The container executor (`executor: dockercompose`, SEMAPHORE_COMPAT.md §10 with
+ * DECISIONS.md "The container executor"): compose semantics done directly on the Docker
+ * Engine API. One bridge network per job, every container on it under its `name`, sidecars
+ * started first, then the main container (the first of the list) running `bash` on a TTY,
+ * driven through the stateful-shell protocol over a hijacked attach stream.
+ *
+ * The job log has the original's shape: `Setting up image pull credentials` (when there are
+ * credentials), `Pulling docker images...`, `Starting the docker image...`; then env vars and
+ * files are put inside the container (§10.6). Every container and network carries the label
+ * `semaphore-agent.job=<job_id>` and is removed when the job ends, is stopped or fails, and
+ * (leftovers of an agent that died) by {@linkcode removeLeftovers} when an agent starts.
+ *
+ * It knows nothing of the job lifecycle (lib/job.ts drives it through `Executor`) nor of how
+ * the log leaves the agent.
+ *
+ * @module
+ */
+
+import type { CommandOutput, Executor, HostEnvVar, RunCommandOptions } from "./executor.ts";
+import type {
+  Container,
+  EnvVar,
+  ImagePullCredentials,
+  JobFile,
+  JobRequest,
+} from "../lib/job_request_types.ts";
+import type { EventSink } from "../lib/events.ts";
+import type { Logger } from "../lib/agent_log.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import { HttpError, JobConstructionError } from "../lib/errors.ts";
+import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
+import { buildEnvironment, formatEnvFile } from "../lib/env_file.ts";
+import { decodeBase64 } from "../lib/job_request.ts";
+import { ShellSession, type Terminal } from "../lib/shell_session.ts";
+import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
+import { shellQuote } from "./pty.ts";
+import {
+  type ContainerConfig,
+  type DeviceMapping,
+  DockerClient,
+  dockerSocketPath,
+  type HijackedStream,
+  parseImageReference,
+  type RegistryAuth,
+} from "./docker_api.ts";
+
+/** The label every container and network of a job carries: `semaphore-agent.job=<job_id>`. */
+export const JOB_LABEL = "semaphore-agent.job";
+/** Tells apart two executors of the same job id (one per executor instance). */
+export const INSTANCE_LABEL = "semaphore-agent.instance";
+/** `<hostname>/<pid>` of the agent process that made the container or network. */
+export const OWNER_LABEL = "semaphore-agent.owner";
+
+/** The directory the job shell sees the agent's files in (§10, mounted read-only). */
+export const CONTAINER_TEMP_DIR = "/tmp/agent-temp-directory";
+
+/** A `--files HOST:CONTAINER` bind mount. */
+export interface DockerFileInjection {
+  readonly hostPath: string;
+  readonly destination: string;
+}
+
+/** Options of {@linkcode createDockerExecutor}. */
+export interface DockerExecutorOptions {
+  readonly request: JobRequest;
+  readonly sink: EventSink;
+  readonly logger: Logger;
+  /** Self-hosted mode (the container executor writes authorized_keys and the jump point in
+   * every mode, §10.1; kept for symmetry with the shell executor). @default false */
+  readonly selfHosted?: boolean;
+  /** Pass `/dev/kvm` to every container when the device exists. @default false */
+  readonly exposeKvmDevice?: boolean;
+  /** `--files` bind mounts into the main container. @default [] */
+  readonly fileInjections?: readonly DockerFileInjection[];
+  /** A missing `--files` host path fails the job instead of being skipped. @default false */
+  readonly failOnMissingFiles?: boolean;
+  /** StatsD pull metrics (§7.9). @default none */
+  readonly metrics?: Metrics;
+  /** @default dockerSocketPath() (`DOCKER_HOST=unix://...` or `/var/run/docker.sock`) */
+  readonly dockerSocketPath?: string;
+  /** The environment of host setup commands and the `aws` CLI.
+   * @default the agent's, less `SEMAPHORE_AGENT_*` (DECISIONS.md 14) */
+  readonly hostEnv?: Readonly<Record<string, string>>;
+  /** The `aws` CLI used for `AWS_ECR` credentials. @default "aws" (found on PATH) */
+  readonly awsCommand?: string;
+  /** Home directory for `~/.ssh/authorized_keys`. @default $HOME */
+  readonly homeDir?: string;
+  /** Writes `/tmp/ssh_jump_point` (tests turn it off). @default true */
+  readonly writeJumpPoint?: boolean;
+}
+
+/**
+ * Builds a container executor; nothing touches Docker until `start()`.
+ *
+ * @throws {JobConstructionError} when the request has no containers.
+ */
+export function createDockerExecutor(options: DockerExecutorOptions): Executor {
+  if (options.request.compose.containers.length === 0) {
+    throw new JobConstructionError(
+      "Cannot run a dockercompose job: compose.containers is empty",
+    );
+  }
+  return new DockerExecutor(options);
+}
+
+/** Options of {@linkcode removeLeftovers}. */
+export interface RemoveLeftoversOptions {
+  readonly logger: Logger;
+  /** @default dockerSocketPath() */
+  readonly dockerSocketPath?: string;
+  /**
+   * Also removes what agents still running on this host made. By default a container or
+   * network whose owner label names a live process on this host is left alone.
+   * @default false
+   */
+  readonly all?: boolean;
+}
+
+/**
+ * Removes the containers and networks labelled `semaphore-agent.job` that agents which are no
+ * longer running left behind (called at agent start). A daemon that cannot be reached is
+ * logged and skipped: no container job could have run on it.
+ *
+ * @returns how many containers and networks were removed.
+ */
+export async function removeLeftovers(
+  options: RemoveLeftoversOptions,
+): Promise<{ containers: number; networks: number }> {
+  const { logger, all = false } = options;
+  let client: DockerClient;
+  try {
+    client = await DockerClient.connect({ socketPath: options.dockerSocketPath });
+  } catch (error) {
+    logger.debug(`Not looking for leftover job containers: ${errorText(error)}`);
+    return { containers: 0, networks: 0 };
+  }
+  await using _client = client;
+  const filters = { label: [JOB_LABEL] };
+  const isLeftover = (labels: Readonly<Record<string, string>> | null) =>
+    all || !ownerIsAlive(labels?.[OWNER_LABEL]);
+  let containers = 0;
+  let networks = 0;
+  for (const container of await client.listContainers(filters)) {
+    if (!isLeftover(container.Labels)) continue;
+    try {
+      await client.removeContainer(container.Id);
+      containers++;
+      logger.info(
+        `[job=${container.Labels?.[JOB_LABEL]}] [container=${
+          container.Names[0]?.replace(/^\//, "")
+        }] Removed a leftover container`,
+      );
+    } catch (error) {
+      logger.error(`Cannot remove leftover container ${container.Id}: ${errorText(error)}`);
+    }
+  }
+  for (const network of await client.listNetworks(filters)) {
+    if (!isLeftover(network.Labels)) continue;
+    try {
+      await client.removeNetwork(network.Id);
+      networks++;
+      logger.info(`[job=${network.Labels?.[JOB_LABEL]}] Removed leftover network ${network.Name}`);
+    } catch (error) {
+      logger.error(`Cannot remove leftover network ${network.Name}: ${errorText(error)}`);
+    }
+  }
+  return { containers, networks };
+}
+
+function ownerLabel(): string {
+  return `${hostname()}/${Deno.pid}`;
+}
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Whether `<hostname>/<pid>` is a process alive on this host (unknown hosts: no). */
+function ownerIsAlive(owner: string | undefined): boolean {
+  if (!owner) return false;
+  const slash = owner.lastIndexOf("/");
+  const host = owner.slice(0, slash);
+  const pid = Number(owner.slice(slash + 1));
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === Deno.pid) return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** How a Docker failure reads in the job log: the daemon's answers as the Docker CLI shows them. */
+function dockerErrorText(error: unknown): string {
+  if (error instanceof HttpError) return `Error response from daemon: ${error.message}`;
+  return errorText(error);
+}
+
+function decodeText(value: string): string {
+  return new TextDecoder().decode(decodeBase64(value));
+}
+
+/**
+ * Splits a compose `command`/`entrypoint` string into words as compose does: blanks separate,
+ * single quotes are literal, double quotes and backslashes escape.
+ */
+export function splitShellWords(text: string): string[] {
+  const words: string[] = [];
+  let word = "";
+  let inWord = false;
+  let quote: "'" | '"' | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quote === "'") {
+      if (c === "'") quote = undefined;
+      else word += c;
+    } else if (quote === '"') {
+      if (c === '"') quote = undefined;
+      else if (c === "\\" && i + 1 < text.length && '"\\$`'.includes(text[i + 1])) {
+        word += text[++i];
+      } else word += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === "\\" && i + 1 < text.length) {
+      word += text[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = "";
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(word);
+  return words;
+}
+
+/** A container or network name part made of what Docker accepts. */
+function nameSafe(text: string): string {
+  const safe = text.replace(/[^a-zA-Z0-9_.-]/g, "_").replace(/^[^a-zA-Z0-9]+/, "");
+  return safe === "" ? "job" : safe;
+}
+
+/** The file destination inside the container (§10.6): absolute or `~` as is, else `~/path`. */
+export function containerFilePath(path: string): string {
+  return path.startsWith("/") || path.startsWith("~") ? path : `~/${path}`;
+}
+
+/** Quotes a container path for bash, keeping a leading `~` or `~/` expandable. */
+function quotePath(path: string): string {
+  if (path === "~") return "~";
+  if (path.startsWith("~/")) return `~/${shellQuote(path.slice(2))}`;
+  return shellQuote(path);
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i === -1) return ".";
+  return i === 0 ? "/" : path.slice(0, i);
+}
+
+/** Registry hosts compared the way credentials name them (`https://x/v1/` → `x`). */
+function registryHost(address: string): string {
+  const host = address.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "").toLowerCase();
+  return ["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"].includes(host)
+    ? "docker.io"
+    : host;
+}
+
+/** The main container's terminal: its TTY stream, and its exit status once the stream ends. */
+class ContainerTerminal implements Terminal {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly #client: DockerClient;
+  readonly #containerId: string;
+  readonly #stream: HijackedStream;
+  readonly #ended: Promise<void>;
+  #hasEnded = false;
+  #exited: Promise<number | null> | undefined;
+
+  constructor(client: DockerClient, containerId: string, stream: HijackedStream) {
+    this.#client = client;
+    this.#containerId = containerId;
+    this.#stream = stream;
+    let markEnded!: () => void;
+    this.#ended = new Promise((resolve) => markEnded = resolve);
+    this.readable = stream.readable.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        flush: () => {
+          this.#hasEnded = true;
+          markEnded();
+        },
+      }),
+    );
+  }
+
+  /** Whether the container closed its terminal (the shell ended). */
+  get ended(): boolean {
+    return this.#hasEnded;
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    return this.#stream.write(bytes);
+  }
+
+  get exited(): Promise<number | null> {
+    this.#exited ??= this.#ended.then(() =>
+      this.#client.waitContainer(this.#containerId, { condition: "not-running" })
+    ).catch(() => null);
+    return this.#exited;
+  }
+
+  close(): void {
+    this.#stream.close();
+  }
+}
+
+/** One entry of `image_pull_credentials`, ready for the Engine API. */
+interface ResolvedLogin {
+  readonly kind: "DockerHub" | "GenericDocker" | "AWS_ECR" | "GCR";
+  readonly env: ReadonlyMap<string, string>;
+}
+
+const LOGIN_TITLES: Record<ResolvedLogin["kind"], string> = {
+  DockerHub: "DockerHub",
+  GenericDocker: "Docker",
+  AWS_ECR: "ECR",
+  GCR: "GCR",
+};
+
+const LOGIN_COMMANDS: Record<Exclude<ResolvedLogin["kind"], "AWS_ECR">, string> = {
+  DockerHub:
+    "echo $DOCKERHUB_PASSWORD | docker login --username $DOCKERHUB_USERNAME --password-stdin",
+  GenericDocker: 'docker login -u "$DOCKER_USERNAME" -p "$DOCKER_PASSWORD" $DOCKER_URL',
+  GCR:
+    "cat /tmp/gcr/keyfile.json | docker login -u _json_key --password-stdin https://$GCR_HOSTNAME",
+};
+
+/** The default environment for host commands: the agent's without `SEMAPHORE_AGENT_*`. */
+function agentEnvironment(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(Deno.env.toObject())) {
+    if (!name.startsWith("SEMAPHORE_AGENT_")) env[name] = value;
+  }
+  return env;
+}
+
+class DockerExecutor implements Executor {
+  readonly #request: JobRequest;
+  readonly #sink: EventSink;
+  readonly #logger: Logger;
+  readonly #exposeKvm: boolean;
+  readonly #fileInjections: readonly DockerFileInjection[];
+  readonly #failOnMissingFiles: boolean;
+  readonly #metrics: Metrics | undefined;
+  readonly #socketPath: string | undefined;
+  readonly #hostEnv: Readonly<Record<string, string>> | undefined;
+  readonly #awsCommand: string;
+  readonly #homeDir: string | undefined;
+  readonly #writeJumpPoint: boolean;
+  readonly #subject: string;
+  readonly #instance = crypto.randomUUID();
+  readonly #labels: Readonly<Record<string, string>>;
+  readonly #abort = new AbortController();
+  readonly #containers: Container[];
+  /** `--files` mounts whose host path exists, decided in prepare. */
+  #binds: string[] = [];
+  #hostDir: string | undefined;
+  #client: DockerClient | undefined;
+  #auths: RegistryAuth[] = [];
+  #networkId: string | undefined;
+  #mainId: string | undefined;
+  #terminal: ContainerTerminal | undefined;
+  #session: ShellSession | undefined;
+  #starting: Promise<number> | undefined;
+  #stopping = false;
+  #cleaned: Promise<void> | undefined;
+
+  constructor(options: DockerExecutorOptions) {
+    this.#request = options.request;
+    this.#sink = options.sink;
+    this.#logger = options.logger;
+    this.#exposeKvm = options.exposeKvmDevice ?? false;
+    this.#fileInjections = options.fileInjections ?? [];
+    this.#failOnMissingFiles = options.failOnMissingFiles ?? false;
+    this.#metrics = options.metrics;
+    this.#socketPath = options.dockerSocketPath;
+    this.#hostEnv = options.hostEnv;
+    this.#awsCommand = options.awsCommand ?? "aws";
+    this.#homeDir = options.homeDir;
+    this.#writeJumpPoint = options.writeJumpPoint ?? true;
+    this.#subject = `[job=${this.#request.job_id}]`;
+    this.#containers = [...this.#request.compose.containers];
+    this.#labels = {
+      [JOB_LABEL]: this.#request.job_id,
+      [INSTANCE_LABEL]: this.#instance,
+      [OWNER_LABEL]: ownerLabel(),
+    };
+  }
+
+  get #main(): Container {
+    return this.#containers[0];
+  }
+
+  /** `semaphore-job-<job id>-<6 random chars>`: the network name and sidecar name prefix. */
+  get #prefix(): string {
+    return `semaphore-job-${nameSafe(this.#request.job_id)}-${this.#instance.slice(0, 6)}`;
+  }
+
+  // ---- prepare (§10.1): no job-log events -------------------------------------------------
+
+  async prepare(): Promise<number> {
+    try {
+      await this.#ensureHostDir();
+      if (!(await this.#runHostSetupCommands())) return 1;
+      if (!(await this.#checkFileInjections())) return 1;
+      await appendAuthorizedKeys(this.#request.ssh_public_keys, this.#homeDir ?? homeDir());
+      if (this.#writeJumpPoint) await writeJumpPoint(dockerJumpPoint(this.#main.name));
+      return 0;
+    } catch (error) {
+      this.#logger.error(`${this.#subject} Cannot prepare the container job: ${errorText(error)}`);
+      return 1;
+    }
+  }
+
+  async #ensureHostDir(): Promise<string> {
+    if (this.#hostDir === undefined) {
+      // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
+      const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+      await Deno.chmod(dir, 0o755);
+      this.#hostDir = dir;
+    }
+    return this.#hostDir;
+  }
+
+  async #runHostSetupCommands(): Promise<boolean> {
+    const env = this.#hostEnv ?? agentEnvironment();
+    for (const command of this.#request.compose.host_setup_commands) {
+      this.#logger.debug(`${this.#subject} Running host setup command: ${command.directive}`);
+      let output: Deno.CommandOutput;
+      try {
+        output = await new Deno.Command("bash", {
+          args: ["-c", command.directive],
+          env: { ...env },
+          clearEnv: true,
+          stdin: "null",
+          signal: this.#abort.signal,
+        }).output();
+      } catch (error) {
+        this.#logger.error(
+          `${this.#subject} Cannot run host setup command '${command.directive}': ${
+            errorText(error)
+          }`,
+        );
+        return false;
+      }
+      const text = new TextDecoder().decode(output.stdout) +
+        new TextDecoder().decode(output.stderr);
+      if (text) this.#logger.debug(`${this.#subject} Host setup command output: ${text}`);
+      if (!output.success) {
+        this.#logger.error(
+          `${this.#subject} Cannot run host setup command '${command.directive}': exit code ${output.code}`,
+        );
+        return false;
+      }
+    }
+    return true;
+  }
+
+  async #checkFileInjections(): Promise<boolean> {
+    const binds: string[] = [];
+    for (const { hostPath, destination } of this.#fileInjections) {
+      try {
+        const absolute = await Deno.realPath(hostPath);
+        binds.push(`${absolute}:${destination}`);
+      } catch (error) {
+        if (this.#failOnMissingFiles) {
+          this.#logger.error(
+            `${this.#subject} Cannot inject file ${hostPath}: ${errorText(error)} ` +
+              "(--fail-on-missing-files is set)",
+          );
+          return false;
+        }
+        this.#logger.warn(`Error injecting file ${hostPath} - ignoring it: ${errorText(error)}`);
+      }
+    }
+    this.#binds = binds;
+    return true;
+  }
+
+  // ---- start (§10.3-10.5) -----------------------------------------------------------------
+
+  start(): Promise<number> {
+    this.#starting ??= this.#start().catch((error) => {
+      this.#logger.error(`${this.#subject} Cannot start the container job: ${errorText(error)}`);
+      return 1;
+    });
+    return this.#starting;
+  }
+
+  async #start(): Promise<number> {
+    if (this.#stopping) return 1;
+    await this.#ensureHostDir();
+    if (this.#request.compose.image_pull_credentials.length > 0) {
+      if (await this.#setUpCredentials() !== 0) return 1;
+    }
+    if (await this.#pullImages() !== 0) return 1;
+    return await this.#startMainContainer();
+  }
+
+  /** The Docker client, connected on first use; the error names the socket. */
+  async #docker(): Promise<DockerClient> {
+    if (this.#stopping) throw new Error("Cannot use Docker: the job was stopped");
+    this.#client ??= await DockerClient.connect({
+      socketPath: this.#socketPath ?? dockerSocketPath(),
+      signal: this.#abort.signal,
+    });
+    return this.#client;
+  }
+
+  /** `Setting up image pull credentials` (§10.3, DECISIONS.md 10). */
+  async #setUpCredentials(): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Setting up image pull credentials");
+    let exitCode = 0;
+    for (const credentials of this.#request.compose.image_pull_credentials) {
+      exitCode = await this.#login(log, credentials);
+      if (exitCode !== 0) break;
+    }
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  async #login(log: CommandLog, credentials: ImagePullCredentials): Promise<number> {
+    let kind: ResolvedLogin["kind"];
+    try {
+      kind = resolveLoginKind(credentials.env_vars);
+    } catch (error) {
+      log.text(`Failed to resolve docker login strategy: ${errorText(error)}\n`);
+      return 1;
+    }
+    log.text(`Setting up credentials for ${LOGIN_TITLES[kind]}\n`);
+    const env = new Map<string, string>();
+    for (const v of credentials.env_vars) {
+      try {
+        env.set(v.name, decodeText(v.value));
+      } catch {
+        log.text(`Failed to decode ${v.name}\n`);
+        return 1;
+      }
+    }
+    let auth: RegistryAuth;
+    if (kind === "AWS_ECR") {
+      const ecr = await this.#ecrLogin(log, env);
+      if (ecr === undefined) return 1;
+      auth = ecr;
+    } else {
+      log.text(`${LOGIN_COMMANDS[kind]}\n`);
+      if (kind === "DockerHub") {
+        auth = {
+          username: env.get("DOCKERHUB_USERNAME") ?? "",
+          password: env.get("DOCKERHUB_PASSWORD") ?? "",
+          serveraddress: "https://index.docker.io/v1/",
+        };
+      } else if (kind === "GenericDocker") {
+        auth = {
+          username: env.get("DOCKER_USERNAME") ?? "",
+          password: env.get("DOCKER_PASSWORD") ?? "",
+          serveraddress: env.get("DOCKER_URL") ?? "",
+        };
+      } else {
+        const key = credentials.files.find((f) => f.path === "/tmp/gcr/keyfile.json") ??
+          credentials.files[0];
+        let password = "";
+        try {
+          password = key ? decodeText(key.content) : "";
+        } catch {
+          log.text("Failed to decode the content of the file.\n");
+          return 1;
+        }
+        auth = {
+          username: "_json_key",
+          password,
+          serveraddress: `https://${env.get("GCR_HOSTNAME") ?? ""}`,
+        };
+      }
+    }
+    try {
+      const docker = await this.#docker();
+      const status = await docker.checkAuth(auth, this.#abort.signal);
+      log.text(`${status}\n`);
+      log.text("\n");
+      this.#auths.push(auth);
+      this.#logger.info(`${this.#subject} Logged in to ${auth.serveraddress || "Docker Hub"}`);
+      return 0;
+    } catch (error) {
+      log.text(`${dockerErrorText(error)}\n`);
+      log.text("\n");
+      return 1;
+    }
+  }
+
+  /** `AWS_ECR`: a password from `aws ecr get-login-password`, as the original's v2 path. */
+  async #ecrLogin(
+    log: CommandLog,
+    env: ReadonlyMap<string, string>,
+  ): Promise<RegistryAuth | undefined> {
+    const base = this.#hostEnv ?? agentEnvironment();
+    const credentialEnv: Record<string, string> = {
+      ...(base.PATH ? { PATH: base.PATH } : {}),
+      ...(base.HOME ? { HOME: base.HOME } : {}),
+      ...Object.fromEntries(env),
+    };
+    const aws = async (args: string[], withCredentials: boolean) => {
+      try {
+        const output = await new Deno.Command(this.#awsCommand, {
+          args,
+          env: withCredentials ? credentialEnv : { ...base },
+          clearEnv: true,
+          stdin: "null",
+          signal: this.#abort.signal,
+        }).output();
+        const decoder = new TextDecoder();
+        return {
+          ok: output.success,
+          stdout: decoder.decode(output.stdout).trim(),
+          stderr: decoder.decode(output.stderr).trim(),
+        };
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) {
+          throw new Error(
+            `the AWS CLI ('${this.#awsCommand}') is not installed on the agent's host; ` +
+              "AWS_ECR image pull credentials need it",
+          );
+        }
+        throw error;
+      }
+    };
+    const region = env.get("AWS_REGION") ?? "";
+    let account = env.get("AWS_ACCOUNT_ID") ?? "";
+    try {
+      const version = await aws(["--version"], false);
+      const text = `${version.stdout}\n${version.stderr}`;
+      if (!version.ok || !/aws-cli\/\d/.test(text)) {
+        throw new Error(`aws --version failed: ${text.trim()}`);
+      }
+      if (account === "") {
+        const identity = await aws(
+          ["sts", "get-caller-identity", "--query", "Account", "--output", "text"],
+          true,
+        );
+        if (!identity.ok) throw new Error(identity.stderr || identity.stdout);
+        account = identity.stdout;
+      }
+    } catch (error) {
+      log.text(`Failed to determine docker login command: ${errorText(error)}\n`);
+      return undefined;
+    }
+    const server = `${account}.dkr.ecr.${region}.amazonaws.com`;
+    log.text(
+      "aws ecr get-login-password --region $AWS_REGION | docker login --username AWS " +
+        `--password-stdin ${account}.dkr.ecr.$AWS_REGION.amazonaws.com\n`,
+    );
+    try {
+      const password = await aws(["ecr", "get-login-password", "--region", region], true);
+      if (!password.ok) {
+        for (const line of (password.stderr || password.stdout).split("\n")) log.text(`${line}\n`);
+        return undefined;
+      }
+      return { username: "AWS", password: password.stdout, serveraddress: server };
+    } catch (error) {
+      log.text(`${errorText(error)}\n`);
+      return undefined;
+    }
+  }
+
+  /** The credentials for an image's registry, when some were given. */
+  #authFor(image: string): RegistryAuth | undefined {
+    const registry = parseImageReference(image).registry.toLowerCase();
+    return this.#auths.find((auth) => registryHost(auth.serveraddress || "docker.io") === registry);
+  }
+
+  /** `Pulling docker images...` (§10.4): pulls the missing images, progress as plain lines. */
+  async #pullImages(): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Pulling docker images...");
+    const android = this.#main.image.includes("semaphoreci/android");
+    const tags = ["semaphoreci/android"];
+    const started = performance.now();
+    if (android) this.#metrics?.gauge("compose.docker.pull.rate", 1, tags);
+    let exitCode = 0;
+    try {
+      const docker = await this.#docker();
+      const images = [...new Set(this.#containers.map((c) => c.image))];
+      for (const image of images) {
+        if (await docker.inspectImage(image)) continue;
+        this.#logger.info(`${this.#subject} Pulling ${image}`);
+        await docker.pullImage(image, {
+          auth: this.#authFor(image),
+          onLine: (line) => log.text(`${line}\n`),
+          signal: this.#abort.signal,
+        });
+      }
+    } catch (error) {
+      if (!this.#stopping) log.text(`${dockerErrorText(error)}\n`);
+      exitCode = 1;
+    }
+    if (android) {
+      if (exitCode !== 0) this.#metrics?.gauge("compose.docker.error.rate", 1, tags);
+      this.#metrics?.gauge(
+        "compose.docker.pull.duration",
+        (performance.now() - started) / 1000,
+        tags,
+      );
+    }
+    this.#logger.info(`${this.#subject} Docker pull finished. Exit Code: ${exitCode}`);
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  /** `Starting the docker image...` (§10.5): network, sidecars, then bash in the main one. */
+  async #startMainContainer(): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Starting the docker image...");
+    log.text("Starting a new bash session.\n");
+    let exitCode = 0;
+    try {
+      await this.#startContainers();
+      if (this.#stopping) throw new Error("the job was stopped");
+      this.#logger.info(`${this.#subject} [container=${this.#main.name}] Started bash`);
+    } catch (error) {
+      log.text("Failed to start the docker image\n");
+      log.text(this.#stopping ? "the job was stopped" : dockerErrorText(error));
+      exitCode = 1;
+    }
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  async #startContainers(): Promise<void> {
+    const docker = await this.#docker();
+    const hostDir = await this.#ensureHostDir();
+    const prefix = this.#prefix;
+    this.#networkId = await docker.createNetwork(prefix, { labels: this.#labels });
+    const devices = await this.#devices();
+    const network = (name: string) => ({ EndpointsConfig: { [prefix]: { Aliases: [name] } } });
+    for (const sidecar of this.#containers.slice(1)) {
+      this.#throwIfStopping();
+      const id = await docker.createContainer(`${prefix}-${nameSafe(sidecar.name)}`, {
+        ...containerBasics(sidecar),
+        Labels: this.#labels,
+        HostConfig: { NetworkMode: prefix, Devices: devices },
+        NetworkingConfig: network(sidecar.name),
+      });
+      await docker.startContainer(id);
+      this.#logger.info(`${this.#subject} [container=${sidecar.name}] Started a service container`);
+    }
+    this.#throwIfStopping();
+    const main = this.#main;
+    const config: ContainerConfig = {
+      ...containerBasics(main),
+      Cmd: ["bash"],
+      Tty: true,
+      OpenStdin: true,
+      StdinOnce: false,
+      AttachStdin: true,
+      AttachStdout: true,
+      AttachStderr: true,
+      Labels: this.#labels,
+      HostConfig: {
+        NetworkMode: prefix,
+        Devices: devices,
+        Binds: [
+          `${docker.socketPath}:/var/run/docker.sock`,
+          `${hostDir}:${CONTAINER_TEMP_DIR}:ro`,
+          ...this.#binds,
+        ],
+      },
+      NetworkingConfig: network(main.name),
+    };
+    this.#mainId = await docker.createContainer(main.name, config);
+    const stream = await docker.attachContainer(this.#mainId);
+    const terminal = new ContainerTerminal(docker, this.#mainId, stream);
+    this.#terminal = terminal;
+    const session = new ShellSession({
+      terminal,
+      hostStorageDir: hostDir,
+      shellStorageDir: CONTAINER_TEMP_DIR,
+    });
+    this.#session = session;
+    await docker.startContainer(this.#mainId);
+    await session.start({
+      failurePatterns: ["executable file not found", `The container name "/${main.name}"`],
+    });
+    if (terminal.ended && !this.#stopping) {
+      const status = await terminal.exited;
+      throw new Error(
+        `the main container '${main.name}' exited before bash started` +
+          (status === null ? "" : ` (exit status ${status})`),
+      );
+    }
+  }
+
+  #throwIfStopping(): void {
+    if (this.#stopping) throw new Error("the job was stopped");
+  }
+
+  async #devices(): Promise<DeviceMapping[]> {
+    if (!this.#exposeKvm) return [];
+    try {
+      await Deno.stat("/dev/kvm");
+    } catch {
+      this.#logger.warn(`${this.#subject} Not passing /dev/kvm: the device does not exist`);
+      return [];
+    }
+    return [{ PathOnHost: "/dev/kvm", PathInContainer: "/dev/kvm", CgroupPermissions: "rwm" }];
+  }
+
+  // ---- env vars and files inside the container (§10.6) ------------------------------------
+
+  async exportEnvVars(
+    envVars: readonly EnvVar[],
+    hostEnvVars: readonly HostEnvVar[],
+  ): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Exporting environment variables");
+    const exitCode = await this.#exportEnvVars(log, envVars, hostEnvVars);
+    log.finish(exitCode);
+    return exitCode;
+  }
+
+  async #exportEnvVars(
+    log: CommandLog,
+    envVars: readonly EnvVar[],
+    hostEnvVars: readonly HostEnvVar[],
+  ): Promise<number> {
+    let vars;
+    try {
+      vars = buildEnvironment(envVars, hostEnvVars);
+    } catch (error) {
+      this.#logger.error(`${this.#subject} ${errorText(error)}`);
+      return 1;
+    }
+    try {
+      const dir = await this.#ensureHostDir();
+      await Deno.writeTextFile(`${dir}/.env`, formatEnvFile(vars), { mode: 0o644 });
+    } catch (error) {
+      log.text(`${errorText(error)}\n`);
+      return 255;
+    }
+    for (const v of vars) log.text(`Exporting ${v.name}\n`);
+    const session = this.#session;
+    if (!session) return 1;
+    const envFile = `${CONTAINER_TEMP_DIR}/.env`;
+    let exitCode = await session.run(`source ${envFile}`, () => {});
+    if (exitCode === 0) {
+      // In every mode (§10.6): SSH debug sessions `docker exec` a login shell.
+      exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
+    }
+    return exitCode;
+  }
+
+  async injectFiles(files: readonly JobFile[]): Promise<number> {
+    const log = CommandLog.start(this.#sink, "Injecting Files");
+    let exitCode = 0;
+    for (const file of files) {
+      exitCode = await this.#injectFile(log, file);
+      if (exitCode !== 0) break;
+    }
+    log.finish(exitCode); // also after a decode failure (DECISIONS.md 5)
+    return exitCode;
+  }
+
+  async #injectFile(log: CommandLog, file: JobFile): Promise<number> {
+    log.text(`Injecting ${file.path} with file mode ${file.mode}\n`);
+    let content: Uint8Array;
+    try {
+      content = decodeBase64(file.content);
+    } catch {
+      log.text("Failed to decode the content of the file.\n");
+      return 1;
+    }
+    try {
+      const dir = await this.#ensureHostDir();
+      await Deno.writeFile(`${dir}/file`, content, { mode: 0o644 });
+      await Deno.chmod(`${dir}/file`, 0o644);
+    } catch (error) {
+      log.text(`${errorText(error)}\n`);
+      return 255;
+    }
+    const session = this.#session;
+    if (!session) return 1;
+    const destination = containerFilePath(file.path);
+    const target = quotePath(destination);
+    const steps: readonly [string, string][] = [
+      [
+        `mkdir -p ${quotePath(dirname(destination))}`,
+        `Failed to create destination path ${destination}\n`,
+      ],
+      [
+        `cp ${CONTAINER_TEMP_DIR}/file ${target}`,
+        `Failed to move to destination path ${CONTAINER_TEMP_DIR}/file ${destination}\n`,
+      ],
+      [`chmod ${shellQuote(file.mode)} ${target}`, `Failed to set file mode to ${file.mode}\n`],
+    ];
+    for (const [command, failure] of steps) {
+      const exitCode = await session.run(command, () => {});
+      if (exitCode !== 0) {
+        log.text(failure);
+        return exitCode;
+      }
+    }
+    return 0;
+  }
+
+  // ---- commands ---------------------------------------------------------------------------
+
+  runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
+    if (!this.#session) return Promise.resolve(1);
+    return runLoggedCommand(this.#session, this.#sink, command, options);
+  }
+
+  async getOutputFromCommand(command: string): Promise<CommandOutput> {
+    if (!this.#session) return { output: "", exitCode: 1 };
+    return await this.#session.output(command);
+  }
+
+  // ---- stop and cleanup (§10.7) -----------------------------------------------------------
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#session?.markStopped();
+    this.#abort.abort(new Error("the job was stopped"));
+    this.#terminal?.close();
+    // Kill the job's processes at once (DECISIONS.md 18); cleanup removes the containers.
+    if (this.#mainId && this.#client) {
+      await this.#client.killContainer(this.#mainId).catch((error) =>
+        this.#logger.warn(`${this.#subject} Cannot kill the main container: ${errorText(error)}`)
+      );
+    }
+  }
+
+  cleanup(): Promise<void> {
+    this.#cleaned ??= this.#cleanup();
+    return this.#cleaned;
+  }
+
+  async #cleanup(): Promise<void> {
+    await this.stop();
+    await this.#starting; // never rejects; nothing gets created after this
+    await this.#session?.close();
+    this.#logger.info(`${this.#subject} Cleaning up docker resources`);
+    await this.#removeDockerResources();
+    this.#client?.close();
+    if (this.#hostDir) {
+      await Deno.remove(this.#hostDir, { recursive: true }).catch((error) =>
+        this.#logger.warn(`${this.#subject} Cannot remove ${this.#hostDir}: ${errorText(error)}`)
+      );
+    }
+  }
+
+  async #removeDockerResources(): Promise<void> {
+    const client = this.#client;
+    if (!client) return; // never connected: nothing was created
+    const filters = {
+      label: [`${JOB_LABEL}=${this.#request.job_id}`, `${INSTANCE_LABEL}=${this.#instance}`],
+    };
+    try {
+      const containers = await client.listContainers(filters);
+      await Promise.all(
+        containers.map((c) =>
+          client.removeContainer(c.Id).catch((error) =>
+            this.#logger.error(
+              `${this.#subject} [container=${c.Names[0]}] Cannot remove the container: ${
+                errorText(error)
+              }`,
+            )
+          )
+        ),
+      );
+      const networks = await client.listNetworks(filters);
+      if (this.#networkId && !networks.some((n) => n.Id === this.#networkId)) {
+        networks.push({ Id: this.#networkId, Name: this.#prefix, Labels: null });
+      }
+      for (const network of networks) {
+        await client.removeNetwork(network.Id).catch((error) =>
+          this.#logger.error(
+            `${this.#subject} Cannot remove network ${network.Name}: ${errorText(error)}`,
+          )
+        );
+      }
+    } catch (error) {
+      this.#logger.error(`${this.#subject} Cannot clean up docker resources: ${errorText(error)}`);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cleanup();
+  }
+}
+
+/** Image, user, entrypoint, command and environment of a container, as compose maps them. */
+function containerBasics(container: Container): ContainerConfig {
+  const env = container.env_vars.map((v) => {
+    let value = "";
+    try {
+      value = decodeText(v.value);
+    } catch {
+      value = ""; // the original silently uses an empty value (§4.3)
+    }
+    return `${v.name}=${value}`;
+  });
+  return {
+    Image: container.image,
+    ...(container.user ? { User: container.user } : {}),
+    ...(container.entrypoint ? { Entrypoint: splitShellWords(container.entrypoint) } : {}),
+    ...(container.command ? { Cmd: splitShellWords(container.command) } : {}),
+    Env: env,
+  };
+}
+
+/**
+ * Picks the login strategy from the base64 `DOCKER_CREDENTIAL_TYPE` (§4.3).
+ *
+ * @throws {Error} `DOCKER_CREDENTIAL_TYPE not set` or `unknown DOCKER_CREDENTIAL_TYPE: '<v>'`.
+ */
+function resolveLoginKind(envVars: readonly EnvVar[]): ResolvedLogin["kind"] {
+  const entry = [...envVars].reverse().find((v) => v.name === "DOCKER_CREDENTIAL_TYPE");
+  if (!entry) throw new Error("DOCKER_CREDENTIAL_TYPE not set");
+  let value: string;
+  try {
+    value = decodeText(entry.value);
+  } catch {
+    throw new Error("error decoding 'DOCKER_CREDENTIAL_TYPE'");
+  }
+  if (
+    value === "DockerHub" || value === "GenericDocker" || value === "AWS_ECR" || value === "GCR"
+  ) {
+    return value;
+  }
+  throw new Error(`unknown DOCKER_CREDENTIAL_TYPE: '${value}'`);
+}
