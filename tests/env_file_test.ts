@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { buildEnvironment, formatEnvFile, quoteEnvValue } from "../lib/env_file.ts";
+
+const b64 = (s: string) => btoa(String.fromCharCode(...new TextEncoder().encode(s)));
+
+Deno.test("quoteEnvValue() quotes as the original does", () => {
+  assert.equal(quoteEnvValue(""), "''");
+  assert.equal(quoteEnvValue("AAA"), "AAA");
+  assert.equal(quoteEnvValue("a-b_c.d/e:f,g+h=i@j%k"), "a-b_c.d/e:f,g+h=i@j%k");
+  assert.equal(quoteEnvValue("how are you?"), "'how are you?'");
+  assert.equal(quoteEnvValue("quotes ' quotes"), `'quotes '"'"' quotes'`);
+  assert.equal(quoteEnvValue("$PATH:/etc/a"), "'$PATH:/etc/a'");
+  assert.equal(quoteEnvValue("line\n"), "'line\n'");
+});
+
+Deno.test("buildEnvironment() decodes, lets host values win and sorts by name", () => {
+  const env = buildEnvironment(
+    [{ name: "B", value: b64("job b") }, { name: "A", value: b64("1") }, {
+      name: "A",
+      value: b64("2"),
+    }],
+    [{ name: "B", value: "host b" }, { name: "C", value: "c" }],
+  );
+  assert.deepEqual(env, [
+    { name: "A", value: "2" },
+    { name: "B", value: "host b" },
+    { name: "C", value: "c" },
+  ]);
+  assert.equal(
+    formatEnvFile(env),
+    "export A=2\nexport B='host b'\nexport C=c\n",
+  );
+});
+
+Deno.test("buildEnvironment() names the variable it cannot decode", () => {
+  assert.throws(
+    () => buildEnvironment([{ name: "BAR", value: "!!" }]),
+    { message: "error decoding 'BAR'" },
+  );
+});

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { OutputBuffer } from "../lib/output_buffer.ts";
+import { INVALID_BYTE } from "../lib/events.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+function collect() {
+  const chunks: string[] = [];
+  let notify: () => void = () => {};
+  const buffer = new OutputBuffer({
+    onOutput: (text) => {
+      chunks.push(text);
+      notify();
+    },
+  });
+  const next = () => new Promise<void>((resolve) => notify = resolve);
+  return { buffer, chunks, next };
+}
+
+Deno.test("OutputBuffer keeps short output until close when it arrives at once", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(bytes("hello"));
+  buffer.append(bytes(" world"));
+  assert.deepEqual(chunks, []);
+  buffer.close();
+  assert.deepEqual(chunks, ["hello world"]);
+});
+
+Deno.test("OutputBuffer emits at once when 100 bytes or more wait", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(bytes("a".repeat(150)));
+  assert.deepEqual(chunks, ["a".repeat(150)]);
+  buffer.close();
+  assert.deepEqual(chunks, ["a".repeat(150)]);
+});
+
+Deno.test("OutputBuffer flushes trickling output after 100 ms of quiet", async () => {
+  const { buffer, chunks, next } = collect();
+  buffer.append(bytes("line 1\n"));
+  await next();
+  assert.deepEqual(chunks, ["line 1\n"]);
+  buffer.append(bytes("line 2\n"));
+  await next();
+  assert.deepEqual(chunks, ["line 1\n", "line 2\n"]);
+  buffer.close();
+});
+
+Deno.test("OutputBuffer does not split CRLF and turns it into LF", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(bytes("a".repeat(99) + "\r"));
+  buffer.append(bytes("\nb"));
+  buffer.close();
+  assert.equal(chunks.join(""), "a".repeat(99) + "\nb");
+  assert.ok(chunks.every((c) => !c.includes("\r")));
+});
+
+Deno.test("OutputBuffer keeps a lone CR", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(bytes("10%\r20%\r"));
+  buffer.close();
+  assert.deepEqual(chunks, ["10%\r20%\r"]);
+});
+
+Deno.test("OutputBuffer does not split UTF-8 sequences across chunks", () => {
+  const { buffer, chunks } = collect();
+  const text = "é".repeat(60) + "日本語";
+  const all = bytes(text);
+  for (let i = 0; i < all.length; i += 7) buffer.append(all.slice(i, i + 7));
+  buffer.close();
+  assert.equal(chunks.join(""), text);
+  assert.ok(chunks.every((c) => !c.includes(INVALID_BYTE) && !c.includes("\ufffd")));
+});
+
+Deno.test("OutputBuffer emits invalid bytes one marker each on close", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(new Uint8Array([0x96, 0x96, 0x61, 0xe3, 0x81]));
+  buffer.close();
+  assert.deepEqual(chunks, [`${INVALID_BYTE}${INVALID_BYTE}a${INVALID_BYTE}${INVALID_BYTE}`]);
+});
+
+Deno.test("OutputBuffer ignores appends after close and flush() empties it", () => {
+  const { buffer, chunks } = collect();
+  buffer.append(bytes("x"));
+  buffer.flush();
+  assert.deepEqual(chunks, ["x"]);
+  buffer.close();
+  buffer.append(bytes("late"));
+  buffer.close();
+  assert.deepEqual(chunks, ["x"]);
+});
+
+Deno.test("OutputBuffer rebuilds 10 MB exactly", () => {
+  const { buffer, chunks } = collect();
+  const line = "0123456789".repeat(9) + "\r\n";
+  const piece = bytes(line.repeat(40));
+  const n = Math.ceil(10_000_000 / piece.length);
+  for (let i = 0; i < n; i++) buffer.append(piece);
+  buffer.close();
+  const out = chunks.join("");
+  assert.equal(out.length, n * 40 * 91);
+  assert.equal(out, (line.replace("\r\n", "\n")).repeat(n * 40));
+});
