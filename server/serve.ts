@@ -1,14 +1,270 @@
 /**
- * `agent serve`: not implemented yet (issue 3).
+ * `agent serve` (SEMAPHORE_COMPAT.md §3.2, §7; DECISIONS.md 15, 16): reads the flags main.ts
+ * parsed, sets up the agent log, the JWT secret, TLS, StatsD and the job controller, listens
+ * with `Deno.serve` over HTTPS, and on SIGINT/SIGTERM stops the job and exits. Configuration
+ * errors are thrown as `UsageError`s with exit code 1 for main.ts to print.
  *
  * @module
  */
 
-/** Options of `agent serve` as parsed by main.ts (flag names in camelCase). */
-export type ServeOptions = Record<string, unknown>;
+import { createPrivateKey } from "node:crypto";
+import { dirname } from "node:path";
+import { createLogger, type Logger, parseLogLevel } from "../lib/agent_log.ts";
+import { UsageError } from "../lib/errors.ts";
+import { osTempDir } from "../lib/event_log.ts";
+import type { FileInjection } from "../lib/job.ts";
+import { createStatsdMetrics, type StatsdMetrics } from "../lib/statsd.ts";
+import { VERSION } from "../lib/version.ts";
+import { createApp } from "./app.ts";
+import { JobController } from "./job_controller.ts";
+import { jwtAuth } from "./jwt_auth.ts";
 
-/** Runs the hosted HTTPS server; resolves with the process exit code. */
-export function serve(_options: ServeOptions, _explicit: Record<string, unknown>): Promise<number> {
-  console.error("agent: serve is not implemented yet");
-  return Promise.resolve(1);
+/** Options of `agent serve` as commander parses them (camelCase flag names). */
+export interface ServeOptions {
+  readonly authTokenSecret?: string;
+  readonly authTokenSecretFile?: string;
+  readonly port?: number;
+  readonly host?: string;
+  readonly tlsCertPath?: string;
+  readonly tlsKeyPath?: string;
+  readonly statsdHost?: string;
+  readonly statsdPort?: string;
+  readonly statsdNamespace?: string;
+  readonly callbackRetryAttempts?: number;
+  readonly preJobHookPath?: string;
+  readonly files?: readonly string[];
+  readonly exposeKvmDevice?: boolean;
+}
+
+/** The environment variable holding the JWT secret (DECISIONS.md 15). */
+export const AUTH_TOKEN_SECRET_ENV = "SEMAPHORE_AGENT_AUTH_TOKEN_SECRET";
+
+/** Default number of attempts of each callback (§3.2). */
+const DEFAULT_CALLBACK_ATTEMPTS = 300;
+
+/** How long the job's callbacks may still take after SIGINT/SIGTERM. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+function fatal(message: string, cause?: unknown): UsageError {
+  return new UsageError(message, { exitCode: 1, cause });
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The agent log of §2.1: `$SEMAPHORE_AGENT_LOG_FILE_PATH` or `<tmpdir>/agent_log`, plus stdout. */
+function agentLogger(): Logger {
+  const levelName = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
+  let level;
+  try {
+    level = levelName ? parseLogLevel(levelName) : "info";
+  } catch (error) {
+    throw fatal(errorText(error));
+  }
+  const custom = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH");
+  const filePath = custom || `${osTempDir()}/agent_log`;
+  if (custom) {
+    try {
+      Deno.mkdirSync(dirname(custom), { recursive: true });
+    } catch (error) {
+      throw fatal(`Cannot create the directory of ${custom}: ${errorText(error)}`, error);
+    }
+  }
+  return createLogger({ level, filePath });
+}
+
+/**
+ * The JWT secret: `--auth-token-secret`, else `--auth-token-secret-file` (trailing newlines
+ * dropped), else `$SEMAPHORE_AGENT_AUTH_TOKEN_SECRET`. The variable is removed from the
+ * environment so that no child process sees it.
+ *
+ * @throws {UsageError} both flags given, an unreadable file, or no secret (`Auth token is empty`)
+ */
+export async function resolveAuthTokenSecret(options: ServeOptions): Promise<string> {
+  const fromEnv = Deno.env.get(AUTH_TOKEN_SECRET_ENV) ?? "";
+  Deno.env.delete(AUTH_TOKEN_SECRET_ENV);
+  const { authTokenSecret = "", authTokenSecretFile } = options;
+  if (authTokenSecret !== "" && authTokenSecretFile) {
+    throw fatal(
+      "Cannot choose the auth token secret: give --auth-token-secret or --auth-token-secret-file, not both",
+    );
+  }
+  let secret = authTokenSecret;
+  if (secret === "" && authTokenSecretFile) {
+    try {
+      secret = (await Deno.readTextFile(authTokenSecretFile)).replace(/[\r\n]+$/, "");
+    } catch (error) {
+      throw fatal(
+        `Cannot read --auth-token-secret-file ${authTokenSecretFile}: ${errorText(error)}`,
+        error,
+      );
+    }
+  }
+  if (secret === "") secret = fromEnv;
+  if (secret === "") throw fatal("Auth token is empty");
+  return secret;
+}
+
+/**
+ * Parses `--files HOST:CONTAINER` entries.
+ *
+ * @throws {UsageError} `Error parsing --files: <entry> is not a valid file injection`
+ */
+export function parseFileInjections(entries: readonly string[]): FileInjection[] {
+  return entries.map((entry) => {
+    const parts = entry.split(":");
+    if (parts.length !== 2) {
+      throw fatal(`Error parsing --files: ${entry} is not a valid file injection`);
+    }
+    return { hostPath: parts[0], destination: parts[1] };
+  });
+}
+
+/**
+ * Reads the certificate and key; keys in SEC1 EC (with or without an `EC PARAMETERS` block),
+ * PKCS#1 RSA or PKCS#8 PEM are handed to Deno as PKCS#8.
+ *
+ * @throws {UsageError} a missing or unreadable file, or a key that is not a PEM private key
+ */
+export async function loadTls(
+  certPath: string,
+  keyPath: string,
+): Promise<{ cert: string; key: string }> {
+  const read = async (flag: string, path: string) => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (error) {
+      throw fatal(`Cannot read ${flag} ${path}: ${errorText(error)}`, error);
+    }
+  };
+  const cert = await read("--tls-cert-path", certPath);
+  const pem = await read("--tls-key-path", keyPath);
+  if (!cert.includes("-----BEGIN CERTIFICATE-----")) {
+    throw fatal(`Cannot use --tls-cert-path ${certPath}: no PEM certificate in it`);
+  }
+  let key: string;
+  try {
+    key = createPrivateKey(pem).export({ type: "pkcs8", format: "pem" }).toString();
+  } catch (error) {
+    throw fatal(
+      `Cannot use --tls-key-path ${keyPath}: not a PEM private key (${errorText(error)})`,
+      error,
+    );
+  }
+  return { cert, key };
+}
+
+function statsdFrom(options: ServeOptions, logger: Logger): StatsdMetrics | undefined {
+  const host = options.statsdHost ?? "";
+  const portText = options.statsdPort ?? "";
+  if (host === "" || portText === "") return undefined;
+  const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
+  try {
+    const metrics = createStatsdMetrics({
+      host,
+      port,
+      namespace: options.statsdNamespace ?? "agent.prod",
+      logger,
+    });
+    logger.info(`Sending metrics to StatsD at ${host}:${port}`);
+    return metrics;
+  } catch (error) {
+    // The original logs a StatsD failure and runs on without metrics.
+    logger.error(`Cannot set up StatsD at ${host}:${portText}: ${errorText(error)}`);
+    return undefined;
+  }
+}
+
+/** Resolves with the first SIGINT or SIGTERM; `dispose` removes the listeners. */
+function waitForSignal(): { signal: Promise<Deno.Signal>; dispose: () => void } {
+  const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((name) => {
+    const handler = () => resolve(name);
+    Deno.addSignalListener(name, handler);
+    return [name, handler] as const;
+  });
+  return {
+    signal: promise,
+    dispose: () => {
+      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
+
+/**
+ * Runs the hosted HTTPS server until SIGINT or SIGTERM; resolves with the exit code
+ * (130 or 143, as a process killed by that signal reports it).
+ *
+ * @throws {UsageError} (exit code 1) for configuration errors and a failed listen
+ */
+export async function serve(
+  options: ServeOptions,
+  _explicit: Record<string, unknown>,
+): Promise<number> {
+  const logger = agentLogger();
+  const secret = await resolveAuthTokenSecret(options);
+  const port = options.port ?? 8000;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw fatal(`Cannot listen on port ${port}: not a port number`);
+  }
+  const host = options.host ?? "0.0.0.0";
+  const fileInjections = parseFileInjections(options.files ?? []);
+  const tls = await loadTls(
+    options.tlsCertPath ?? "server.crt",
+    options.tlsKeyPath ?? "server.key",
+  );
+  const requested = options.callbackRetryAttempts ?? DEFAULT_CALLBACK_ATTEMPTS;
+  const callbackRetryAttempts = requested > 0 ? requested : DEFAULT_CALLBACK_ATTEMPTS;
+
+  const metrics = statsdFrom(options, logger);
+  const jobs = new JobController({
+    logger,
+    callbackRetryAttempts,
+    preJobHookPath: options.preJobHookPath || undefined,
+    fileInjections,
+    exposeKvmDevice: options.exposeKvmDevice ?? true,
+    metrics,
+  });
+  const app = createApp({
+    auth: jwtAuth({ secret }),
+    jobs,
+    agentLogPath: `${osTempDir()}/agent_log`,
+    logger,
+  });
+
+  const signals = waitForSignal();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: host,
+      port,
+      cert: tls.cert,
+      key: tls.key,
+      onListen: () => {},
+      onError: (error) => {
+        logger.error(`Cannot handle request: ${errorText(error)}`);
+        return new Response("Internal Server Error\n", { status: 500 });
+      },
+    }, (request, info) => app.fetch(request, info));
+  } catch (error) {
+    signals.dispose();
+    await metrics?.close();
+    throw fatal(`Cannot listen on https://${host}:${port}: ${errorText(error)}`, error);
+  }
+  logger.info(`Agent ${VERSION} listening on https://${host}:${server.addr.port}`);
+  logger.info(`Callback retry attempts: ${callbackRetryAttempts}`);
+
+  const signal = await signals.signal;
+  signals.dispose();
+  logger.info(`Received ${signal} - stopping the job and shutting down`);
+  await jobs.shutdown(SHUTDOWN_GRACE_MS);
+  // Streams still open (a slow log download) must not keep the process up.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const cut = new Promise<void>((resolve) => timer = setTimeout(resolve, 1000));
+  await Promise.race([server.shutdown(), cut]);
+  clearTimeout(timer);
+  await metrics?.close();
+  logger.info("Agent stopped");
+  return signal === "SIGINT" ? 130 : 143;
 }
