@@ -79,6 +79,12 @@ export const DEFAULT_HUB_RETRIES: HubRetries = Object.freeze({
   disconnectIntervalMs: 1000,
 });
 
+/** Options of one call. */
+export interface CallOptions {
+  /** Aborts this call (its requests and retry waits). */
+  readonly signal?: AbortSignal;
+}
+
 /** Options of {@linkcode HubClient}. */
 export interface HubClientOptions {
   /** `<scheme>://<endpoint>/api/v1/self_hosted_agents` (see {@linkcode hubBaseUrl}). */
@@ -171,7 +177,7 @@ export class HubClient {
    *
    * @throws {HttpError} on an answer other than 200; {Error} on a network failure or bad JSON.
    */
-  async sync(request: SyncRequest): Promise<SyncResponse> {
+  async sync(request: SyncRequest, options: CallOptions = {}): Promise<SyncResponse> {
     const url = `${this.#baseUrl}/sync`;
     const body = JSON.stringify({
       state: request.state,
@@ -179,7 +185,7 @@ export class HubClient {
       job_result: request.job_result,
       interrupted_at: request.interrupted_at,
     });
-    const res = await this.#send("POST", url, this.#accessToken, body);
+    const res = await this.#send("POST", url, this.#accessToken, body, options.signal);
     if (res.status !== 200) {
       throw new HttpError(`sync request to ${url} got HTTP ${res.status}: ${res.body}`, res);
     }
@@ -198,19 +204,20 @@ export class HubClient {
    *
    * @throws {Error} the last attempt's error once every attempt failed.
    */
-  getJob(jobId: string): Promise<string> {
+  getJob(jobId: string, options: CallOptions = {}): Promise<string> {
     const url = `${this.#baseUrl}/jobs/${encodeURIComponent(jobId)}`;
     return this.#retry(
       `get job ${jobId}`,
       this.#retries.getJobAttempts,
       this.#retries.getJobIntervalMs,
       async () => {
-        const res = await this.#send("GET", url, this.#accessToken);
+        const res = await this.#send("GET", url, this.#accessToken, undefined, options.signal);
         if (res.status !== 200) {
           throw new HttpError(`failed to describe job, got HTTP ${res.status}`, res);
         }
         return res.body;
       },
+      options.signal,
     );
   }
 
@@ -260,30 +267,43 @@ export class HubClient {
     attempts: number,
     intervalMs: number,
     fn: () => Promise<T>,
+    callSignal?: AbortSignal,
   ): Promise<T> {
+    const signal = this.#combined(callSignal);
     for (let attempt = 1;; attempt++) {
       try {
         return await fn();
       } catch (error) {
-        if (attempt >= attempts || this.#signal?.aborted) throw error;
+        if (attempt >= attempts || signal?.aborted) throw error;
         this.#logger.warn(
           `[${task}] attempt ${attempt} failed: ${(error as Error).message} - ` +
             `retrying in ${formatGoDuration(intervalMs)}`,
         );
-        await delay(intervalMs, this.#signal);
-        if (this.#signal?.aborted) throw error;
+        await delay(intervalMs, signal);
+        if (signal?.aborted) throw error;
       }
     }
   }
 
+  #combined(callSignal?: AbortSignal): AbortSignal | undefined {
+    if (!callSignal) return this.#signal;
+    return this.#signal ? AbortSignal.any([this.#signal, callSignal]) : callSignal;
+  }
+
   /** One request with the 30 s timeout. */
-  #send(method: string, url: string, token: string, body?: string): Promise<TimedAnswer> {
+  #send(
+    method: string,
+    url: string,
+    token: string,
+    body?: string,
+    callSignal?: AbortSignal,
+  ): Promise<TimedAnswer> {
     // A byte body keeps fetch from adding a Content-Type the original never sends (§8.1).
     return timedFetch(url, {
       method,
       headers: { "Authorization": `Token ${token}`, "User-Agent": USER_AGENT },
       body: body === undefined ? undefined : new TextEncoder().encode(body),
-    }, { timeoutMs: this.#timeoutMs, signal: this.#signal });
+    }, { timeoutMs: this.#timeoutMs, signal: this.#combined(callSignal) });
   }
 }
 

@@ -1,10 +1,436 @@
 /**
- * `agent start`: not implemented yet (issue 4).
+ * `agent start`, the self-hosted agent (SEMAPHORE_COMPAT.md §8): register, then the sync loop
+ * and its state machine (states sent, actions obeyed, `next_sync_after`, jittered retries,
+ * forced syncs, the unable-to-sync shutdown after 10 minutes), signals (§8.9 and DECISIONS.md
+ * 11) and the shutdown sequence (§8.8: disconnect, shutdown hook, exit code). One job at a time
+ * runs in a {@linkcode ListenerJob}; the API decides idle, single-job and grace-period shutdowns.
  *
  * @module
  */
 
-/** Runs the self-hosted agent with the flags given on the command line; resolves with the exit code. */
-export function startAgent(_explicitFlags: Record<string, unknown>): Promise<number> {
-  return Promise.resolve(1);
+import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
+import { type AgentConfig, loadConfig } from "./config.ts";
+import { delay, formatGoDuration, randomBetween } from "./delay.ts";
+import { UsageError } from "./errors.ts";
+import { osTempDir } from "./event_log.ts";
+import { type JobResult, unixSeconds } from "./events.ts";
+import {
+  type AgentState,
+  hubBaseUrl,
+  HubClient,
+  type HubRetries,
+  type SyncRequest,
+  type SyncResponse,
+} from "./hub_client.ts";
+import { ListenerJob } from "./listener_job.ts";
+import { archName, hostName, osName } from "./os_info.ts";
+import type { PushDelays } from "./push_logger.ts";
+import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./shutdown_hook.ts";
+import { VERSION } from "./version.ts";
+
+/** Waits and limits of the listener; tests shorten them. */
+export interface ListenerTimings {
+  /** Pause after a failed sync or when `next_sync_after` is missing. @default [3000, 6000] */
+  readonly syncRetryMs?: readonly [number, number];
+  /** Shut down (exit 1) when no sync succeeded for this long. @default 600000 */
+  readonly unableToSyncMs?: number;
+  /** Attempts and pauses of register, get job and disconnect. @default the original's */
+  readonly hubRetries?: Partial<HubRetries>;
+  /** Push logger pauses. @default the original's */
+  readonly pushDelays?: PushDelays;
+  /** Per-request timeout. @default 30000 */
+  readonly httpTimeoutMs?: number;
+}
+
+/** Options of {@linkcode Listener.start}. */
+export interface ListenerOptions {
+  readonly config: AgentConfig;
+  readonly logger: Logger;
+  /** @default the original's timings */
+  readonly timings?: ListenerTimings;
+  /** Signals handled as §8.9 / DECISIONS.md 11 describe. @default none (call `interrupt()`) */
+  readonly signals?: readonly Deno.Signal[];
+  /** Called with the name the hub assigned at registration (log prefix). */
+  readonly onName?: (name: string) => void;
+  /** Directory of the job event logs. @default the OS temp dir */
+  readonly eventLogDir?: string;
+}
+
+interface Exit {
+  readonly reason: ShutdownReason;
+  readonly code: number;
+}
+
+/** The log line of a sync request (§8.3). */
+export function describeSyncRequest(request: SyncRequest): string {
+  switch (request.state) {
+    case "finished-job":
+      return `SYNC request (state: ${request.state}, job: ${request.job_id}, ` +
+        `result: ${request.job_result})`;
+    case "waiting-for-jobs":
+      return `SYNC request (state: ${request.state})`;
+    default:
+      return `SYNC request (state: ${request.state}, job: ${request.job_id})`;
+  }
+}
+
+/** The log line of a sync response (§8.3). */
+export function describeSyncResponse(response: SyncResponse): string {
+  switch (response.action) {
+    case "run-job":
+    case "stop-job":
+      return `SYNC response (action: ${response.action}, job: ${response.job_id})`;
+    case "shutdown":
+      return `SYNC response (action: shutdown, reason: ${response.shutdown_reason})`;
+    default:
+      return `SYNC response (action: ${response.action})`;
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The self-hosted agent: started with {@linkcode Listener.start}, ends with `done`. */
+export class Listener {
+  /** The exit code, once the agent shut down (or could not register). */
+  readonly done: Promise<number>;
+  readonly #config: AgentConfig;
+  readonly #logger: Logger;
+  readonly #timings: Required<Omit<ListenerTimings, "hubRetries" | "pushDelays">>;
+  readonly #options: ListenerOptions;
+  readonly #hub: HubClient;
+  /** Aborted by a third signal: every request and wait ends at once. */
+  readonly #hardStop = new AbortController();
+  #resolveHardExit!: (code: number) => void;
+
+  #state: AgentState = "waiting-for-jobs";
+  #jobId = "";
+  #jobResult: JobResult | "" = "";
+  #interruptedAt = 0;
+  #signalCount = 0;
+  #forceful = false;
+  #current: ListenerJob | undefined;
+  /** Resolves after the current job's result was recorded. */
+  #currentDone: Promise<void> | undefined;
+  /** Aborted to cut the wait before the next sync short (forced sync). */
+  #wake = new AbortController();
+  /** Aborted to abandon the sync request in flight (second signal). */
+  #syncAbort = new AbortController();
+  #signalHandlers: [Deno.Signal, () => void][] = [];
+
+  private constructor(options: ListenerOptions) {
+    const timings = options.timings ?? {};
+    this.#options = options;
+    this.#config = options.config;
+    this.#logger = options.logger;
+    this.#timings = {
+      syncRetryMs: timings.syncRetryMs ?? [3000, 6000],
+      unableToSyncMs: timings.unableToSyncMs ?? 600_000,
+      httpTimeoutMs: timings.httpTimeoutMs ?? 30_000,
+    };
+    this.#hub = new HubClient({
+      baseUrl: hubBaseUrl(this.#config.endpoint, this.#config.noHttps),
+      registrationToken: this.#config.token,
+      logger: this.#logger,
+      retries: timings.hubRetries,
+      timeoutMs: this.#timings.httpTimeoutMs,
+      signal: this.#hardStop.signal,
+    });
+    const hardExit = new Promise<number>((resolve) => this.#resolveHardExit = resolve);
+    const run = this.#run().finally(() => this.#removeSignalHandlers());
+    this.done = Promise.race([run, hardExit]);
+  }
+
+  /** Registers and runs the agent in the background. */
+  static start(options: ListenerOptions): Listener {
+    return new Listener(options);
+  }
+
+  /** The state the next sync reports. */
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  /**
+   * What SIGINT/SIGTERM do: the first sets `interrupted_at` and forces a sync (the API decides,
+   * §8.9); the second stops the job, reports it, disconnects and exits 0 (DECISIONS.md 11); a
+   * third exits 1 at once.
+   */
+  interrupt(): void {
+    this.#signalCount++;
+    if (this.#signalCount === 1) {
+      this.#logger.info("Termination signal received");
+      this.#interruptedAt = unixSeconds();
+      this.#wake.abort();
+    } else if (this.#signalCount === 2) {
+      this.#logger.info(
+        "Second termination signal received - stopping the job and shutting down",
+      );
+      this.#forceful = true;
+      this.#syncAbort.abort(new Error("second termination signal"));
+      this.#wake.abort();
+    } else {
+      this.#logger.error("Third termination signal received - exiting now");
+      this.#hardStop.abort(new Error("third termination signal"));
+      this.#resolveHardExit(1);
+    }
+  }
+
+  #installSignalHandlers(): void {
+    for (const signal of this.#options.signals ?? []) {
+      const handler = () => this.interrupt();
+      Deno.addSignalListener(signal, handler);
+      this.#signalHandlers.push([signal, handler]);
+    }
+  }
+
+  #removeSignalHandlers(): void {
+    for (const [signal, handler] of this.#signalHandlers) {
+      Deno.removeSignalListener(signal, handler);
+    }
+    this.#signalHandlers = [];
+  }
+
+  async #run(): Promise<number> {
+    this.#installSignalHandlers();
+    this.#logger.info("Starting Agent");
+    this.#logger.info("Registering Agent");
+    const config = this.#config;
+    try {
+      const answer = await this.#hub.register({
+        name: config.name,
+        version: VERSION,
+        pid: Deno.pid,
+        os: await osName(),
+        arch: archName(),
+        hostname: hostName(),
+        single_job: config.disconnectAfterJob,
+        idle_timeout: config.disconnectAfterIdleTimeout,
+        interruption_grace_period: config.interruptionGracePeriod,
+        job_id: config.jobId,
+      });
+      if (answer.name) this.#options.onName?.(answer.name);
+      this.#logger.info(`Successfully registered agent. Name: ${answer.name}`);
+    } catch (error) {
+      this.#logger.error(
+        `Could not start agent: failed to register agent: ${errorText(error)}`,
+      );
+      return 1;
+    }
+    this.#logger.info("Starting to poll for jobs");
+    const exit = await this.#syncLoop();
+    return await this.#shutdown(exit);
+  }
+
+  async #syncLoop(): Promise<Exit> {
+    let lastSuccess = performance.now();
+    for (;;) {
+      if (this.#forceful) return await this.#forcefulStop();
+      const request = this.#syncRequest();
+      this.#logger.info(describeSyncRequest(request));
+      let wait: number;
+      try {
+        const response = await this.#hub.sync(request, { signal: this.#syncAbort.signal });
+        lastSuccess = performance.now();
+        this.#logger.info(describeSyncResponse(response));
+        if (this.#forceful) continue;
+        const exit = this.#obey(response);
+        if (exit) return exit;
+        wait = response.next_sync_after > 0
+          ? response.next_sync_after
+          : randomBetween(this.#timings.syncRetryMs);
+      } catch (error) {
+        if (this.#forceful) continue;
+        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorText(error)}`);
+        if (performance.now() - lastSuccess > this.#timings.unableToSyncMs) {
+          this.#logger.error(
+            `Unable to sync with Semaphore for over ` +
+              `${formatGoDuration(this.#timings.unableToSyncMs)}.`,
+          );
+          return { reason: "UNABLE_TO_SYNC", code: 1 };
+        }
+        wait = randomBetween(this.#timings.syncRetryMs);
+      }
+      this.#logger.info(`Waiting ${formatGoDuration(wait)} for next sync...`);
+      await delay(wait, this.#wake.signal);
+      if (this.#wake.signal.aborted) this.#wake = new AbortController();
+    }
+  }
+
+  #syncRequest(): SyncRequest {
+    return {
+      state: this.#state,
+      job_id: this.#jobId,
+      job_result: this.#state === "finished-job" ? this.#jobResult : "",
+      interrupted_at: this.#interruptedAt,
+    };
+  }
+
+  /** Applies one sync answer (§8.3 "Actions"); returns the exit for `shutdown`. */
+  #obey(response: SyncResponse): Exit | undefined {
+    switch (response.action) {
+      case "continue":
+        return undefined;
+      case "run-job":
+        this.#runJob(response.job_id);
+        return undefined;
+      case "stop-job":
+        this.#stopJob(response.job_id);
+        return undefined;
+      case "shutdown":
+        this.#logger.info(
+          `Agent shutdown requested by Semaphore due to: ${response.shutdown_reason}`,
+        );
+        return { reason: shutdownReasonFromApi(response.shutdown_reason), code: 0 };
+      case "wait-for-jobs":
+        if (this.#state !== "finished-job" && this.#state !== "waiting-for-jobs") {
+          this.#logger.warn(`Ignoring wait-for-jobs while in state ${this.#state}`);
+          return undefined;
+        }
+        this.#state = "waiting-for-jobs";
+        this.#jobId = "";
+        this.#jobResult = "";
+        this.#current = undefined;
+        this.#currentDone = undefined;
+        return undefined;
+      default:
+        this.#logger.warn(`Ignoring unknown sync action: ${response.action}`);
+        return undefined;
+    }
+  }
+
+  #runJob(jobId: string): void {
+    if (this.#state !== "waiting-for-jobs") {
+      this.#logger.warn(`Ignoring run-job for ${jobId}: already in state ${this.#state}`);
+      return;
+    }
+    this.#state = "starting-job";
+    this.#jobId = jobId;
+    this.#jobResult = "";
+    const run = ListenerJob.start({
+      jobId,
+      hub: this.#hub,
+      config: this.#config,
+      logger: this.#logger,
+      eventLogDir: this.#options.eventLogDir,
+      pushDelays: this.#options.timings?.pushDelays,
+      httpTimeoutMs: this.#timings.httpTimeoutMs,
+      onRunning: () => {
+        if (this.#current === run && this.#state === "starting-job") {
+          this.#state = "running-job";
+        }
+      },
+    });
+    this.#current = run;
+    this.#currentDone = run.result.then((result) => {
+      if (this.#current !== run) return;
+      this.#state = "finished-job";
+      this.#jobResult = result;
+      this.#wake.abort(); // report it at once
+    });
+  }
+
+  #stopJob(jobId: string): void {
+    if (this.#state === "finished-job" || !this.#current) return;
+    this.#state = "stopping-job";
+    this.#jobId = jobId || this.#jobId;
+    void this.#current.stop();
+  }
+
+  /** DECISIONS.md 11: stop the job, report it once, then shut down as interrupted. */
+  async #forcefulStop(): Promise<Exit> {
+    const run = this.#current;
+    if (run && this.#state !== "finished-job") {
+      await run.stop();
+      await this.#currentDone;
+    }
+    if (this.#state === "finished-job") {
+      const request = this.#syncRequest();
+      this.#logger.info(describeSyncRequest(request));
+      try {
+        const response = await this.#hub.sync(request);
+        this.#logger.info(describeSyncResponse(response));
+      } catch (error) {
+        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorText(error)}`);
+      }
+    }
+    return { reason: "INTERRUPTED", code: 0 };
+  }
+
+  /** §8.8: disconnect, the shutdown hook, the last line, the exit code. */
+  async #shutdown(exit: Exit): Promise<number> {
+    this.#logger.info("Disconnecting the Agent from Semaphore");
+    try {
+      await this.#hub.disconnect();
+      this.#logger.info("Disconnected.");
+    } catch (error) {
+      this.#logger.error(
+        `Failed to disconnect from Semaphore even after ` +
+          `${this.#options.timings?.hubRetries?.disconnectAttempts ?? 100} tries: ` +
+          errorText(error),
+      );
+    }
+    // A job the API left running is stopped, so nothing outlives the agent (DECISIONS.md 4).
+    const run = this.#current;
+    if (run && this.#state !== "finished-job") {
+      this.#logger.info(`Stopping job ${run.jobId} before shutting down`);
+      await run.stop();
+      await run.result;
+    }
+    if (this.#config.shutdownHookPath) {
+      await runShutdownHook(this.#config.shutdownHookPath, exit.reason, this.#logger);
+    }
+    this.#logger.info(`Agent shutting down due to: ${exit.reason}`);
+    return exit.code;
+  }
+}
+
+function urlHost(name: string): string {
+  try {
+    return new URL(name).host;
+  } catch {
+    return name;
+  }
+}
+
+/**
+ * Runs `agent start` with the flags given on the command line (by name, without `--`);
+ * resolves with the exit code once the agent shut down.
+ *
+ * @throws {UsageError} exit code 1 for a bad configuration or log level (§3.1.5, §2.1).
+ */
+export async function startAgent(explicitFlags: Record<string, unknown>): Promise<number> {
+  const config = await loadConfig(explicitFlags);
+  let level;
+  try {
+    level = parseLogLevel(Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL") || "info");
+  } catch (error) {
+    throw new UsageError(errorText(error), { exitCode: 1 });
+  }
+  const filePath = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH") || `${osTempDir()}/agent_log`;
+  const parent = filePath.includes("/") ? filePath.slice(0, filePath.lastIndexOf("/")) : "";
+  if (parent) {
+    try {
+      await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+    } catch (error) {
+      throw new UsageError(
+        `Cannot create the agent log directory ${parent}: ${errorText(error)}`,
+        { exitCode: 1 },
+      );
+    }
+  }
+  // A URL name (AWS STS) shows as [host] until the hub returns the real name (§2.1).
+  let name = config.nameIsUrl ? `[${urlHost(config.name)}]` : config.name;
+  const logger = createLogger({ level, filePath, name: () => name });
+  if (config.nameSource === "random") {
+    logger.info("Agent name was not assigned - using a random one.");
+  }
+  const listener = Listener.start({
+    config,
+    logger,
+    signals: Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"],
+    onName: (assigned) => name = assigned,
+  });
+  return await listener.done;
 }
