@@ -8,8 +8,9 @@
 #      runtime. Skipped with AGENT_COMPILE_FALLBACK=1; bounded by a timeout.
 #   3. The fallback: a self-extracting executable, a POSIX sh header followed by a tar.gz of the
 #      installed `deno` binary and a `deno bundle` of the agent (npm dependencies inlined). On
-#      first run it unpacks once into ${XDG_CACHE_HOME:-$HOME/.cache}/semaphore-agent/<hash>/
-#      (temp dir + rename, so concurrent first runs are safe) and then execs
+#      first run it unpacks once into ${XDG_CACHE_HOME:-$HOME/.cache}/semaphore-agent/
+#      (runtime-<hash>/ and agent-<hash>/, each by temp dir + rename, so concurrent first runs
+#      are safe; rebuilds of the agent share the runtime directory) and then execs
 #      `deno run -A ... agent.js "$@"`: same CLI, exit codes, stdin/stdout and signals.
 #
 # Each way is smoke-tested (`dist/agent version` must print `v<deno.json version>`) before the
@@ -94,48 +95,54 @@ fi
 # Way 3: the self-extracting fallback.
 work=$(mktemp -d "$root/dist/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir "$work/payload"
+mkdir -p "$work/payload/app" "$work/payload/runtime"
 
-"$deno_exe" bundle --quiet --platform deno --output "$work/payload/agent.js" main.ts
+"$deno_exe" bundle --quiet --platform deno --output "$work/payload/app/agent.js" main.ts
 # Every npm package must be inside the bundle: the launcher runs with --no-npm.
-if grep -Eq "(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:" "$work/payload/agent.js"; then
-  echo "compile.sh: Cannot bundle the agent: dist bundle still imports npm: specifiers" >&2
-  grep -En "(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:" "$work/payload/agent.js" | head -n 5 >&2
+npm_import="(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:"
+if grep -Eq "$npm_import" "$work/payload/app/agent.js"; then
+  echo "compile.sh: Cannot bundle the agent: the bundle still imports npm: specifiers" >&2
+  grep -En "$npm_import" "$work/payload/app/agent.js" | head -n 5 >&2
   exit 1
 fi
-cp "$deno_exe" "$work/payload/deno"
-chmod 0755 "$work/payload/deno"
-chmod 0644 "$work/payload/agent.js"
+cp "$deno_exe" "$work/payload/runtime/deno"
+chmod 0755 "$work/payload/runtime/deno"
+chmod 0644 "$work/payload/app/agent.js"
 
-# The cache directory is named after the content, so rebuilding the same sources reuses it.
-content_id=$(cd "$work/payload" && sha256sum deno agent.js | sha256sum | cut -c1-16)
-tar -C "$work/payload" --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name \
-  -cf - deno agent.js | gzip -6 -n >"$work/payload.tar.gz"
+# Cache directories are named after their content: rebuilding the agent adds only a new app
+# directory (the bundle) beside the one shared runtime directory (the ~100 MB deno binary).
+runtime_id=$(sha256sum "$work/payload/runtime/deno" | cut -c1-16)
+app_id=$( (echo "$runtime_id $unstable_flags" && cat "$work/payload/app/agent.js") | sha256sum | cut -c1-16)
+# The app comes first so that a run that needs only the app can stop reading early.
+tar -C "$work/payload" --owner=0 --group=0 --numeric-owner --mtime=@0 \
+  -cf - app/agent.js runtime/deno | gzip -6 -n >"$work/payload.tar.gz"
 payload_sum=$(sha256sum "$work/payload.tar.gz" | cut -c1-64)
 
 write_header() { # $1: the payload offset, padded to 10 characters
   cat <<EOF
 #!/bin/sh
 # Semaphore agent $agent_version, built by compile.sh: a self-extracting executable.
-# After this header: a tar.gz of the Deno $deno_version runtime and the bundled agent. It is
-# unpacked once into \${XDG_CACHE_HOME:-\$HOME/.cache}/semaphore-agent/$content_id/ and run from
-# there with the same arguments, stdin, stdout and signals (exec).
-id=$content_id
+# After this header: a tar.gz of the Deno $deno_version runtime and the bundled agent. They are
+# unpacked once into \${XDG_CACHE_HOME:-\$HOME/.cache}/semaphore-agent/ and run from there with
+# the same arguments, stdin, stdout and signals (exec).
 sum=$payload_sum
 offset=$1 # byte length of this header
 if [ -n "\${XDG_CACHE_HOME:-}" ]; then base=\$XDG_CACHE_HOME/semaphore-agent
 elif [ -n "\${HOME:-}" ]; then base=\$HOME/.cache/semaphore-agent
 else base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u); fi
-dir=\$base/\$id
-if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; then
+rt=\$base/runtime-$runtime_id
+app=\$base/agent-$app_id
+if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
   self=\$0
   case \$self in */*) ;; *) self=\$(command -v -- "\$self") ;; esac
   if ! mkdir -p "\$base" 2>/dev/null || [ ! -w "\$base" ]; then
-    base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u); dir=\$base/\$id
+    base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u)
+    rt=\$base/runtime-$runtime_id
+    app=\$base/agent-$app_id
     mkdir -p "\$base" || exit 1
   fi
 fi
-if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; then
+if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
   if command -v sha256sum >/dev/null 2>&1; then
     got=\$(tail -c +\$((offset + 1)) "\$self" | sha256sum | cut -c1-64)
     if [ "\$got" != "\$sum" ]; then
@@ -146,20 +153,26 @@ if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; then
   tmp=\$(mktemp -d "\$base/.unpack.XXXXXX") || exit 1
   trap 'rm -rf "\$tmp"' EXIT
   trap 'exit 130' INT TERM
-  if ! tail -c +\$((offset + 1)) "\$self" | tar -xzf - -C "\$tmp"; then
+  members=app/agent.js
+  [ -x "\$rt/deno" ] || members="\$members runtime/deno"
+  if ! tail -c +\$((offset + 1)) "\$self" | tar -xzf - -C "\$tmp" \$members; then
     echo "agent: Cannot unpack \$self into \$base" >&2
     exit 1
   fi
-  if [ -e "\$dir" ] && { [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/agent.js" ]; }; then
-    rm -rf "\$dir"
-  fi
   # Atomic: the first run to finish renames its copy into place; the others drop theirs.
-  mv -T "\$tmp" "\$dir" 2>/dev/null || [ -x "\$dir/deno" ] || mv "\$tmp" "\$dir" || exit 1
+  if [ ! -x "\$rt/deno" ]; then
+    if [ -e "\$rt" ] && [ ! -x "\$rt/deno" ]; then rm -rf "\$rt"; fi # damaged by hand
+    mv -T "\$tmp/runtime" "\$rt" 2>/dev/null || [ -x "\$rt/deno" ] || mv "\$tmp/runtime" "\$rt" || exit 1
+  fi
+  if [ ! -f "\$app/agent.js" ]; then
+    if [ -e "\$app" ] && [ ! -f "\$app/agent.js" ]; then rm -rf "\$app"; fi
+    mv -T "\$tmp/app" "\$app" 2>/dev/null || [ -f "\$app/agent.js" ] || mv "\$tmp/app" "\$app" || exit 1
+  fi
   rm -rf "\$tmp"
   trap - EXIT INT TERM
 fi
 export DENO_NO_UPDATE_CHECK=1
-exec "\$dir/deno" run -A --no-prompt --no-config --no-lock --no-remote --no-npm --cached-only $unstable_flags "\$dir/agent.js" "\$@"
+exec "\$rt/deno" run -A --no-prompt --no-config --no-lock --no-remote --no-npm --cached-only $unstable_flags "\$app/agent.js" "\$@"
 exit 127
 EOF
 }
@@ -187,6 +200,6 @@ XDG_CACHE_HOME="$smoke_cache" smoke_test
 second=$(date +%s.%N)
 rm -rf "$smoke_cache"
 
-echo "compile.sh: built $out ($(human_size "$out")): self-extracting sh + tar.gz of deno $deno_version and a deno bundle of main.ts (npm deps inlined), agent $agent_version, cache id $content_id"
+echo "compile.sh: built $out ($(human_size "$out")): self-extracting sh + tar.gz of deno $deno_version and a deno bundle of main.ts (npm deps inlined), agent $agent_version, cache runtime-$runtime_id + agent-$app_id"
 awk -v s="$start" -v f="$first" -v e="$second" \
   'BEGIN { printf "compile.sh: dist/agent version: first run (unpack) %.2f s, then %.3f s\n", f - s, e - f }'

@@ -124,7 +124,7 @@ Deno.test("dist/agent ignores deno.json and package.json in the caller's directo
 Deno.test("dist/agent run exits 0 and prints the job when the job passes", async () => {
   const result = await runAgent(["run", "examples/hello.yaml"]);
   assert.equal(result.code, 0, show(result));
-  for (const line of ["hello from the job", "Hello, file!", "step 3", "result is passed"]) {
+  for (const line of ["hello from the job", "result is passed"]) {
     assert.match(result.stdout, new RegExp(`^${line}$`, "m"), show(result));
   }
 });
