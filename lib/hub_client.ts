@@ -135,7 +135,10 @@ export class HubClient {
    *
    * @throws {Error} the last attempt's error once every attempt failed.
    */
-  async register(request: RegisterRequest): Promise<RegisterResponse> {
+  async register(
+    request: RegisterRequest,
+    options: CallOptions = {},
+  ): Promise<RegisterResponse> {
     const url = `${this.#baseUrl}/register`;
     const body: RegisterRequest = {
       name: request.name,
@@ -154,7 +157,13 @@ export class HubClient {
       this.#retries.registerAttempts,
       this.#retries.registerIntervalMs,
       async () => {
-        const res = await this.#send("POST", url, this.#registrationToken, JSON.stringify(body));
+        const res = await this.#send(
+          "POST",
+          url,
+          this.#registrationToken,
+          JSON.stringify(body),
+          options.signal,
+        );
         if (res.status < 200 || res.status > 299) {
           throw new HttpError(
             `register request to ${url} got HTTP ${res.status}: ${res.body}`,
@@ -167,6 +176,7 @@ export class HubClient {
           token: typeof parsed.token === "string" ? parsed.token : "",
         };
       },
+      options.signal,
     );
     this.#accessToken = answer.token;
     return answer;

@@ -40,6 +40,8 @@ export interface ListenerTimings {
   readonly pushDelays?: PushDelays;
   /** Per-request timeout. @default 30000 */
   readonly httpTimeoutMs?: number;
+  /** Pause between the reports of a job stopped by a second signal. @default 1000 */
+  readonly forcefulSyncRetryMs?: number;
 }
 
 /** Options of {@linkcode Listener.start}. */
@@ -115,8 +117,9 @@ export class Listener {
   #currentDone: Promise<void> | undefined;
   /** Aborted to cut the wait before the next sync short (forced sync). */
   #wake = new AbortController();
-  /** Aborted to abandon the sync request in flight (second signal). */
+  /** Aborted to abandon the sync request in flight, or registration (second signal). */
   #syncAbort = new AbortController();
+  #registered = false;
   #signalHandlers: [Deno.Signal, () => void][] = [];
 
   private constructor(options: ListenerOptions) {
@@ -128,6 +131,7 @@ export class Listener {
       syncRetryMs: timings.syncRetryMs ?? [3000, 6000],
       unableToSyncMs: timings.unableToSyncMs ?? 600_000,
       httpTimeoutMs: timings.httpTimeoutMs ?? 30_000,
+      forcefulSyncRetryMs: timings.forcefulSyncRetryMs ?? 1000,
     };
     this.#hub = new HubClient({
       baseUrl: hubBaseUrl(this.#config.endpoint, this.#config.noHttps),
@@ -209,10 +213,12 @@ export class Listener {
         idle_timeout: config.disconnectAfterIdleTimeout,
         interruption_grace_period: config.interruptionGracePeriod,
         job_id: config.jobId,
-      });
+      }, { signal: this.#syncAbort.signal });
+      this.#registered = true;
       if (answer.name) this.#options.onName?.(answer.name);
       this.#logger.info(`Successfully registered agent. Name: ${answer.name}`);
     } catch (error) {
+      if (this.#forceful) return await this.#shutdown({ reason: "INTERRUPTED", code: 0 });
       this.#logger.error(
         `Could not start agent: failed to register agent: ${errorText(error)}`,
       );
@@ -342,17 +348,20 @@ export class Listener {
   async #forcefulStop(): Promise<Exit> {
     const run = this.#current;
     if (run && this.#state !== "finished-job") {
-      await run.stop();
+      await run.stop({ abandonFetch: true });
       await this.#currentDone;
     }
-    if (this.#state === "finished-job") {
+    // Report the job a few times at most: the operator asked to stop now.
+    for (let attempt = 1; this.#state === "finished-job" && attempt <= 3; attempt++) {
       const request = this.#syncRequest();
       this.#logger.info(describeSyncRequest(request));
       try {
         const response = await this.#hub.sync(request);
         this.#logger.info(describeSyncResponse(response));
+        break;
       } catch (error) {
         this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorText(error)}`);
+        if (attempt < 3) await delay(this.#timings.forcefulSyncRetryMs, this.#hardStop.signal);
       }
     }
     return { reason: "INTERRUPTED", code: 0 };
@@ -360,22 +369,24 @@ export class Listener {
 
   /** §8.8: disconnect, the shutdown hook, the last line, the exit code. */
   async #shutdown(exit: Exit): Promise<number> {
-    this.#logger.info("Disconnecting the Agent from Semaphore");
-    try {
-      await this.#hub.disconnect();
-      this.#logger.info("Disconnected.");
-    } catch (error) {
-      this.#logger.error(
-        `Failed to disconnect from Semaphore even after ` +
-          `${this.#options.timings?.hubRetries?.disconnectAttempts ?? 100} tries: ` +
-          errorText(error),
-      );
+    if (this.#registered) {
+      this.#logger.info("Disconnecting the Agent from Semaphore");
+      try {
+        await this.#hub.disconnect();
+        this.#logger.info("Disconnected.");
+      } catch (error) {
+        this.#logger.error(
+          `Failed to disconnect from Semaphore even after ` +
+            `${this.#options.timings?.hubRetries?.disconnectAttempts ?? 100} tries: ` +
+            errorText(error),
+        );
+      }
     }
     // A job the API left running is stopped, so nothing outlives the agent (DECISIONS.md 4).
     const run = this.#current;
     if (run && this.#state !== "finished-job") {
       this.#logger.info(`Stopping job ${run.jobId} before shutting down`);
-      await run.stop();
+      await run.stop({ abandonFetch: true });
       await run.result;
     }
     if (this.#config.shutdownHookPath) {

@@ -69,12 +69,13 @@ export class ListenerJob {
   }
 
   /**
-   * Stops the job: the running command ends and nothing else starts; while the request is still
-   * being fetched, the fetch is abandoned and the result is `stopped`. Idempotent.
+   * Stops the job: the running command ends and nothing else starts. A job still being fetched
+   * runs and stops at once (its log shows `job_started` and `job_finished`), unless
+   * `abandonFetch` is set: then the fetch is dropped and the result is `stopped`. Idempotent.
    */
-  async stop(): Promise<void> {
+  async stop(options: { readonly abandonFetch?: boolean } = {}): Promise<void> {
     this.#stopRequested = true;
-    this.#abortFetch.abort(new Error("the job was stopped"));
+    if (options.abandonFetch) this.#abortFetch.abort(new Error("the job was stopped"));
     await this.#job?.stop();
   }
 
@@ -85,14 +86,14 @@ export class ListenerJob {
       const text = await hub.getJob(jobId, { signal: this.#abortFetch.signal });
       request = parseJobRequestJson(text);
     } catch (error) {
-      if (this.#stopRequested) {
+      if (this.#abortFetch.signal.aborted) {
         this.#logger.info(`Job ${jobId} was stopped before it could start`);
         return "stopped";
       }
       this.#logger.error(`Could not get job ${jobId}: ${errorText(error)}`);
       return "failed";
     }
-    if (this.#stopRequested) {
+    if (this.#abortFetch.signal.aborted) {
       this.#logger.info(`Job ${jobId} was stopped before it could start`);
       return "stopped";
     }
