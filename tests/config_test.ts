@@ -469,3 +469,11 @@ Deno.test("agent start exits 1 on a bad configuration and 2 on a bad flag", asyn
     assert.equal(code, 2);
   });
 });
+
+Deno.test("examples/agent-config.yaml is a valid configuration", async () => {
+  const path = new URL("../examples/agent-config.yaml", import.meta.url).pathname;
+  const config = await load({ "config-file": path });
+  assert.equal(config.endpoint, "myorg.semaphoreci.com");
+  assert.equal(config.uploadJobLogs, "never");
+  assert.equal(config.nameSource, "random");
+});
