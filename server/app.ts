@@ -61,7 +61,7 @@ function fixed(
   headers: Record<string, string> = {},
 ): Response {
   const bytes = encoder.encode(body);
-  return new Response(status === 204 || status === 304 ? null : bytes, {
+  return new Response(bytes, {
     status,
     headers: { ...headers, "Content-Length": String(bytes.length) },
   });

@@ -231,6 +231,13 @@ Deno.test("agent serve takes the secret from a file and refuses bad configuratio
     assert.equal(res.status, 200);
     await res.body?.cancel();
   });
+  await t.step("StatsD flags", async () => {
+    await using agent = await startServeAgent({
+      dir: dir.path,
+      args: ["--statsd-host", "127.0.0.1", "--statsd-port", "8125", "--statsd-namespace", "x.y"],
+    });
+    await agent.waitForLine(/: Sending metrics to StatsD at 127\.0\.0\.1:8125$/);
+  });
   const fail = async (args: string[], env: Record<string, string>, message: RegExp) => {
     const out = await runAgent(["serve", "--port", "0", "--host", "127.0.0.1", ...args], {
       TMPDIR: dir.path,
