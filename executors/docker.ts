@@ -381,6 +381,8 @@ class DockerExecutor implements Executor {
   #client: DockerClient | undefined;
   #auths: RegistryAuth[] = [];
   #networkId: string | undefined;
+  /** The job's network being created (overlaps the image pull). */
+  #network: Promise<string> | undefined;
   #mainId: string | undefined;
   #terminal: ContainerTerminal | undefined;
   #session: ShellSession | undefined;
@@ -516,8 +518,18 @@ class DockerExecutor implements Executor {
     if (this.#request.compose.image_pull_credentials.length > 0) {
       if (await this.#setUpCredentials() !== 0) return 1;
     }
-    if (await this.#pullImages() !== 0) return 1;
-    return await this.#startMainContainer();
+    // The network is made while images are looked at and pulled; start awaits it.
+    const network = this.#docker().then((docker) =>
+      docker.createNetwork(this.#prefix, { labels: this.#labels })
+    ).then((id) => this.#networkId = id);
+    network.catch(() => {}); // awaited below; a failure shows in the step that needs it
+    this.#network = network;
+    try {
+      if (await this.#pullImages() !== 0) return 1;
+      return await this.#startMainContainer();
+    } finally {
+      await network.catch(() => {}); // settled before cleanup lists what to remove
+    }
   }
 
   /** The Docker client, connected on first use; the error names the socket. */
@@ -750,21 +762,27 @@ class DockerExecutor implements Executor {
     const docker = await this.#docker();
     const hostDir = await this.#ensureHostDir();
     const prefix = this.#prefix;
-    this.#networkId = await docker.createNetwork(prefix, { labels: this.#labels });
+    await (this.#network ?? Promise.reject(new Error("the job network was not created")));
     const devices = await this.#devices();
     const network = (name: string) => ({ EndpointsConfig: { [prefix]: { Aliases: [name] } } });
-    for (const sidecar of this.#containers.slice(1)) {
-      this.#throwIfStopping();
-      const id = await docker.createContainer(`${prefix}-${nameSafe(sidecar.name)}`, {
-        ...containerBasics(sidecar),
-        Labels: this.#labels,
-        HostConfig: { NetworkMode: prefix, Devices: devices },
-        NetworkingConfig: network(sidecar.name),
-      });
-      await docker.startContainer(id);
-      this.#logger.info(`${this.#subject} [container=${sidecar.name}] Started a service container`);
-    }
-    this.#throwIfStopping();
+    // Service containers start first (compose starts dependencies before `run`), all at
+    // once; the main container is created and attached meanwhile and started after them.
+    const sidecars = Promise.all(
+      this.#containers.slice(1).map(async (sidecar) => {
+        this.#throwIfStopping();
+        const id = await docker.createContainer(`${prefix}-${nameSafe(sidecar.name)}`, {
+          ...containerBasics(sidecar),
+          Labels: this.#labels,
+          HostConfig: { NetworkMode: prefix, Devices: devices },
+          NetworkingConfig: network(sidecar.name),
+        });
+        this.#throwIfStopping();
+        await docker.startContainer(id);
+        this.#logger.info(
+          `${this.#subject} [container=${sidecar.name}] Started a service container`,
+        );
+      }),
+    );
     const main = this.#main;
     const config: ContainerConfig = {
       ...containerBasics(main),
@@ -787,8 +805,21 @@ class DockerExecutor implements Executor {
       },
       NetworkingConfig: network(main.name),
     };
-    this.#mainId = await docker.createContainer(main.name, config);
-    const stream = await docker.attachContainer(this.#mainId);
+    const attached = (async () => {
+      const id = await docker.createContainer(main.name, config);
+      this.#mainId = id;
+      return { id, stream: await docker.attachContainer(id) };
+    })();
+    const [sidecarsResult, attachedResult] = await Promise.allSettled([sidecars, attached]);
+    if (sidecarsResult.status === "rejected" || attachedResult.status === "rejected") {
+      if (attachedResult.status === "fulfilled") attachedResult.value.stream.close();
+      throw sidecarsResult.status === "rejected"
+        ? sidecarsResult.reason
+        : (attachedResult as PromiseRejectedResult).reason;
+    }
+    this.#throwIfStopping();
+    const { stream } = attachedResult.value;
+    this.#mainId = attachedResult.value.id;
     const terminal = new ContainerTerminal(docker, this.#mainId, stream);
     this.#terminal = terminal;
     const session = new ShellSession({

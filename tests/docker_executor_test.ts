@@ -1,0 +1,740 @@
+import assert from "node:assert/strict";
+import {
+  containerFilePath,
+  createDockerExecutor,
+  type DockerExecutorOptions,
+  JOB_LABEL,
+  OWNER_LABEL,
+  removeLeftovers,
+  splitShellWords,
+} from "../executors/docker.ts";
+import type { Executor } from "../executors/executor.ts";
+import { DockerClient } from "../executors/docker_api.ts";
+import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/events.ts";
+import type {
+  Command,
+  Container,
+  ImagePullCredentials,
+  JobRequest,
+} from "../lib/job_request_types.ts";
+import { JobConstructionError } from "../lib/errors.ts";
+import { type Logger, silentLogger } from "../lib/agent_log.ts";
+import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
+import { registrySkipReason, startRegistry } from "./support/registry.ts";
+
+const dockerSkip = await dockerSkipReason();
+const registrySkip = dockerSkip ?? await registrySkipReason();
+if (dockerSkip === undefined) await ensureTestImages();
+
+function b64(text: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}
+
+function container(name: string, image: string, extra: Partial<Container> = {}): Container {
+  return { name, image, command: "", entrypoint: "", user: "", env_vars: [], ...extra };
+}
+
+function commands(...directives: string[]): Command[] {
+  return directives.map((directive) => ({ directive, alias: "" }));
+}
+
+function makeRequest(overrides: Partial<JobRequest> & {
+  containers?: Container[];
+  credentials?: ImagePullCredentials[];
+  hostSetup?: Command[];
+} = {}): JobRequest {
+  const { containers, credentials, hostSetup, ...rest } = overrides;
+  return {
+    job_id: `test-${crypto.randomUUID()}`,
+    executor: "dockercompose",
+    compose: {
+      containers: containers ?? [container("main", TEST_IMAGES.bash)],
+      image_pull_credentials: credentials ?? [],
+      host_setup_commands: hostSetup ?? [],
+    },
+    commands: [],
+    epilogue_always_commands: [],
+    epilogue_on_pass_commands: [],
+    epilogue_on_fail_commands: [],
+    env_vars: [],
+    files: [],
+    ssh_public_keys: [],
+    callbacks: { finished: "", teardown_finished: "", token: "" },
+    logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
+    ...rest,
+  };
+}
+
+/** Events in the simplified notation of SEMAPHORE_COMPAT.md §5.7, outputs merged. */
+function simplify(events: readonly JobEvent[]): string[] {
+  const out: string[] = [];
+  let pending: string | undefined;
+  const flush = () => {
+    if (pending !== undefined) out.push(pending);
+    pending = undefined;
+  };
+  for (const e of events) {
+    if (e.event === "cmd_output") {
+      pending = (pending ?? "") + e.output;
+      continue;
+    }
+    flush();
+    if (e.event === "job_started") out.push("job_started");
+    if (e.event === "cmd_started") out.push(`directive: ${e.directive}`);
+    if (e.event === "cmd_finished") out.push(`Exit Code: ${e.exit_code}`);
+    if (e.event === "job_finished") out.push(`job_finished: ${e.result}`);
+  }
+  flush();
+  return out;
+}
+
+interface JobRun {
+  readonly result: JobResult;
+  readonly events: JobEvent[];
+  readonly log: string[];
+  readonly prepared: number;
+}
+
+interface RunOptions extends Partial<Omit<DockerExecutorOptions, "request" | "sink">> {
+  /** Called with each event; may stop the job. */
+  readonly onEvent?: (event: JobEvent, stop: () => void) => void;
+}
+
+/**
+ * Drives an executor through the job lifecycle of SEMAPHORE_COMPAT.md §5.2 (without hooks),
+ * then checks that Docker holds nothing of the job.
+ */
+async function runJob(request: JobRequest, options: RunOptions = {}): Promise<JobRun> {
+  const { onEvent, ...executorOptions } = options;
+  const events: JobEvent[] = [];
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    executor.stop();
+  };
+  const sink = {
+    write(event: JobEvent) {
+      events.push(event);
+      onEvent?.(event, stop);
+    },
+  };
+  const executor: Executor = createDockerExecutor({
+    request,
+    sink,
+    logger: silentLogger,
+    writeJumpPoint: false,
+    ...executorOptions,
+  });
+  sink.write({ event: "job_started", timestamp: unixSeconds() });
+  let result: JobResult = "failed";
+  let prepared = -1;
+  try {
+    prepared = await executor.prepare();
+    if (prepared === 0 && await executor.start() === 0) {
+      let exitCode = await executor.exportEnvVars(request.env_vars, []);
+      if (exitCode === 0) exitCode = await executor.injectFiles(request.files);
+      if (exitCode === 0) {
+        for (const command of request.commands) {
+          exitCode = await executor.runCommand(command.directive, { alias: command.alias });
+          if (exitCode !== 0) break;
+        }
+      }
+      result = stopped ? "stopped" : exitCode === 0 ? "passed" : "failed";
+      if (!stopped) {
+        await executor.exportEnvVars([{ name: "SEMAPHORE_JOB_RESULT", value: b64(result) }], []);
+        const lists = [
+          request.epilogue_always_commands,
+          result === "passed"
+            ? request.epilogue_on_pass_commands
+            : request.epilogue_on_fail_commands,
+        ];
+        for (const list of lists) {
+          for (const command of list) {
+            if (stopped) break;
+            if (await executor.runCommand(command.directive, { alias: command.alias }) !== 0) break;
+          }
+        }
+        if (stopped) result = "stopped";
+      }
+    }
+    sink.write({ event: "job_finished", timestamp: unixSeconds(), result });
+  } finally {
+    await executor.cleanup();
+  }
+  await assertNothingLeft(request.job_id, options.dockerSocketPath);
+  return { result, events, log: simplify(events), prepared };
+}
+
+async function assertNothingLeft(jobId: string, socketPath?: string): Promise<void> {
+  if (socketPath !== undefined) return;
+  await using client = await DockerClient.connect();
+  const filters = { label: [`${JOB_LABEL}=${jobId}`] };
+  assert.deepEqual(await client.listContainers(filters), [], "containers left behind");
+  assert.deepEqual(await client.listNetworks(filters), [], "networks left behind");
+}
+
+const START = [
+  "job_started",
+  "directive: Pulling docker images...",
+  "Exit Code: 0",
+  "directive: Starting the docker image...",
+  "Starting a new bash session.\n",
+  "Exit Code: 0",
+];
+
+function epilogueExport(): string[] {
+  return [
+    "directive: Exporting environment variables",
+    "Exporting SEMAPHORE_JOB_RESULT\n",
+    "Exit Code: 0",
+  ];
+}
+
+function dockerTest(name: string, fn: () => Promise<void>, skip = dockerSkip): void {
+  Deno.test({ name, ignore: skip !== undefined, fn });
+}
+
+/** A logger that keeps its lines. */
+function recordingLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    error: (m) => lines.push(`error: ${m}`),
+    warn: (m) => lines.push(`warn: ${m}`),
+    info: (m) => lines.push(`info: ${m}`),
+    debug: (m) => lines.push(`debug: ${m}`),
+    debugEnabled: true,
+  };
+}
+
+// ---- pure helpers --------------------------------------------------------------------------
+
+Deno.test("splitShellWords() splits compose command strings like compose does", () => {
+  assert.deepEqual(splitShellWords("postgres start"), ["postgres", "start"]);
+  assert.deepEqual(splitShellWords(`sh -c "echo 'a b'; echo \\"q\\""`), [
+    "sh",
+    "-c",
+    `echo 'a b'; echo "q"`,
+  ]);
+  assert.deepEqual(splitShellWords("  a\\ b  '' c"), ["a b", "", "c"]);
+});
+
+Deno.test("containerFilePath() keeps absolute and ~ paths and puts the rest under ~/", () => {
+  assert.equal(containerFilePath("/etc/x"), "/etc/x");
+  assert.equal(containerFilePath("~/x"), "~/x");
+  assert.equal(containerFilePath("a/b.txt"), "~/a/b.txt");
+});
+
+Deno.test("createDockerExecutor() refuses a job without containers", () => {
+  const request = makeRequest({ containers: [] });
+  assert.throws(
+    () => createDockerExecutor({ request, sink: { write() {} }, logger: silentLogger }),
+    (error: Error) =>
+      error instanceof JobConstructionError &&
+      error.message === "Cannot run a dockercompose job: compose.containers is empty",
+  );
+});
+
+// ---- jobs ----------------------------------------------------------------------------------
+
+dockerTest("a hello-world container job logs the original's shape and leaves nothing", async () => {
+  const run = await runJob(makeRequest({ commands: commands("echo Hello World") }));
+  assert.equal(run.result, "passed");
+  assert.deepEqual(run.log, [
+    ...START,
+    "directive: Exporting environment variables",
+    "Exit Code: 0",
+    "directive: Injecting Files",
+    "Exit Code: 0",
+    "directive: echo Hello World",
+    "Hello World\n",
+    "Exit Code: 0",
+    ...epilogueExport(),
+    "job_finished: passed",
+  ]);
+});
+
+dockerTest(
+  "env vars, container env vars, aliases and the user apply in the main container",
+  async () => {
+    const request = makeRequest({
+      containers: [
+        container("main", TEST_IMAGES.bash, {
+          user: "semaphore",
+          env_vars: [{ name: "FROM_CONTAINER", value: b64("c v") }, {
+            name: "BROKEN",
+            value: "!!",
+          }],
+        }),
+      ],
+      env_vars: [
+        { name: "B", value: b64("$PATH:'q'") },
+        { name: "A", value: b64("ünï") },
+      ],
+      commands: [
+        { directive: "echo $A $B $FROM_CONTAINER [$BROKEN]", alias: "Show vars" },
+        { directive: "whoami; cd /tmp", alias: "" },
+        { directive: "pwd; echo 'ünïcödé 😀'; printf '\\x96\\x96\\x96\\x96\\x96'", alias: "" },
+      ],
+    });
+    const run = await runJob(request);
+    assert.equal(run.result, "passed");
+    assert.deepEqual(run.log, [
+      ...START,
+      "directive: Exporting environment variables",
+      "Exporting A\nExporting B\n",
+      "Exit Code: 0",
+      "directive: Injecting Files",
+      "Exit Code: 0",
+      "directive: Show vars",
+      "Running: echo $A $B $FROM_CONTAINER [$BROKEN]\nünï $PATH:'q' c v []\n",
+      "Exit Code: 0",
+      "directive: whoami; cd /tmp",
+      "semaphore\n",
+      "Exit Code: 0",
+      "directive: pwd; echo 'ünïcödé 😀'; printf '\\x96\\x96\\x96\\x96\\x96'",
+      "/tmp\nünïcödé 😀\n\udfff\udfff\udfff\udfff\udfff",
+      "Exit Code: 0",
+      ...epilogueExport(),
+      "job_finished: passed",
+    ]);
+    const encoded = run.events.filter((e) => e.event === "cmd_output").map(encodeEvent).join("");
+    assert.match(encoded, /\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd/);
+  },
+);
+
+dockerTest(
+  "services reach each other by name; command and entrypoint apply; custom main name",
+  async () => {
+    const request = makeRequest({
+      containers: [
+        container("builder", TEST_IMAGES.bash),
+        container("db", TEST_IMAGES.pong),
+        container("cache", TEST_IMAGES.nobash, {
+          entrypoint: "nc",
+          command: "-ll -p 6379 -e echo cached",
+          env_vars: [{ name: "X", value: b64("1") }],
+        }),
+        container("probe", TEST_IMAGES.nobash, {
+          command: `sh -c "until nc db 5432 </dev/null > /tmp/reply; do sleep 0.1; done; ` +
+            `nc -ll -p 7000 -e cat /tmp/reply"`,
+        }),
+      ],
+      commands: commands(
+        "for i in $(seq 50); do nc db 5432 </dev/null && break; sleep 0.1; done",
+        "for i in $(seq 50); do nc cache 6379 </dev/null && break; sleep 0.1; done",
+        "for i in $(seq 50); do nc probe 7000 </dev/null && break; sleep 0.1; done",
+        "docker ps --filter name=builder --format '{{.Names}}' | grep -x builder",
+      ),
+    });
+    const run = await runJob(request);
+    const outputs = run.log.filter((line) =>
+      !line.startsWith("directive") && !line.startsWith("Exit")
+    );
+    assert.equal(run.result, "passed", run.log.join("|"));
+    assert.equal(outputs.filter((o) => o === "pong\n").length, 2, outputs.join("|"));
+    assert.ok(outputs.includes("cached\n"));
+    assert.ok(outputs.includes("builder\n"));
+  },
+);
+
+dockerTest("docker-in-docker: a job runs docker against the mounted socket", async () => {
+  const run = await runJob(makeRequest({
+    commands: commands(`docker run --rm --network none ${TEST_IMAGES.nobash} echo inner`),
+  }));
+  assert.equal(run.result, "passed", run.log.join("|"));
+  assert.ok(run.log.includes("inner\n"));
+});
+
+dockerTest("failing and unknown commands fail the job and run the fail epilogues", async () => {
+  const run = await runJob(makeRequest({
+    commands: commands("nosuchcommand", "echo never"),
+    epilogue_always_commands: commands("echo always $SEMAPHORE_JOB_RESULT"),
+    epilogue_on_pass_commands: commands("echo on pass"),
+    epilogue_on_fail_commands: commands("echo on fail", "false", "echo not after false"),
+  }));
+  assert.equal(run.result, "failed");
+  assert.deepEqual(run.log.slice(START.length), [
+    "directive: Exporting environment variables",
+    "Exit Code: 0",
+    "directive: Injecting Files",
+    "Exit Code: 0",
+    "directive: nosuchcommand",
+    "bash: nosuchcommand: command not found\n",
+    "Exit Code: 127",
+    ...epilogueExport(),
+    "directive: echo always $SEMAPHORE_JOB_RESULT",
+    "always failed\n",
+    "Exit Code: 0",
+    "directive: echo on fail",
+    "on fail\n",
+    "Exit Code: 0",
+    "directive: false",
+    "Exit Code: 1",
+    "job_finished: failed",
+  ]);
+});
+
+dockerTest("files are injected inside the container; a broken mode fails the job", async () => {
+  const run = await runJob(makeRequest({
+    files: [
+      { path: "test.txt", content: b64("hello\n"), mode: "0600" },
+      { path: "/tmp/deep/dir/x.sh", content: b64("echo from-x\n"), mode: "0755" },
+    ],
+    commands: commands("cat ~/test.txt; stat -c %a ~/test.txt; /tmp/deep/dir/x.sh"),
+  }));
+  assert.equal(run.result, "passed", run.log.join("|"));
+  assert.deepEqual(run.log.slice(START.length + 2, START.length + 9), [
+    "directive: Injecting Files",
+    "Injecting test.txt with file mode 0600\nInjecting /tmp/deep/dir/x.sh with file mode 0755\n",
+    "Exit Code: 0",
+    "directive: cat ~/test.txt; stat -c %a ~/test.txt; /tmp/deep/dir/x.sh",
+    "hello\n600\nfrom-x\n",
+    "Exit Code: 0",
+    "directive: Exporting environment variables",
+  ]);
+
+  const broken = await runJob(makeRequest({
+    files: [{ path: "test.txt", content: b64("x"), mode: "obviously broken" }],
+    commands: commands("echo never"),
+  }));
+  assert.equal(broken.result, "failed");
+  assert.deepEqual(broken.log.slice(START.length + 2), [
+    "directive: Injecting Files",
+    "Injecting test.txt with file mode obviously broken\n" +
+    "Failed to set file mode to obviously broken\n",
+    "Exit Code: 1",
+    ...epilogueExport(),
+    "job_finished: failed",
+  ]);
+});
+
+dockerTest("stty echo inside the job does not break the marker protocol", async () => {
+  const run = await runJob(makeRequest({
+    commands: commands("stty echo", "echo after echo on", "echo $((1+2))"),
+  }));
+  assert.equal(run.result, "passed");
+  assert.ok(run.log.includes("after echo on\n"), run.log.join("|"));
+  assert.ok(run.log.includes("3\n"), run.log.join("|"));
+});
+
+dockerTest(
+  "stopping during a command ends it with exit code 1 and removes everything",
+  async () => {
+    const request = makeRequest({
+      containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+      commands: commands("echo started; sleep 300", "echo never"),
+      epilogue_always_commands: commands("echo no epilogue"),
+    });
+    const started = performance.now();
+    const run = await runJob(request, {
+      onEvent: (event, stop) => {
+        if (event.event === "cmd_output" && event.output.includes("started")) stop();
+      },
+    });
+    assert.ok(performance.now() - started < 30_000);
+    assert.equal(run.result, "stopped");
+    assert.deepEqual(run.log.slice(START.length + 4), [
+      "directive: echo started; sleep 300",
+      "started\n",
+      "Exit Code: 1",
+      "job_finished: stopped",
+    ]);
+  },
+);
+
+dockerTest("stopping during an epilogue marks the job stopped", async () => {
+  const run = await runJob(
+    makeRequest({
+      commands: commands("true"),
+      epilogue_always_commands: commands("echo epilogue; sleep 300", "echo never"),
+    }),
+    {
+      onEvent: (event, stop) => {
+        if (event.event === "cmd_output" && event.output.includes("epilogue")) stop();
+      },
+    },
+  );
+  assert.equal(run.result, "stopped");
+  assert.deepEqual(run.log.slice(-4), [
+    "directive: echo epilogue; sleep 300",
+    "epilogue\n",
+    "Exit Code: 1",
+    "job_finished: stopped",
+  ]);
+});
+
+dockerTest("an image without bash fails the start with the daemon's reason", async () => {
+  const run = await runJob(makeRequest({
+    containers: [container("main", TEST_IMAGES.nobash)],
+    commands: commands("echo never"),
+  }));
+  assert.equal(run.result, "failed");
+  assert.equal(run.log.length, 7, run.log.join("|"));
+  assert.deepEqual(run.log.slice(0, 4), START.slice(0, 4));
+  assert.match(
+    run.log[4],
+    /^Starting a new bash session\.\nFailed to start the docker image\nError response from daemon: .*executable file not found.*[^\n]$/s,
+  );
+  assert.deepEqual(run.log.slice(5), ["Exit Code: 1", "job_finished: failed"]);
+});
+
+dockerTest("an image that exists nowhere fails the pull with a readable reason", async () => {
+  const run = await runJob(makeRequest({
+    containers: [container("main", "127.0.0.1:9/agent-test/nothing:1")],
+  }));
+  assert.equal(run.result, "failed");
+  assert.equal(run.log[1], "directive: Pulling docker images...");
+  assert.match(run.log[2], /^Error response from daemon: .*127\.0\.0\.1:9.*\n$/);
+  assert.deepEqual(run.log.slice(3), ["Exit Code: 1", "job_finished: failed"]);
+});
+
+dockerTest("a daemon that is not running fails the job naming the socket", async () => {
+  const run = await runJob(makeRequest(), { dockerSocketPath: "/nonexistent/docker.sock" });
+  assert.equal(run.result, "failed");
+  assert.deepEqual(run.log, [
+    "job_started",
+    "directive: Pulling docker images...",
+    "Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock: " +
+    "No such file or directory (os error 2)\n",
+    "Exit Code: 1",
+    "job_finished: failed",
+  ]);
+});
+
+dockerTest(
+  "--files become bind mounts; missing host files are skipped or fail the job",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "agent-test-files-" });
+    try {
+      await Deno.writeTextFile(`${dir}/config.txt`, "from the host\n");
+      const logger = recordingLogger();
+      const run = await runJob(makeRequest({ commands: commands("cat /etc/agent/config.txt") }), {
+        logger,
+        fileInjections: [
+          { hostPath: `${dir}/config.txt`, destination: "/etc/agent/config.txt" },
+          { hostPath: `${dir}/missing.txt`, destination: "/etc/agent/missing.txt" },
+        ],
+      });
+      assert.equal(run.result, "passed");
+      assert.ok(run.log.includes("from the host\n"));
+      assert.ok(
+        logger.lines.some((l) =>
+          l.startsWith(`warn: Error injecting file ${dir}/missing.txt - ignoring it: `)
+        ),
+        logger.lines.join("\n"),
+      );
+
+      const failing = await runJob(makeRequest({ commands: commands("echo never") }), {
+        fileInjections: [{ hostPath: `${dir}/missing.txt`, destination: "/x" }],
+        failOnMissingFiles: true,
+      });
+      assert.equal(failing.prepared, 1);
+      assert.deepEqual(failing.log, ["job_started", "job_finished: failed"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+dockerTest("host setup commands run on the host first; a failing one fails the job", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-test-setup-" });
+  try {
+    const home = `${dir}/home`;
+    await Deno.mkdir(home);
+    const run = await runJob(
+      makeRequest({
+        hostSetup: commands(`echo set-up > ${dir}/marker`),
+        ssh_public_keys: [b64("ssh-ed25519 AAAA test@example")],
+        commands: commands("true"),
+      }),
+      { homeDir: home },
+    );
+    assert.equal(run.result, "passed");
+    assert.equal(await Deno.readTextFile(`${dir}/marker`), "set-up\n");
+    assert.equal(
+      await Deno.readTextFile(`${home}/.ssh/authorized_keys`),
+      "ssh-ed25519 AAAA test@example\n",
+    );
+
+    const failing = await runJob(makeRequest({ hostSetup: commands("exit 3") }), { homeDir: home });
+    assert.equal(failing.prepared, 1);
+    assert.deepEqual(failing.log, ["job_started", "job_finished: failed"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+dockerTest("/dev/kvm is passed when asked for and present", async () => {
+  let present = true;
+  try {
+    await Deno.stat("/dev/kvm");
+  } catch {
+    present = false;
+  }
+  const run = await runJob(
+    makeRequest({
+      commands: commands("test -e /dev/kvm && echo kvm || echo no kvm"),
+    }),
+    { exposeKvmDevice: true },
+  );
+  assert.equal(run.result, "passed");
+  assert.ok(run.log.includes(present ? "kvm\n" : "no kvm\n"), run.log.join("|"));
+});
+
+dockerTest("pull metrics are reported for semaphoreci/android images", async () => {
+  const image = "agent-test/semaphoreci/android:1";
+  await using client = await DockerClient.connect();
+  await client.tagImage(TEST_IMAGES.bash, image);
+  try {
+    const gauges: [string, number, readonly string[]][] = [];
+    const run = await runJob(makeRequest({ containers: [container("main", image)] }), {
+      metrics: { gauge: (name, value, tags) => gauges.push([name, value, tags]) },
+    });
+    assert.equal(run.result, "passed");
+    assert.deepEqual(gauges.map(([name]) => name), [
+      "compose.docker.pull.rate",
+      "compose.docker.pull.duration",
+    ]);
+    assert.deepEqual(gauges[0], ["compose.docker.pull.rate", 1, ["semaphoreci/android"]]);
+  } finally {
+    await client.removeImage(image);
+  }
+});
+
+dockerTest(
+  "credentials: unknown strategies and a missing aws CLI fail with one clear line",
+  async () => {
+    const missingType = await runJob(makeRequest({
+      credentials: [{ env_vars: [], files: [] }],
+    }));
+    assert.deepEqual(missingType.log, [
+      "job_started",
+      "directive: Setting up image pull credentials",
+      "Failed to resolve docker login strategy: DOCKER_CREDENTIAL_TYPE not set\n",
+      "Exit Code: 1",
+      "job_finished: failed",
+    ]);
+
+    const unknown = await runJob(makeRequest({
+      credentials: [{
+        env_vars: [{ name: "DOCKER_CREDENTIAL_TYPE", value: b64("Quay") }],
+        files: [],
+      }],
+    }));
+    assert.equal(
+      unknown.log[2],
+      "Failed to resolve docker login strategy: unknown DOCKER_CREDENTIAL_TYPE: 'Quay'\n",
+    );
+
+    const ecr = await runJob(
+      makeRequest({
+        credentials: [{
+          env_vars: [
+            { name: "DOCKER_CREDENTIAL_TYPE", value: b64("AWS_ECR") },
+            { name: "AWS_REGION", value: b64("us-east-1") },
+            { name: "AWS_ACCESS_KEY_ID", value: b64("x") },
+            { name: "AWS_SECRET_ACCESS_KEY", value: b64("y") },
+          ],
+          files: [],
+        }],
+      }),
+      { awsCommand: "/nonexistent/aws" },
+    );
+    assert.deepEqual(ecr.log, [
+      "job_started",
+      "directive: Setting up image pull credentials",
+      "Setting up credentials for ECR\n" +
+      "Failed to determine docker login command: the AWS CLI ('/nonexistent/aws') is not " +
+      "installed on the agent's host; AWS_ECR image pull credentials need it\n",
+      "Exit Code: 1",
+      "job_finished: failed",
+    ]);
+  },
+);
+
+Deno.test({
+  name: "a private image is pulled with good credentials and refused with bad ones",
+  ignore: registrySkip !== undefined,
+  async fn() {
+    await using registry = await startRegistry();
+    const image = await registry.push(TEST_IMAGES.bash, "agent-test/private-bash:1");
+    const credentials = (password: string): ImagePullCredentials[] => [{
+      env_vars: [
+        { name: "DOCKER_CREDENTIAL_TYPE", value: b64("GenericDocker") },
+        { name: "DOCKER_URL", value: b64(registry.address) },
+        { name: "DOCKER_USERNAME", value: b64(registry.username) },
+        { name: "DOCKER_PASSWORD", value: b64(password) },
+      ],
+      files: [],
+    }];
+
+    const bad = await runJob(makeRequest({
+      containers: [container("main", image)],
+      credentials: credentials("wrong"),
+    }));
+    assert.equal(bad.result, "failed");
+    assert.equal(bad.log[1], "directive: Setting up image pull credentials");
+    assert.match(
+      bad.log[2],
+      new RegExp(
+        '^Setting up credentials for Docker\ndocker login -u "\\$DOCKER_USERNAME" -p ' +
+          '"\\$DOCKER_PASSWORD" \\$DOCKER_URL\nError response from daemon: .*401 Unauthorized\n\n$',
+      ),
+    );
+    assert.deepEqual(bad.log.slice(3), ["Exit Code: 1", "job_finished: failed"]);
+
+    const good = await runJob(makeRequest({
+      containers: [container("main", image)],
+      credentials: credentials(registry.password),
+      commands: commands("echo pulled"),
+    }));
+    assert.equal(good.result, "passed", good.log.join("|"));
+    assert.deepEqual(good.log.slice(0, 5), [
+      "job_started",
+      "directive: Setting up image pull credentials",
+      'Setting up credentials for Docker\ndocker login -u "$DOCKER_USERNAME" -p ' +
+      '"$DOCKER_PASSWORD" $DOCKER_URL\nLogin Succeeded\n\n',
+      "Exit Code: 0",
+      "directive: Pulling docker images...",
+    ]);
+    assert.match(good.log[5], /^1: Pulling from agent-test\/private-bash\n/);
+    assert.match(good.log[5], new RegExp(`Status: Downloaded newer image for ${image}\n$`));
+    assert.ok(good.log.includes("pulled\n"));
+  },
+});
+
+dockerTest("removeLeftovers() removes what dead agents left and spares live ones", async () => {
+  await using client = await DockerClient.connect();
+  const jobId = `leftover-${crypto.randomUUID()}`;
+  const make = async (owner: string) => {
+    const labels = { [JOB_LABEL]: jobId, [OWNER_LABEL]: owner };
+    const network = await client.createNetwork(`agent-test-${crypto.randomUUID()}`, { labels });
+    const id = await client.createContainer(undefined, {
+      Image: TEST_IMAGES.nobash,
+      Cmd: ["sleep", "60"],
+      Labels: labels,
+      HostConfig: { NetworkMode: "none" },
+    });
+    return { network, id };
+  };
+  const dead = await make(`${Deno.hostname()}/999999999`);
+  const live = await make(`${Deno.hostname()}/${Deno.pid}`);
+  try {
+    const removed = await removeLeftovers({ logger: silentLogger });
+    assert.ok(removed.containers >= 1 && removed.networks >= 1);
+    assert.equal(await client.inspectContainer(dead.id), undefined);
+    assert.ok(await client.inspectContainer(live.id));
+    assert.ok(
+      (await client.listNetworks({ label: [`${JOB_LABEL}=${jobId}`] })).some((n) =>
+        n.Id === live.network
+      ),
+    );
+  } finally {
+    for (const { id, network } of [dead, live]) {
+      await client.removeContainer(id);
+      await client.removeNetwork(network);
+    }
+  }
+  await assertNothingLeft(jobId);
+});
