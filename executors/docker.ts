@@ -54,6 +54,11 @@ export const OWNER_LABEL = "semaphore-agent.owner";
 
 /** The directory the job shell sees the agent's files in (§10, mounted read-only). */
 export const CONTAINER_TEMP_DIR = "/tmp/agent-temp-directory";
+/** Where each job's host side of {@linkcode CONTAINER_TEMP_DIR} is made. */
+const HOST_DIR_PARENT = "/tmp";
+const HOST_DIR_PREFIX = "agent-temp-directory-";
+/** Names the agent process that made a host dir (`<hostname>/<pid>`). */
+const OWNER_FILE = ".owner";
 
 /** A `--files HOST:CONTAINER` bind mount. */
 export interface DockerFileInjection {
@@ -133,6 +138,7 @@ export async function removeLeftovers(
     client = await DockerClient.connect({ socketPath: options.dockerSocketPath });
   } catch (error) {
     logger.debug(`Not looking for leftover job containers: ${errorText(error)}`);
+    await removeLeftoverHostDirs(logger, all);
     return { containers: 0, networks: 0 };
   }
   await using _client = client;
@@ -165,7 +171,26 @@ export async function removeLeftovers(
       logger.error(`Cannot remove leftover network ${network.Name}: ${errorText(error)}`);
     }
   }
+  await removeLeftoverHostDirs(logger, all);
   return { containers, networks };
+}
+
+/** Deletes the per-job host dirs of agents that are gone (they may hold env files). */
+async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(HOST_DIR_PARENT)) {
+      if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
+      const dir = `${HOST_DIR_PARENT}/${entry.name}`;
+      const owner = await Deno.readTextFile(`${dir}/${OWNER_FILE}`).catch(() => undefined);
+      if (owner === undefined || (!all && ownerIsAlive(owner))) continue;
+      await Deno.remove(dir, { recursive: true }).then(
+        () => logger.info(`Removed leftover job directory ${dir}`),
+        (error) => logger.warn(`Cannot remove leftover job directory ${dir}: ${errorText(error)}`),
+      );
+    }
+  } catch (error) {
+    logger.debug(`Not looking for leftover job directories: ${errorText(error)}`);
+  }
 }
 
 function ownerLabel(): string {
@@ -378,6 +403,7 @@ class DockerExecutor implements Executor {
   /** `--files` mounts whose host path exists, decided in prepare. */
   #binds: string[] = [];
   #hostDir: string | undefined;
+  #hostDirReady: Promise<string> | undefined;
   #client: DockerClient | undefined;
   #auths: RegistryAuth[] = [];
   #networkId: string | undefined;
@@ -437,14 +463,17 @@ class DockerExecutor implements Executor {
     }
   }
 
-  async #ensureHostDir(): Promise<string> {
-    if (this.#hostDir === undefined) {
+  #ensureHostDir(): Promise<string> {
+    this.#hostDirReady ??= (async () => {
       // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
-      const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
-      await Deno.chmod(dir, 0o755);
+      const dir = await Deno.makeTempDir({ dir: HOST_DIR_PARENT, prefix: HOST_DIR_PREFIX });
       this.#hostDir = dir;
-    }
-    return this.#hostDir;
+      await Deno.chmod(dir, 0o755);
+      // Lets removeLeftovers() delete it (env files hold secrets) if this agent dies.
+      await Deno.writeTextFile(`${dir}/${OWNER_FILE}`, ownerLabel());
+      return dir;
+    })();
+    return this.#hostDirReady;
   }
 
   async #runHostSetupCommands(): Promise<boolean> {

@@ -464,6 +464,73 @@ dockerTest("stopping during an epilogue marks the job stopped", async () => {
   ]);
 });
 
+dockerTest("a command that ends the shell reports its status; later ones get 1", async () => {
+  const run = await runJob(makeRequest({
+    commands: commands("echo bye; exit 5", "echo never"),
+    epilogue_always_commands: commands("echo epilogue"),
+  }));
+  assert.equal(run.result, "failed");
+  assert.deepEqual(run.log.slice(START.length + 4), [
+    "directive: echo bye; exit 5",
+    "bye\n",
+    "Exit Code: 5",
+    "directive: Exporting environment variables",
+    "Exporting SEMAPHORE_JOB_RESULT\n",
+    "Exit Code: 1",
+    "directive: echo epilogue",
+    "Exit Code: 1",
+    "job_finished: failed",
+  ]);
+});
+
+dockerTest(
+  "stopping while the containers start fails the start and removes everything",
+  async () => {
+    // Stopped before any container exists.
+    const early = await runJob(makeRequest({ commands: commands("echo never") }), {
+      onEvent: (event, stop) => {
+        if (event.event === "cmd_output" && event.output.startsWith("Starting a new bash")) stop();
+      },
+    });
+    assert.deepEqual(early.log.slice(3), [
+      "directive: Starting the docker image...",
+      "Starting a new bash session.\nFailed to start the docker image\nthe job was stopped",
+      "Exit Code: 1",
+      "job_finished: failed",
+    ]);
+
+    // Stopped while the main container runs but bash has not answered yet.
+    const request = makeRequest({
+      containers: [
+        container("main", TEST_IMAGES.bash, { entrypoint: `sh -c "sleep 300; exec bash" --` }),
+        container("db", TEST_IMAGES.pong),
+      ],
+      commands: commands("echo never"),
+    });
+    await using client = await DockerClient.connect();
+    const late = await runJob(request, {
+      onEvent: (event, stop) => {
+        if (event.event !== "cmd_output" || !event.output.startsWith("Starting a new bash")) return;
+        (async () => {
+          const filters = { label: [`${JOB_LABEL}=${request.job_id}`] };
+          while (true) {
+            const running = await client.listContainers(filters);
+            if (running.filter((c) => c.State === "running").length === 2) break;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+          stop();
+        })();
+      },
+    });
+    assert.deepEqual(late.log.slice(3), [
+      "directive: Starting the docker image...",
+      "Starting a new bash session.\nFailed to start the docker image\nthe job was stopped",
+      "Exit Code: 1",
+      "job_finished: failed",
+    ]);
+  },
+);
+
 dockerTest("an image without bash fails the start with the daemon's reason", async () => {
   const run = await runJob(makeRequest({
     containers: [container("main", TEST_IMAGES.nobash)],
@@ -737,4 +804,20 @@ dockerTest("removeLeftovers() removes what dead agents left and spares live ones
     }
   }
   await assertNothingLeft(jobId);
+});
+
+dockerTest("removeLeftovers() deletes the host job directories of dead agents", async () => {
+  const dead = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+  const live = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+  try {
+    await Deno.writeTextFile(`${dead}/.owner`, `${Deno.hostname()}/999999999`);
+    await Deno.writeTextFile(`${dead}/.env`, "export SECRET=x\n");
+    await Deno.writeTextFile(`${live}/.owner`, `${Deno.hostname()}/${Deno.pid}`);
+    await removeLeftovers({ logger: silentLogger });
+    await assert.rejects(() => Deno.stat(dead), Deno.errors.NotFound);
+    assert.ok((await Deno.stat(live)).isDirectory);
+  } finally {
+    await Deno.remove(dead, { recursive: true }).catch(() => {});
+    await Deno.remove(live, { recursive: true });
+  }
 });
