@@ -50,7 +50,10 @@ export async function timedFetch(
     return { status: res.status, body: await res.text() };
   } catch (error) {
     const reason = controller.signal.aborted ? controller.signal.reason : error;
-    const message = reason instanceof Error ? reason.message : String(reason);
+    let message = reason instanceof Error ? reason.message : String(reason);
+    // Deno says "fetch failed" and keeps the useful part ("Connection refused") in the cause.
+    const cause = reason instanceof Error ? reason.cause : undefined;
+    if (cause instanceof Error && cause.message) message = `${message}: ${cause.message}`;
     throw new Error(`${method} ${url}: ${message}`, { cause: error });
   } finally {
     clearTimeout(timer);
