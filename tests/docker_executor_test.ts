@@ -18,6 +18,7 @@ import type {
   JobRequest,
 } from "../lib/job_request_types.ts";
 import { JobConstructionError } from "../lib/errors.ts";
+import { Job } from "../lib/job.ts";
 import { type Logger, silentLogger } from "../lib/agent_log.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
@@ -820,4 +821,85 @@ dockerTest("removeLeftovers() deletes the host job directories of dead agents", 
     await Deno.remove(dead, { recursive: true }).catch(() => {});
     await Deno.remove(live, { recursive: true });
   }
+});
+
+// ---- through the job engine ----------------------------------------------------------------
+
+/** Runs a container job through `Job` (lib/job.ts), as every mode does. */
+async function runThroughJob(
+  request: JobRequest,
+  onEvent?: (event: JobEvent, job: Job) => void,
+): Promise<{ result: JobResult; log: string[] }> {
+  const events: JobEvent[] = [];
+  let job: Job | undefined = undefined;
+  const sink = {
+    write(event: JobEvent) {
+      events.push(event);
+      if (job) onEvent?.(event, job);
+    },
+  };
+  job = Job.create({ request, sink, logger: silentLogger });
+  const result = await job.run();
+  await assertNothingLeft(request.job_id);
+  return { result, log: simplify(events) };
+}
+
+dockerTest("Job runs a container job end to end with the §10.8 log", async () => {
+  const { result, log } = await runThroughJob(makeRequest({
+    env_vars: [{ name: "GREETING", value: b64("Hello") }],
+    commands: commands("echo $GREETING World"),
+    epilogue_always_commands: commands("echo result=$SEMAPHORE_JOB_RESULT"),
+  }));
+  assert.equal(result, "passed");
+  assert.deepEqual(log, [
+    ...START,
+    "directive: Exporting environment variables",
+    "Exporting GREETING\n",
+    "Exit Code: 0",
+    "directive: Injecting Files",
+    "Exit Code: 0",
+    "directive: echo $GREETING World",
+    "Hello World\n",
+    "Exit Code: 0",
+    ...epilogueExport(),
+    "directive: echo result=$SEMAPHORE_JOB_RESULT",
+    "result=passed\n",
+    "Exit Code: 0",
+    "job_finished: passed",
+  ]);
+});
+
+dockerTest(
+  "Job.stop() during a container command stops the job and removes everything",
+  async () => {
+    const { result, log } = await runThroughJob(
+      makeRequest({
+        containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+        commands: commands("echo started; sleep 300"),
+      }),
+      (event, job) => {
+        if (event.event === "cmd_output" && event.output.includes("started")) job.stop();
+      },
+    );
+    assert.equal(result, "stopped");
+    assert.deepEqual(log.slice(-4), [
+      "directive: echo started; sleep 300",
+      "started\n",
+      "Exit Code: 1",
+      "job_finished: stopped",
+    ]);
+  },
+);
+
+dockerTest("Job reads SEMAPHORE_JOB_RESULT in the container after exit code 130", async () => {
+  const { result, log } = await runThroughJob(makeRequest({
+    commands: commands("export SEMAPHORE_JOB_RESULT=passed", "echo 'exit 130' | sh"),
+  }));
+  assert.equal(result, "passed");
+  assert.deepEqual(log.slice(-4), [
+    "directive: Checking job result",
+    "SEMAPHORE_JOB_RESULT=passed - stopping job and marking it as passed",
+    "Exit Code: 0",
+    "job_finished: passed",
+  ]);
 });
