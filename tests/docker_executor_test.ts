@@ -903,3 +903,59 @@ dockerTest("Job reads SEMAPHORE_JOB_RESULT in the container after exit code 130"
     "job_finished: passed",
   ]);
 });
+
+dockerTest("removeLeftovers() clears what a killed agent left in the middle of a job", async () => {
+  const jobId = `killed-${crypto.randomUUID()}`;
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  const executorModule = new URL("../executors/docker.ts", import.meta.url).href;
+  const logModule = new URL("../lib/agent_log.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { createDockerExecutor } from "${executorModule}";
+import { silentLogger } from "${logModule}";
+const request = JSON.parse(Deno.args[0]);
+const executor = createDockerExecutor({
+  request, logger: silentLogger, writeJumpPoint: false,
+  sink: { write: (e) => e.event === "cmd_output" && e.output.includes("running") && console.log("running") },
+});
+await executor.prepare();
+await executor.start();
+await executor.runCommand("echo running; sleep 300");
+`,
+  );
+  const request = makeRequest({
+    job_id: jobId,
+    containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+  });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--config",
+      new URL("../deno.json", import.meta.url).pathname,
+      script,
+      JSON.stringify(request),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    while (!seen.includes("running")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the child agent ended before its job ran");
+      seen += value;
+    }
+    child.kill("SIGKILL");
+    await reader.cancel();
+    await child.status;
+    await using client = await DockerClient.connect();
+    const filters = { label: [`${JOB_LABEL}=${jobId}`] };
+    assert.equal((await client.listContainers(filters)).length, 2);
+    await removeLeftovers({ logger: silentLogger });
+    await assertNothingLeft(jobId);
+  } finally {
+    await Deno.remove(script);
+  }
+});
