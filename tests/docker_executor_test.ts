@@ -772,6 +772,38 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "GCR credentials log in as _json_key with the key file's content",
+  ignore: registrySkip !== undefined,
+  async fn() {
+    const key = JSON.stringify({ type: "service_account", private_key: "-----x-----" });
+    await using registry = await startRegistry({ username: "_json_key", password: key });
+    const image = await registry.push(TEST_IMAGES.nobash, "agent-test/gcr-private:1");
+    const run = await runJob(makeRequest({
+      containers: [container("main", TEST_IMAGES.bash), container("svc", image)],
+      credentials: [{
+        env_vars: [
+          { name: "DOCKER_CREDENTIAL_TYPE", value: b64("GCR") },
+          { name: "GCR_HOSTNAME", value: b64(registry.address) },
+        ],
+        files: [{ path: "/tmp/gcr/keyfile.json", content: b64(key), mode: "0600" }],
+      }],
+      commands: commands("true"),
+    }));
+    assert.equal(run.result, "passed", run.log.join("|"));
+    assert.deepEqual(run.log.slice(1, 4), [
+      "directive: Setting up image pull credentials",
+      "Setting up credentials for GCR\n" +
+      "cat /tmp/gcr/keyfile.json | docker login -u _json_key --password-stdin " +
+      "https://$GCR_HOSTNAME\nLogin Succeeded\n\n",
+      "Exit Code: 0",
+    ]);
+    assert.match(run.log[5], new RegExp(`Status: Downloaded newer image for ${image}\n$`));
+    await using client = await DockerClient.connect();
+    await client.removeImage(image);
+  },
+});
+
 dockerTest("removeLeftovers() removes what dead agents left and spares live ones", async () => {
   await using client = await DockerClient.connect();
   const jobId = `leftover-${crypto.randomUUID()}`;

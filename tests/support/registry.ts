@@ -69,11 +69,18 @@ async function waitUntilUp(address: string, process: Deno.ChildProcess): Promise
   throw new Error(`Cannot start docker-registry: no answer on ${address} after 20 s`);
 }
 
-/** Starts a registry with user `agent` and a random password. */
-export async function startRegistry(): Promise<TestRegistry> {
+/** Options of {@linkcode startRegistry}. */
+export interface TestRegistryOptions {
+  /** @default "agent" */
+  readonly username?: string;
+  /** @default a random UUID */
+  readonly password?: string;
+}
+
+/** Starts a registry with one user (by default `agent` with a random password). */
+export async function startRegistry(options: TestRegistryOptions = {}): Promise<TestRegistry> {
+  const { username = "agent", password = crypto.randomUUID() } = options;
   const dir = await Deno.makeTempDir({ prefix: "agent-test-registry-" });
-  const username = "agent";
-  const password = crypto.randomUUID();
   const htpasswd = await new Deno.Command("htpasswd", {
     args: ["-Bbn", username, password],
     stderr: "piped",
