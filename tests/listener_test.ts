@@ -410,6 +410,24 @@ Deno.test("Listener refreshes the job log token", async () => {
   assert.ok(logged(agent, "Successfully refreshed token for current job logs."));
 });
 
+Deno.test("Listener stops pushing on 422 and still reports the job", async () => {
+  await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
+  hub.setMaxLogEvents(3);
+  const jobId = hub.assignJob({ commands: ["echo one", "sleep 1", "echo two"] });
+  const agent = await startAgent(hub, {
+    "disconnect-after-job": true,
+    "upload-job-logs": "when-trimmed",
+  });
+  assert.equal(await agent.done(), 0);
+  assert.equal(hub.jobResult(jobId), "passed");
+  const names = hub.eventNames(jobId);
+  assert.ok(names.length >= 3 && !names.includes("job_finished"), names.join(","));
+  assert.equal(hub.requests.filter((r) => r.status === 422).length, 1);
+  assert.ok(logged(agent, "no more space available for logs - stopping"));
+  // Trimmed, so the upload is attempted; without an artifact token it is skipped with an error.
+  assert.ok(logged(agent, "SEMAPHORE_ARTIFACT_TOKEN is not set"));
+});
+
 Deno.test("Listener retries getting the job", async () => {
   await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
   hub.rejectGetJobAttempts(3);
