@@ -322,9 +322,9 @@ dockerTest(
         }),
       ],
       commands: commands(
-        "for i in $(seq 50); do nc db 5432 </dev/null && break; sleep 0.1; done",
-        "for i in $(seq 50); do nc cache 6379 </dev/null && break; sleep 0.1; done",
-        "for i in $(seq 50); do nc probe 7000 </dev/null && break; sleep 0.1; done",
+        "for i in $(seq 50); do nc db 5432 </dev/null 2>/dev/null && break; sleep 0.1; done",
+        "for i in $(seq 50); do nc cache 6379 </dev/null 2>/dev/null && break; sleep 0.1; done",
+        "for i in $(seq 50); do nc probe 7000 </dev/null 2>/dev/null && break; sleep 0.1; done",
         "docker ps --filter name=builder --format '{{.Names}}' | grep -x builder",
       ),
     });
