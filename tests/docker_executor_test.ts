@@ -557,7 +557,7 @@ dockerTest("an image that exists nowhere fails the pull with a readable reason",
   assert.deepEqual(run.log.slice(3), ["Exit Code: 1", "job_finished: failed"]);
 });
 
-dockerTest("a daemon that is not running fails the job naming the socket", async () => {
+Deno.test("a daemon that is not running fails the job naming the socket", async () => {
   const run = await runJob(makeRequest(), { dockerSocketPath: "/nonexistent/docker.sock" });
   assert.equal(run.result, "failed");
   assert.deepEqual(run.log, [
