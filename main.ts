@@ -31,7 +31,10 @@ function parseIntFlag(value: string): number {
 }
 
 function boolOption(flags: string, description: string): Option {
-  return new Option(`${flags} [bool]`, description).argParser(parseBool).preset(true);
+  const option = new Option(`${flags} [bool]`, description).argParser(parseBool).preset("true");
+  // `--no-https` is a flag of its own, not commander's negation of `--https`.
+  option.negate = false;
+  return option;
 }
 
 /** The `agent start` flags (SEMAPHORE_COMPAT.md §3.1), in the original's order. */

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { runJobFile } from "../lib/local_run.ts";
+import { UsageError } from "../lib/errors.ts";
+
+async function writeJob(yaml: string): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(path, yaml);
+  return path;
+}
+
+Deno.test("runJobFile() prints the job readably and exits 0 when it passes", async () => {
+  const path = await writeJob(
+    'job_id: "a"\ncommands:\n  - directive: echo hello\n  - directive: "true"\n    alias: Nothing\n',
+  );
+  const logFile = await Deno.makeTempFile({ suffix: ".jsonl" });
+  let out = "";
+  const code = await runJobFile({ path, logFile, write: (t) => out += t, color: false });
+  assert.equal(code, 0);
+  assert.match(out, /\$ echo hello\nhello\n✓ exit 0 \(\d+ms\)\n/);
+  assert.match(out, /\$ Nothing\nRunning: true\n✓ exit 0/);
+  assert.match(out, /\nJob passed in /);
+  const lines = (await Deno.readTextFile(logFile)).trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines[0].event, "job_started");
+  assert.deepEqual(lines.at(-1).result, "passed");
+  assert.ok(lines.some((l) => l.event === "cmd_output" && l.output === "hello\n"));
+  await Deno.remove(path);
+  await Deno.remove(logFile);
+});
+
+Deno.test("runJobFile() exits 1 for a failed job and 130 for a stopped one", async () => {
+  const failing = await writeJob("commands:\n  - directive: exit 3\n");
+  assert.equal(await runJobFile({ path: failing, write: () => {} }), 1);
+  const stopping = await writeJob("commands:\n  - directive: echo 'exit 130' | sh\n");
+  assert.equal(await runJobFile({ path: stopping, write: () => {} }), 130);
+  await Deno.remove(failing);
+  await Deno.remove(stopping);
+});
+
+Deno.test("runJobFile() rejects a bad job file with one line naming file and field", async () => {
+  const bad = await writeJob("commands:\n  - directive: [1, 2]\n");
+  await assert.rejects(
+    () => runJobFile({ path: bad, write: () => {} }),
+    (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.equal(error.exitCode, 2);
+      assert.ok(error.message.includes(bad), error.message);
+      assert.ok(error.message.includes("commands[0].directive"), error.message);
+      assert.ok(!error.message.includes("\n"));
+      return true;
+    },
+  );
+  await assert.rejects(() => runJobFile({ path: `${bad}.missing`, write: () => {} }), UsageError);
+  const unknown = await writeJob("executor: kubernetes\ncommands: []\n");
+  await assert.rejects(() => runJobFile({ path: unknown, write: () => {} }), {
+    message: `${unknown}: unknown executor type`,
+  });
+  await Deno.remove(bad);
+  await Deno.remove(unknown);
+});
+
+Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", async () => {
+  const marker = `agent-sigterm-${crypto.randomUUID()}`;
+  const path = await writeJob(
+    `commands:\n  - directive: "bash -c 'sleep 300; : ${marker}'"\n` +
+      `epilogue_always_commands:\n  - directive: echo epilogue-ran\n`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  // The command is written to the shell right after it is shown; wait until it runs.
+  for (let i = 0; i < 500 && !psContains(marker); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(psContains(marker), `the job's command runs:\n${out}`);
+  child.kill("SIGTERM");
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const status = await child.status;
+  assert.equal(status.code, 130);
+  assert.ok(!out.includes("epilogue-ran"));
+  assert.match(out, /Job stopped/);
+  assert.ok(!psContains(marker), "no process of the job is left");
+  await Deno.remove(path);
+});
+
+function psContains(text: string): boolean {
+  const ps = new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" }).outputSync();
+  return new TextDecoder().decode(ps.stdout).split("\n").some((l) =>
+    l.includes(text) && !l.includes("ps -eo")
+  );
+}
