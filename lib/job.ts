@@ -10,6 +10,7 @@ import { type EventSink, type JobResult, unixSeconds } from "./events.ts";
 import type { JobRequest } from "./job_request_types.ts";
 import type { Executor, HostEnvVar } from "../executors/executor.ts";
 import { createShellExecutor } from "../executors/shell.ts";
+import { createDockerExecutor } from "../executors/docker.ts";
 import { JobConstructionError } from "./errors.ts";
 import { validateForJob } from "./job_request.ts";
 import type { Logger } from "./agent_log.ts";
@@ -310,6 +311,18 @@ function createExecutor(options: JobOptions): Executor {
         logger,
         selfHosted: options.selfHosted ?? false,
         baseEnv: options.shellEnv,
+      });
+    case "dockercompose":
+      return createDockerExecutor({
+        request,
+        sink,
+        logger,
+        selfHosted: options.selfHosted ?? false,
+        exposeKvmDevice: options.exposeKvmDevice ?? false,
+        fileInjections: options.fileInjections ?? [],
+        failOnMissingFiles: options.failOnMissingFiles ?? false,
+        metrics: options.metrics,
+        hostEnv: options.shellEnv,
       });
     default:
       throw new JobConstructionError("unknown executor type");
