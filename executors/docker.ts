@@ -321,14 +321,23 @@ class ContainerTerminal implements Terminal {
     this.#stream = stream;
     let markEnded!: () => void;
     this.#ended = new Promise((resolve) => markEnded = resolve);
-    this.readable = stream.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        flush: () => {
+    const reader = stream.readable.getReader();
+    // A thin wrapper (no pipe) that notes the end of the stream for `exited`.
+    this.readable = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const { value, done } = await reader.read();
+        if (done) {
           this.#hasEnded = true;
           markEnded();
-        },
-      }),
-    );
+          controller.close();
+        } else {
+          controller.enqueue(value);
+        }
+      },
+      cancel: async () => {
+        await reader.cancel();
+      },
+    }, { highWaterMark: 0 });
   }
 
   /** Whether the container closed its terminal (the shell ended). */
@@ -791,20 +800,37 @@ class DockerExecutor implements Executor {
     const docker = await this.#docker();
     const hostDir = await this.#ensureHostDir();
     const prefix = this.#prefix;
-    await (this.#network ?? Promise.reject(new Error("the job network was not created")));
+    const networkReady = this.#network ??
+      Promise.reject(new Error("the job network was not created"));
+    networkReady.catch(() => {}); // awaited below
     const devices = await this.#devices();
     const network = (name: string) => ({ EndpointsConfig: { [prefix]: { Aliases: [name] } } });
+    // Containers are created while the network is still being made (daemons resolve it at
+    // start); a daemon that wants it at create gets the create again once it exists.
+    const create = async (name: string, config: ContainerConfig) => {
+      this.#throwIfStopping();
+      try {
+        return await docker.createContainer(name, config);
+      } catch (error) {
+        if (!(error instanceof HttpError) || !/network .*not found/i.test(error.message)) {
+          throw error;
+        }
+        await networkReady;
+        this.#throwIfStopping();
+        return await docker.createContainer(name, config);
+      }
+    };
     // Service containers start first (compose starts dependencies before `run`), all at
     // once; the main container is created and attached meanwhile and started after them.
     const sidecars = Promise.all(
       this.#containers.slice(1).map(async (sidecar) => {
-        this.#throwIfStopping();
-        const id = await docker.createContainer(`${prefix}-${nameSafe(sidecar.name)}`, {
+        const id = await create(`${prefix}-${nameSafe(sidecar.name)}`, {
           ...containerBasics(sidecar),
           Labels: this.#labels,
           HostConfig: { NetworkMode: prefix, Devices: devices },
           NetworkingConfig: network(sidecar.name),
         });
+        await networkReady;
         this.#throwIfStopping();
         await docker.startContainer(id);
         this.#logger.info(
@@ -835,16 +861,21 @@ class DockerExecutor implements Executor {
       NetworkingConfig: network(main.name),
     };
     const attached = (async () => {
-      const id = await docker.createContainer(main.name, config);
+      const id = await create(main.name, config);
       this.#mainId = id;
       return { id, stream: await docker.attachContainer(id) };
     })();
-    const [sidecarsResult, attachedResult] = await Promise.allSettled([sidecars, attached]);
-    if (sidecarsResult.status === "rejected" || attachedResult.status === "rejected") {
+    const [networkResult, sidecarsResult, attachedResult] = await Promise.allSettled([
+      networkReady,
+      sidecars,
+      attached,
+    ]);
+    const failure = [networkResult, sidecarsResult, attachedResult].find((r) =>
+      r.status === "rejected"
+    ) as PromiseRejectedResult | undefined;
+    if (failure || attachedResult.status === "rejected") {
       if (attachedResult.status === "fulfilled") attachedResult.value.stream.close();
-      throw sidecarsResult.status === "rejected"
-        ? sidecarsResult.reason
-        : (attachedResult as PromiseRejectedResult).reason;
+      throw failure?.reason;
     }
     this.#throwIfStopping();
     const { stream } = attachedResult.value;

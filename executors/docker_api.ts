@@ -362,7 +362,7 @@ export class HijackedStream implements AsyncDisposable {
         controller.enqueue(buffer.slice(0, n));
       },
       cancel: () => this.close(),
-    }, { highWaterMark: 0 });
+    }, { highWaterMark: 1 }); // one read ahead: the socket is read while a chunk is handled
   }
 
   /** Writes all of `bytes` to the process's stdin. */

@@ -31,6 +31,14 @@ function b64(text: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 }
 
+/**
+ * A main container name of its own: container names are global on the daemon, and other test
+ * processes may run container jobs at the same time.
+ */
+function mainName(prefix = "main"): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
 function container(name: string, image: string, extra: Partial<Container> = {}): Container {
   return { name, image, command: "", entrypoint: "", user: "", env_vars: [], ...extra };
 }
@@ -49,7 +57,7 @@ function makeRequest(overrides: Partial<JobRequest> & {
     job_id: `test-${crypto.randomUUID()}`,
     executor: "dockercompose",
     compose: {
-      containers: containers ?? [container("main", TEST_IMAGES.bash)],
+      containers: containers ?? [container(mainName(), TEST_IMAGES.bash)],
       image_pull_credentials: credentials ?? [],
       host_setup_commands: hostSetup ?? [],
     },
@@ -260,7 +268,7 @@ dockerTest(
   async () => {
     const request = makeRequest({
       containers: [
-        container("main", TEST_IMAGES.bash, {
+        container(mainName(), TEST_IMAGES.bash, {
           user: "semaphore",
           env_vars: [{ name: "FROM_CONTAINER", value: b64("c v") }, {
             name: "BROKEN",
@@ -307,9 +315,10 @@ dockerTest(
 dockerTest(
   "services reach each other by name; command and entrypoint apply; custom main name",
   async () => {
+    const builder = mainName("builder");
     const request = makeRequest({
       containers: [
-        container("builder", TEST_IMAGES.bash),
+        container(builder, TEST_IMAGES.bash),
         container("db", TEST_IMAGES.pong),
         container("cache", TEST_IMAGES.nobash, {
           entrypoint: "nc",
@@ -325,7 +334,7 @@ dockerTest(
         "for i in $(seq 50); do nc db 5432 </dev/null 2>/dev/null && break; sleep 0.1; done",
         "for i in $(seq 50); do nc cache 6379 </dev/null 2>/dev/null && break; sleep 0.1; done",
         "for i in $(seq 50); do nc probe 7000 </dev/null 2>/dev/null && break; sleep 0.1; done",
-        "docker ps --filter name=builder --format '{{.Names}}' | grep -x builder",
+        `docker ps --filter name=${builder} --format '{{.Names}}' | grep -x ${builder}`,
       ),
     });
     const run = await runJob(request);
@@ -335,7 +344,7 @@ dockerTest(
     assert.equal(run.result, "passed", run.log.join("|"));
     assert.equal(outputs.filter((o) => o === "pong\n").length, 2, outputs.join("|"));
     assert.ok(outputs.includes("cached\n"));
-    assert.ok(outputs.includes("builder\n"));
+    assert.ok(outputs.includes(`${builder}\n`));
   },
 );
 
@@ -423,7 +432,7 @@ dockerTest(
   "stopping during a command ends it with exit code 1 and removes everything",
   async () => {
     const request = makeRequest({
-      containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+      containers: [container(mainName(), TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
       commands: commands("echo started; sleep 300", "echo never"),
       epilogue_always_commands: commands("echo no epilogue"),
     });
@@ -503,7 +512,7 @@ dockerTest(
     // Stopped while the main container runs but bash has not answered yet.
     const request = makeRequest({
       containers: [
-        container("main", TEST_IMAGES.bash, { entrypoint: `sh -c "sleep 300; exec bash" --` }),
+        container(mainName(), TEST_IMAGES.bash, { entrypoint: `sh -c "sleep 300; exec bash" --` }),
         container("db", TEST_IMAGES.pong),
       ],
       commands: commands("echo never"),
@@ -534,7 +543,7 @@ dockerTest(
 
 dockerTest("an image without bash fails the start with the daemon's reason", async () => {
   const run = await runJob(makeRequest({
-    containers: [container("main", TEST_IMAGES.nobash)],
+    containers: [container(mainName(), TEST_IMAGES.nobash)],
     commands: commands("echo never"),
   }));
   assert.equal(run.result, "failed");
@@ -549,7 +558,7 @@ dockerTest("an image without bash fails the start with the daemon's reason", asy
 
 dockerTest("an image that exists nowhere fails the pull with a readable reason", async () => {
   const run = await runJob(makeRequest({
-    containers: [container("main", "127.0.0.1:9/agent-test/nothing:1")],
+    containers: [container(mainName(), "127.0.0.1:9/agent-test/nothing:1")],
   }));
   assert.equal(run.result, "failed");
   assert.equal(run.log[1], "directive: Pulling docker images...");
@@ -656,7 +665,7 @@ dockerTest("pull metrics are reported for semaphoreci/android images", async () 
   await client.tagImage(TEST_IMAGES.bash, image);
   try {
     const gauges: [string, number, readonly string[]][] = [];
-    const run = await runJob(makeRequest({ containers: [container("main", image)] }), {
+    const run = await runJob(makeRequest({ containers: [container(mainName(), image)] }), {
       metrics: { gauge: (name, value, tags) => gauges.push([name, value, tags]) },
     });
     assert.equal(run.result, "passed");
@@ -738,7 +747,7 @@ Deno.test({
     }];
 
     const bad = await runJob(makeRequest({
-      containers: [container("main", image)],
+      containers: [container(mainName(), image)],
       credentials: credentials("wrong"),
     }));
     assert.equal(bad.result, "failed");
@@ -753,7 +762,7 @@ Deno.test({
     assert.deepEqual(bad.log.slice(3), ["Exit Code: 1", "job_finished: failed"]);
 
     const good = await runJob(makeRequest({
-      containers: [container("main", image)],
+      containers: [container(mainName(), image)],
       credentials: credentials(registry.password),
       commands: commands("echo pulled"),
     }));
@@ -780,7 +789,7 @@ Deno.test({
     await using registry = await startRegistry({ username: "_json_key", password: key });
     const image = await registry.push(TEST_IMAGES.nobash, "agent-test/gcr-private:1");
     const run = await runJob(makeRequest({
-      containers: [container("main", TEST_IMAGES.bash), container("svc", image)],
+      containers: [container(mainName(), TEST_IMAGES.bash), container("svc", image)],
       credentials: [{
         env_vars: [
           { name: "DOCKER_CREDENTIAL_TYPE", value: b64("GCR") },
@@ -906,7 +915,7 @@ dockerTest(
   async () => {
     const { result, log } = await runThroughJob(
       makeRequest({
-        containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+        containers: [container(mainName(), TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
         commands: commands("echo started; sleep 300"),
       }),
       (event, job) => {
@@ -957,7 +966,7 @@ await executor.runCommand("echo running; sleep 300");
   );
   const request = makeRequest({
     job_id: jobId,
-    containers: [container("main", TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
+    containers: [container(mainName(), TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
   });
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -971,8 +980,8 @@ await executor.runCommand("echo running; sleep 300");
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let seen = "";
     while (!seen.includes("running")) {
       const { value, done } = await reader.read();
@@ -980,7 +989,6 @@ await executor.runCommand("echo running; sleep 300");
       seen += value;
     }
     child.kill("SIGKILL");
-    await reader.cancel();
     await child.status;
     await using client = await DockerClient.connect();
     const filters = { label: [`${JOB_LABEL}=${jobId}`] };
@@ -988,6 +996,14 @@ await executor.runCommand("echo running; sleep 300");
     await removeLeftovers({ logger: silentLogger });
     await assertNothingLeft(jobId);
   } finally {
+    await reader.cancel().catch(() => {});
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.status;
+    await removeLeftovers({ logger: silentLogger });
     await Deno.remove(script);
   }
 });
