@@ -361,20 +361,17 @@ class ContainerTerminal implements Terminal {
   }
 }
 
-/** One entry of `image_pull_credentials`, ready for the Engine API. */
-interface ResolvedLogin {
-  readonly kind: "DockerHub" | "GenericDocker" | "AWS_ECR" | "GCR";
-  readonly env: ReadonlyMap<string, string>;
-}
+/** The login strategies of `DOCKER_CREDENTIAL_TYPE` (§4.3). */
+type LoginKind = "DockerHub" | "GenericDocker" | "AWS_ECR" | "GCR";
 
-const LOGIN_TITLES: Record<ResolvedLogin["kind"], string> = {
+const LOGIN_TITLES: Record<LoginKind, string> = {
   DockerHub: "DockerHub",
   GenericDocker: "Docker",
   AWS_ECR: "ECR",
   GCR: "GCR",
 };
 
-const LOGIN_COMMANDS: Record<Exclude<ResolvedLogin["kind"], "AWS_ECR">, string> = {
+const LOGIN_COMMANDS: Record<Exclude<LoginKind, "AWS_ECR">, string> = {
   DockerHub:
     "echo $DOCKERHUB_PASSWORD | docker login --username $DOCKERHUB_USERNAME --password-stdin",
   GenericDocker: 'docker login -u "$DOCKER_USERNAME" -p "$DOCKER_PASSWORD" $DOCKER_URL',
@@ -593,7 +590,7 @@ class DockerExecutor implements Executor {
   }
 
   async #login(log: CommandLog, credentials: ImagePullCredentials): Promise<number> {
-    let kind: ResolvedLogin["kind"];
+    let kind: LoginKind;
     try {
       kind = resolveLoginKind(credentials.env_vars);
     } catch (error) {
@@ -1123,7 +1120,7 @@ function containerBasics(container: Container): ContainerConfig {
  *
  * @throws {Error} `DOCKER_CREDENTIAL_TYPE not set` or `unknown DOCKER_CREDENTIAL_TYPE: '<v>'`.
  */
-function resolveLoginKind(envVars: readonly EnvVar[]): ResolvedLogin["kind"] {
+function resolveLoginKind(envVars: readonly EnvVar[]): LoginKind {
   const entry = [...envVars].reverse().find((v) => v.name === "DOCKER_CREDENTIAL_TYPE");
   if (!entry) throw new Error("DOCKER_CREDENTIAL_TYPE not set");
   let value: string;
