@@ -120,6 +120,8 @@ export interface RemoveLeftoversOptions {
    * @default false
    */
   readonly all?: boolean;
+  /** Gives up on a daemon that does not answer. @default a 10-second timeout */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -132,10 +134,10 @@ export interface RemoveLeftoversOptions {
 export async function removeLeftovers(
   options: RemoveLeftoversOptions,
 ): Promise<{ containers: number; networks: number }> {
-  const { logger, all = false } = options;
+  const { logger, all = false, signal = AbortSignal.timeout(10_000) } = options;
   let client: DockerClient;
   try {
-    client = await DockerClient.connect({ socketPath: options.dockerSocketPath });
+    client = await DockerClient.connect({ socketPath: options.dockerSocketPath, signal });
   } catch (error) {
     logger.debug(`Not looking for leftover job containers: ${errorText(error)}`);
     await removeLeftoverHostDirs(logger, all);
