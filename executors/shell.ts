@@ -16,6 +16,7 @@ import { decodeBase64 } from "../lib/job_request.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
+import { errorMessage } from "../lib/errors.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
 export interface ShellExecutorOptions {
@@ -50,10 +51,6 @@ export function resolveHostFilePath(path: string, home: string = homeDir()): str
 function dirname(path: string): string {
   const i = path.lastIndexOf("/");
   return i <= 0 ? "/" : path.slice(0, i);
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Builds a shell executor; nothing runs until `start()`. */
@@ -94,7 +91,7 @@ class ShellExecutor implements Executor {
       return 0;
     } catch (error) {
       this.#logger.error(
-        `[job=${this.#request.job_id}] Cannot prepare the host: ${errorText(error)}`,
+        `[job=${this.#request.job_id}] Cannot prepare the host: ${errorMessage(error)}`,
       );
       return 1;
     }
@@ -118,7 +115,7 @@ class ShellExecutor implements Executor {
       return 0;
     } catch (error) {
       this.#logger.error(
-        `[job=${this.#request.job_id}] Cannot start the job shell: ${errorText(error)}`,
+        `[job=${this.#request.job_id}] Cannot start the job shell: ${errorMessage(error)}`,
       );
       return 1;
     }
@@ -143,7 +140,7 @@ class ShellExecutor implements Executor {
     try {
       vars = buildEnvironment(envVars, hostEnvVars);
     } catch (error) {
-      this.#logger.error(`[job=${this.#request.job_id}] ${errorText(error)}`);
+      this.#logger.error(`[job=${this.#request.job_id}] ${errorMessage(error)}`);
       return 1;
     }
     const envFile = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
@@ -151,7 +148,7 @@ class ShellExecutor implements Executor {
       await Deno.writeTextFile(envFile, formatEnvFile(vars), { mode: 0o644 });
       this.#envFiles.push(envFile);
     } catch (error) {
-      log.text(`${errorText(error)}\n`);
+      log.text(`${errorMessage(error)}\n`);
       return 255;
     }
     for (const v of vars) log.text(`Exporting ${v.name}\n`);
@@ -198,7 +195,7 @@ class ShellExecutor implements Executor {
         await Deno.remove(path, { recursive: true }).catch((error) => {
           if (!(error instanceof Deno.errors.NotFound)) {
             this.#logger.warn(
-              `[job=${this.#request.job_id}] Cannot remove ${path}: ${errorText(error)}`,
+              `[job=${this.#request.job_id}] Cannot remove ${path}: ${errorMessage(error)}`,
             );
           }
         });
@@ -233,21 +230,21 @@ async function injectFile(log: CommandLog, file: JobFile, home: string): Promise
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
   } catch (error) {
-    log.text(`Failed to create directory '${dir}': ${errorText(error)}\n`);
+    log.text(`Failed to create directory '${dir}': ${errorMessage(error)}\n`);
     return 1;
   }
   let handle: Deno.FsFile;
   try {
     handle = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o644 });
   } catch (error) {
-    log.text(`Failed to create destination path '${path}': ${errorText(error)}\n`);
+    log.text(`Failed to create destination path '${path}': ${errorMessage(error)}\n`);
     return 1;
   }
   try {
     let written = 0;
     while (written < content.length) written += await handle.write(content.subarray(written));
   } catch (error) {
-    log.text(`${errorText(error)}\n`);
+    log.text(`${errorMessage(error)}\n`);
     return 255;
   } finally {
     handle.close();
@@ -259,7 +256,7 @@ async function injectFile(log: CommandLog, file: JobFile, home: string): Promise
   try {
     await Deno.chmod(path, Number.parseInt(file.mode, 8) & 0o7777);
   } catch (error) {
-    log.text(`Failed to set file mode '${file.mode}' for '${path}': ${errorText(error)}\n`);
+    log.text(`Failed to set file mode '${file.mode}' for '${path}': ${errorMessage(error)}\n`);
     return 1;
   }
   return 0;

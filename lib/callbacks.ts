@@ -11,6 +11,8 @@
 import type { JobResult } from "./events.ts";
 import type { Logger } from "./agent_log.ts";
 import { USER_AGENT } from "./version.ts";
+import { delay, formatGoDuration } from "./delay.ts";
+import { errorMessage } from "./errors.ts";
 
 /** The body of the `finished` callback: `{"result": "<result>"}` (note the space). */
 export function finishedCallbackBody(result: JobResult): string {
@@ -43,30 +45,6 @@ export type CallbackOutcome =
   | { readonly state: "skipped" }
   | { readonly state: "failed"; readonly attempts: number; readonly error: Error };
 
-/** Formats a pause as Go's `time.Duration` prints it (`1s`, `500ms`). */
-function goDuration(ms: number): string {
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
-
 async function attempt(
   url: string,
   body: Uint8Array<ArrayBuffer>,
@@ -78,7 +56,7 @@ async function attempt(
   if (token !== "") headers.set("Authorization", `Bearer ${token}`);
   const timeout = new AbortController();
   const timer = setTimeout(
-    () => timeout.abort(new Error(`request timed out after ${goDuration(timeoutMs)}`)),
+    () => timeout.abort(new Error(`request timed out after ${formatGoDuration(timeoutMs)}`)),
     timeoutMs,
   );
   const onAbort = () => timeout.abort(signal?.reason ?? new Error("callback aborted"));
@@ -131,7 +109,7 @@ export async function sendCallback(
   let lastError: Error = new Error("callback was not attempted");
   for (let k = 1; k <= maxAttempts; k++) {
     if (signal?.aborted) {
-      lastError = new Error(`aborted: ${errorText(signal.reason)}`);
+      lastError = new Error(`aborted: ${errorMessage(signal.reason)}`);
       logger.error(`[${task}] aborted after [${k - 1}] attempts: ${lastError.message}`);
       return { state: "failed", attempts: k - 1, error: lastError };
     }
@@ -144,10 +122,10 @@ export async function sendCallback(
     if (k === maxAttempts) break;
     logger.error(
       `[${task}] attempt [${k}] failed with [${lastError.message}] - retrying in ${
-        goDuration(retryDelayMs)
+        formatGoDuration(retryDelayMs)
       }`,
     );
-    await pause(retryDelayMs, signal);
+    await delay(retryDelayMs, signal);
   }
   logger.error(
     `[${task}] failed after [${maxAttempts}] attempts - giving up: ${lastError.message}`,

@@ -34,3 +34,8 @@ export class JobConstructionError extends Error {
     this.name = "JobConstructionError";
   }
 }
+
+/** The message of anything thrown, for one-line logs and error texts. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

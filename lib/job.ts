@@ -10,8 +10,8 @@ import { type EventSink, type JobResult, unixSeconds } from "./events.ts";
 import type { JobRequest } from "./job_request_types.ts";
 import type { Executor, HostEnvVar } from "../executors/executor.ts";
 import { createShellExecutor } from "../executors/shell.ts";
-import { createDockerExecutor } from "../executors/docker.ts";
-import { JobConstructionError } from "./errors.ts";
+import { createDockerExecutor, removeLeftovers } from "../executors/docker.ts";
+import { errorMessage, JobConstructionError } from "./errors.ts";
 import { validateForJob } from "./job_request.ts";
 import type { Logger } from "./agent_log.ts";
 import type { Metrics } from "./metrics.ts";
@@ -77,10 +77,6 @@ function base64(text: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /**
  * One job: built from a request, run once, stoppable at any point. `run()` always ends with
  * `job_finished` (unless a teardown hook fails) and always cleans the executor up
@@ -144,7 +140,7 @@ export class Job {
       try {
         await this.#executor.stop();
       } catch (error) {
-        this.#logger.error(`[job=${this.id}] Cannot stop the executor: ${errorText(error)}`);
+        this.#logger.error(`[job=${this.id}] Cannot stop the executor: ${errorMessage(error)}`);
       }
     })();
     return this.#stopping;
@@ -173,14 +169,14 @@ export class Job {
       await this.#runPostJobHook(executorRunning);
       if (epiloguesExecuted && this.#stopped) result = "stopped";
     } catch (error) {
-      this.#logger.error(`[job=${this.id}] Job failed unexpectedly: ${errorText(error)}`);
+      this.#logger.error(`[job=${this.id}] Job failed unexpectedly: ${errorMessage(error)}`);
       result = this.#stopped ? "stopped" : "failed";
     }
     try {
       await this.#teardown(result);
     } finally {
       await this.#executor.cleanup().catch((error) =>
-        this.#logger.error(`[job=${this.id}] Cannot clean up the executor: ${errorText(error)}`)
+        this.#logger.error(`[job=${this.id}] Cannot clean up the executor: ${errorMessage(error)}`)
       );
       this.#logger.info(`[job=${this.id}] Job finished with result: ${result}`);
     }
@@ -290,13 +286,13 @@ export class Job {
     try {
       await hooks?.beforeJobFinished?.(result);
     } catch (error) {
-      this.#logger.error(`[job=${this.id}] ${errorText(error)}`);
+      this.#logger.error(`[job=${this.id}] ${errorMessage(error)}`);
     }
     this.#sink.write({ event: "job_finished", timestamp: unixSeconds(), result });
     try {
       await hooks?.afterJobFinished?.(result);
     } catch (error) {
-      this.#logger.error(`[job=${this.id}] ${errorText(error)}`);
+      this.#logger.error(`[job=${this.id}] ${errorMessage(error)}`);
     }
   }
 }
@@ -326,5 +322,23 @@ function createExecutor(options: JobOptions): Executor {
       });
     default:
       throw new JobConstructionError("unknown executor type");
+  }
+}
+
+/**
+ * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
+ * owners that are no longer alive). Every agent that runs jobs calls it once at start; it
+ * gives up quietly after a few seconds when Docker does not answer.
+ */
+export async function cleanUpAfterCrashedAgents(logger: Logger): Promise<void> {
+  try {
+    const { containers, networks } = await removeLeftovers({ logger });
+    if (containers + networks > 0) {
+      logger.info(
+        `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
+      );
+    }
+  } catch (error) {
+    logger.warn(`Cannot remove what earlier jobs left behind: ${errorMessage(error)}`);
   }
 }

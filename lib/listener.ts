@@ -11,7 +11,7 @@
 import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
 import { type AgentConfig, loadConfig } from "./config.ts";
 import { delay, formatGoDuration, randomBetween } from "./delay.ts";
-import { UsageError } from "./errors.ts";
+import { errorMessage, UsageError } from "./errors.ts";
 import { osTempDir } from "./event_log.ts";
 import { type JobResult, unixSeconds } from "./events.ts";
 import {
@@ -23,6 +23,7 @@ import {
   type SyncResponse,
 } from "./hub_client.ts";
 import { ListenerJob } from "./listener_job.ts";
+import { cleanUpAfterCrashedAgents } from "./job.ts";
 import { archName, hostName, osName } from "./os_info.ts";
 import type { PushDelays } from "./push_logger.ts";
 import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./shutdown_hook.ts";
@@ -87,10 +88,6 @@ export function describeSyncResponse(response: SyncResponse): string {
     default:
       return `SYNC response (action: ${response.action})`;
   }
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** The self-hosted agent: started with {@linkcode Listener.start}, ends with `done`. */
@@ -220,7 +217,7 @@ export class Listener {
     } catch (error) {
       if (this.#forceful) return await this.#shutdown({ reason: "INTERRUPTED", code: 0 });
       this.#logger.error(
-        `Could not start agent: failed to register agent: ${errorText(error)}`,
+        `Could not start agent: failed to register agent: ${errorMessage(error)}`,
       );
       return 1;
     }
@@ -248,7 +245,7 @@ export class Listener {
           : randomBetween(this.#timings.syncRetryMs);
       } catch (error) {
         if (this.#forceful) continue;
-        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorText(error)}`);
+        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorMessage(error)}`);
         if (performance.now() - lastSuccess > this.#timings.unableToSyncMs) {
           this.#logger.error(
             `Unable to sync with Semaphore for over ` +
@@ -360,7 +357,7 @@ export class Listener {
         this.#logger.info(describeSyncResponse(response));
         break;
       } catch (error) {
-        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorText(error)}`);
+        this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorMessage(error)}`);
         if (attempt < 3) await delay(this.#timings.forcefulSyncRetryMs, this.#hardStop.signal);
       }
     }
@@ -378,7 +375,7 @@ export class Listener {
         this.#logger.error(
           `Failed to disconnect from Semaphore even after ` +
             `${this.#options.timings?.hubRetries?.disconnectAttempts ?? 100} tries: ` +
-            errorText(error),
+            errorMessage(error),
         );
       }
     }
@@ -417,7 +414,7 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
   try {
     level = parseLogLevel(Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL") || "info");
   } catch (error) {
-    throw new UsageError(errorText(error), { exitCode: 1 });
+    throw new UsageError(errorMessage(error), { exitCode: 1 });
   }
   const filePath = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH") || `${osTempDir()}/agent_log`;
   const parent = filePath.includes("/") ? filePath.slice(0, filePath.lastIndexOf("/")) : "";
@@ -426,7 +423,7 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
       await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
     } catch (error) {
       throw new UsageError(
-        `Cannot create the agent log directory ${parent}: ${errorText(error)}`,
+        `Cannot create the agent log directory ${parent}: ${errorMessage(error)}`,
         { exitCode: 1 },
       );
     }
@@ -434,6 +431,7 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
   // A URL name (AWS STS) shows as [host] until the hub returns the real name (§2.1).
   let name = config.nameIsUrl ? `[${urlHost(config.name)}]` : config.name;
   const logger = createLogger({ level, filePath, name: () => name });
+  await cleanUpAfterCrashedAgents(logger);
   if (config.nameSource === "random") {
     logger.info("Agent name was not assigned - using a random one.");
   }

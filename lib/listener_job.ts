@@ -19,6 +19,7 @@ import { parseJobRequestJson } from "./job_request.ts";
 import type { JobRequest } from "./job_request_types.ts";
 import { type PushDelays, PushLogger } from "./push_logger.ts";
 import { uploadJobLogArtifact } from "./artifact_upload.ts";
+import { errorMessage } from "./errors.ts";
 
 /** Options of {@linkcode ListenerJob.start}. */
 export interface ListenerJobOptions {
@@ -34,10 +35,6 @@ export interface ListenerJobOptions {
   readonly httpTimeoutMs?: number;
   /** Called once the job is built and about to run. */
   readonly onRunning?: () => void;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** A job being fetched, built or run for the hub. */
@@ -90,7 +87,7 @@ export class ListenerJob {
         this.#logger.info(`Job ${jobId} was stopped before it could start`);
         return "stopped";
       }
-      this.#logger.error(`Could not get job ${jobId}: ${errorText(error)}`);
+      this.#logger.error(`Could not get job ${jobId}: ${errorMessage(error)}`);
       return "failed";
     }
     if (this.#abortFetch.signal.aborted) {
@@ -104,13 +101,13 @@ export class ListenerJob {
         onError: (error) => this.#logger.error(`[job=${jobId}] Job log: ${error.message}`),
       });
     } catch (error) {
-      this.#logger.error(`Could not construct job ${jobId}: ${errorText(error)}`);
+      this.#logger.error(`Could not construct job ${jobId}: ${errorMessage(error)}`);
       return "failed";
     }
     try {
       return await this.#runWithLog(request, log);
     } finally {
-      await log.remove().catch((error) => this.#logger.error(errorText(error)));
+      await log.remove().catch((error) => this.#logger.error(errorMessage(error)));
     }
   }
 
@@ -161,7 +158,7 @@ export class ListenerJob {
         },
       });
     } catch (error) {
-      this.#logger.error(`Could not construct job ${jobId}: ${errorText(error)}`);
+      this.#logger.error(`Could not construct job ${jobId}: ${errorMessage(error)}`);
       return "failed";
     }
     this.#job = job;

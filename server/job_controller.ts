@@ -38,6 +38,7 @@ import {
 } from "../lib/artifact_upload.ts";
 import { formatGoDuration } from "../lib/delay.ts";
 import { VERSION } from "../lib/version.ts";
+import { errorMessage } from "../lib/errors.ts";
 
 /** The part of a job the controller drives ({@linkcode Job} in production). */
 export interface RunnableJob {
@@ -141,10 +142,6 @@ interface ActiveJob {
 /** How long an archivator fetch waits for `job_finished` once the job's commands are over. */
 const JOB_FINISHED_WAIT_MS = 2000;
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** The accepted job of a hosted agent and everything the server does with it. */
 export class JobController implements JobsApi {
   readonly #logger: Logger;
@@ -214,7 +211,7 @@ export class JobController implements JobsApi {
         onError: (error) => logger.error(`[job=${request.job_id}] ${error.message}`),
       });
     } catch (error) {
-      return this.#cannotBuild(`Cannot create the job log: ${errorText(error)}`);
+      return this.#cannotBuild(`Cannot create the job log: ${errorMessage(error)}`);
     }
     const entry: ActiveJob = {
       id: request.job_id,
@@ -232,14 +229,14 @@ export class JobController implements JobsApi {
       job = this.#createJob(this.#jobOptions(entry));
     } catch (error) {
       await log.remove().catch(() => {});
-      return this.#cannotBuild(errorText(error));
+      return this.#cannotBuild(errorMessage(error));
     }
     entry.job = job;
     this.#active = entry;
     entry.done = job.run().then(
       (result) => result,
       (error) => {
-        logger.error(`[job=${entry.id}] Job run failed: ${errorText(error)}`);
+        logger.error(`[job=${entry.id}] Job run failed: ${errorMessage(error)}`);
         return "failed" as const;
       },
     ).finally(() => this.#release(entry));
@@ -371,7 +368,7 @@ export class JobController implements JobsApi {
     try {
       await entry.log.remove();
     } catch (error) {
-      this.#logger.error(`[job=${entry.id}] ${errorText(error)}`);
+      this.#logger.error(`[job=${entry.id}] ${errorMessage(error)}`);
     }
   }
 
@@ -401,7 +398,7 @@ export class JobController implements JobsApi {
       reader = entry.log.stream(start).getReader();
       first = await reader.read();
     } catch (error) {
-      const message = errorText(error);
+      const message = errorMessage(error);
       this.#logger.error(`Error while streaming logs: ${message}`);
       if (counts) this.#archiveFailed(entry, message);
       return { state: "error", message };
@@ -418,10 +415,10 @@ export class JobController implements JobsApi {
       delivered.then(
         () => this.#archiveSucceeded(entry),
         (error) =>
-          this.#archiveFailed(entry, `the response was not delivered: ${errorText(error)}`),
+          this.#archiveFailed(entry, `the response was not delivered: ${errorMessage(error)}`),
       );
     };
-    if (counts) delivered?.catch((error) => finish(false, errorText(error)));
+    if (counts) delivered?.catch((error) => finish(false, errorMessage(error)));
     const body = new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         try {
@@ -435,11 +432,11 @@ export class JobController implements JobsApi {
           }
         } catch (error) {
           controller.error(error);
-          finish(false, errorText(error));
+          finish(false, errorMessage(error));
         }
       },
       cancel: async (reason) => {
-        finish(false, `the client went away (${errorText(reason ?? "cancelled")})`);
+        finish(false, `the client went away (${errorMessage(reason ?? "cancelled")})`);
         await reader.cancel(reason).catch(() => {});
       },
     }, { highWaterMark: 0 });
@@ -474,7 +471,7 @@ export class JobController implements JobsApi {
     }
     this.#logger.info(`Stop requested for job ${entry.id}`);
     entry.job.stop().catch((error) =>
-      this.#logger.error(`[job=${entry.id}] Cannot stop the job: ${errorText(error)}`)
+      this.#logger.error(`[job=${entry.id}] Cannot stop the job: ${errorMessage(error)}`)
     );
   }
 

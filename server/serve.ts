@@ -10,9 +10,9 @@
 import { createPrivateKey } from "node:crypto";
 import { dirname } from "node:path";
 import { createLogger, type Logger, parseLogLevel } from "../lib/agent_log.ts";
-import { UsageError } from "../lib/errors.ts";
+import { errorMessage, UsageError } from "../lib/errors.ts";
 import { osTempDir } from "../lib/event_log.ts";
-import type { FileInjection } from "../lib/job.ts";
+import { cleanUpAfterCrashedAgents, type FileInjection } from "../lib/job.ts";
 import { createStatsdMetrics, type StatsdMetrics } from "../lib/statsd.ts";
 import { VERSION } from "../lib/version.ts";
 import { createApp } from "./app.ts";
@@ -49,10 +49,6 @@ function fatal(message: string, cause?: unknown): UsageError {
   return new UsageError(message, { exitCode: 1, cause });
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** The agent log of §2.1: `$SEMAPHORE_AGENT_LOG_FILE_PATH` or `<tmpdir>/agent_log`, plus stdout. */
 function agentLogger(): Logger {
   const levelName = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
@@ -60,7 +56,7 @@ function agentLogger(): Logger {
   try {
     level = levelName ? parseLogLevel(levelName) : "info";
   } catch (error) {
-    throw fatal(errorText(error));
+    throw fatal(errorMessage(error));
   }
   const custom = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH");
   const filePath = custom || `${osTempDir()}/agent_log`;
@@ -68,7 +64,7 @@ function agentLogger(): Logger {
     try {
       Deno.mkdirSync(dirname(custom), { recursive: true });
     } catch (error) {
-      throw fatal(`Cannot create the directory of ${custom}: ${errorText(error)}`, error);
+      throw fatal(`Cannot create the directory of ${custom}: ${errorMessage(error)}`, error);
     }
   }
   return createLogger({ level, filePath });
@@ -96,7 +92,7 @@ export async function resolveAuthTokenSecret(options: ServeOptions): Promise<str
       secret = (await Deno.readTextFile(authTokenSecretFile)).replace(/[\r\n]+$/, "");
     } catch (error) {
       throw fatal(
-        `Cannot read --auth-token-secret-file ${authTokenSecretFile}: ${errorText(error)}`,
+        `Cannot read --auth-token-secret-file ${authTokenSecretFile}: ${errorMessage(error)}`,
         error,
       );
     }
@@ -135,7 +131,7 @@ export async function loadTls(
     try {
       return await Deno.readTextFile(path);
     } catch (error) {
-      throw fatal(`Cannot read ${flag} ${path}: ${errorText(error)}`, error);
+      throw fatal(`Cannot read ${flag} ${path}: ${errorMessage(error)}`, error);
     }
   };
   const cert = await read("--tls-cert-path", certPath);
@@ -148,7 +144,7 @@ export async function loadTls(
     key = createPrivateKey(pem).export({ type: "pkcs8", format: "pem" }).toString();
   } catch (error) {
     throw fatal(
-      `Cannot use --tls-key-path ${keyPath}: not a PEM private key (${errorText(error)})`,
+      `Cannot use --tls-key-path ${keyPath}: not a PEM private key (${errorMessage(error)})`,
       error,
     );
   }
@@ -171,7 +167,7 @@ function statsdFrom(options: ServeOptions, logger: Logger): StatsdMetrics | unde
     return metrics;
   } catch (error) {
     // The original logs a StatsD failure and runs on without metrics.
-    logger.error(`Cannot set up StatsD at ${host}:${portText}: ${errorText(error)}`);
+    logger.error(`Cannot set up StatsD at ${host}:${portText}: ${errorMessage(error)}`);
     return undefined;
   }
 }
@@ -214,6 +210,7 @@ export async function serve(
     options.tlsCertPath ?? "server.crt",
     options.tlsKeyPath ?? "server.key",
   );
+  await cleanUpAfterCrashedAgents(logger);
   const requested = options.callbackRetryAttempts ?? DEFAULT_CALLBACK_ATTEMPTS;
   const callbackRetryAttempts = requested > 0 ? requested : DEFAULT_CALLBACK_ATTEMPTS;
 
@@ -243,14 +240,14 @@ export async function serve(
       key: tls.key,
       onListen: () => {},
       onError: (error) => {
-        logger.error(`Cannot handle request: ${errorText(error)}`);
+        logger.error(`Cannot handle request: ${errorMessage(error)}`);
         return new Response("Internal Server Error\n", { status: 500 });
       },
     }, (request, info) => app.fetch(request, info));
   } catch (error) {
     signals.dispose();
     await metrics?.close();
-    throw fatal(`Cannot listen on https://${host}:${port}: ${errorText(error)}`, error);
+    throw fatal(`Cannot listen on https://${host}:${port}: ${errorMessage(error)}`, error);
   }
   logger.info(`Agent ${VERSION} listening on https://${host}:${server.addr.port}`);
   logger.info(`Callback retry attempts: ${callbackRetryAttempts}`);
