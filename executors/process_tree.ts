@@ -21,6 +21,8 @@ interface ProcInfo {
   readonly pid: number;
   readonly ppid: number;
   readonly sid: number;
+  /** Dead and waiting to be reaped: nothing left to kill. */
+  readonly zombie: boolean;
 }
 
 function readStat(pid: number): ProcInfo | undefined {
@@ -28,7 +30,13 @@ function readStat(pid: number): ProcInfo | undefined {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { pid, ppid: Number(fields[1]), sid: Number(fields[3]) };
+    const state = fields[0];
+    return {
+      pid,
+      ppid: Number(fields[1]),
+      sid: Number(fields[3]),
+      zombie: state === "Z" || state === "X",
+    };
   } catch {
     return undefined;
   }
@@ -79,10 +87,13 @@ export function findProcessTree(options: KillProcessTreeOptions): number[] {
   }
   if (tag) {
     for (const p of processes) {
-      if (!members.has(p.pid) && p.pid !== self && hasTag(p.pid, tag)) members.add(p.pid);
+      if (!members.has(p.pid) && p.pid !== self && !p.zombie && hasTag(p.pid, tag)) {
+        members.add(p.pid);
+      }
     }
   }
-  return [...members];
+  const zombies = new Set(processes.filter((p) => p.zombie).map((p) => p.pid));
+  return [...members].filter((pid) => !zombies.has(pid));
 }
 
 /**
