@@ -28,9 +28,9 @@ import type {
 import type { EventSink } from "../lib/events.ts";
 import type { Logger } from "../lib/agent_log.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import { HttpError, JobConstructionError } from "../lib/errors.ts";
+import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts";
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
-import { buildEnvironment, formatEnvFile } from "../lib/env_file.ts";
+import { exportEnvironment } from "../lib/env_file.ts";
 import { decodeBase64 } from "../lib/job_request.ts";
 import { ShellSession, type Terminal } from "../lib/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
@@ -139,7 +139,7 @@ export async function removeLeftovers(
   try {
     client = await DockerClient.connect({ socketPath: options.dockerSocketPath, signal });
   } catch (error) {
-    logger.debug(`Not looking for leftover job containers: ${errorText(error)}`);
+    logger.debug(`Not looking for leftover job containers: ${errorMessage(error)}`);
     await removeLeftoverHostDirs(logger, all);
     return { containers: 0, networks: 0 };
   }
@@ -160,7 +160,7 @@ export async function removeLeftovers(
         }] Removed a leftover container`,
       );
     } catch (error) {
-      logger.error(`Cannot remove leftover container ${container.Id}: ${errorText(error)}`);
+      logger.error(`Cannot remove leftover container ${container.Id}: ${errorMessage(error)}`);
     }
   }
   for (const network of await client.listNetworks(filters)) {
@@ -170,7 +170,7 @@ export async function removeLeftovers(
       networks++;
       logger.info(`[job=${network.Labels?.[JOB_LABEL]}] Removed leftover network ${network.Name}`);
     } catch (error) {
-      logger.error(`Cannot remove leftover network ${network.Name}: ${errorText(error)}`);
+      logger.error(`Cannot remove leftover network ${network.Name}: ${errorMessage(error)}`);
     }
   }
   await removeLeftoverHostDirs(logger, all);
@@ -187,11 +187,12 @@ async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<voi
       if (owner === undefined || (!all && ownerIsAlive(owner))) continue;
       await Deno.remove(dir, { recursive: true }).then(
         () => logger.info(`Removed leftover job directory ${dir}`),
-        (error) => logger.warn(`Cannot remove leftover job directory ${dir}: ${errorText(error)}`),
+        (error) =>
+          logger.warn(`Cannot remove leftover job directory ${dir}: ${errorMessage(error)}`),
       );
     }
   } catch (error) {
-    logger.debug(`Not looking for leftover job directories: ${errorText(error)}`);
+    logger.debug(`Not looking for leftover job directories: ${errorMessage(error)}`);
   }
 }
 
@@ -223,14 +224,10 @@ function ownerIsAlive(owner: string | undefined): boolean {
   }
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** How a Docker failure reads in the job log: the daemon's answers as the Docker CLI shows them. */
 function dockerErrorText(error: unknown): string {
   if (error instanceof HttpError) return `Error response from daemon: ${error.message}`;
-  return errorText(error);
+  return errorMessage(error);
 }
 
 function decodeText(value: string): string {
@@ -466,7 +463,9 @@ class DockerExecutor implements Executor {
       if (this.#writeJumpPoint) await writeJumpPoint(dockerJumpPoint(this.#main.name));
       return 0;
     } catch (error) {
-      this.#logger.error(`${this.#subject} Cannot prepare the container job: ${errorText(error)}`);
+      this.#logger.error(
+        `${this.#subject} Cannot prepare the container job: ${errorMessage(error)}`,
+      );
       return 1;
     }
   }
@@ -500,7 +499,7 @@ class DockerExecutor implements Executor {
       } catch (error) {
         this.#logger.error(
           `${this.#subject} Cannot run host setup command '${command.directive}': ${
-            errorText(error)
+            errorMessage(error)
           }`,
         );
         return false;
@@ -527,12 +526,12 @@ class DockerExecutor implements Executor {
       } catch (error) {
         if (this.#failOnMissingFiles) {
           this.#logger.error(
-            `${this.#subject} Cannot inject file ${hostPath}: ${errorText(error)} ` +
+            `${this.#subject} Cannot inject file ${hostPath}: ${errorMessage(error)} ` +
               "(--fail-on-missing-files is set)",
           );
           return false;
         }
-        this.#logger.warn(`Error injecting file ${hostPath} - ignoring it: ${errorText(error)}`);
+        this.#logger.warn(`Error injecting file ${hostPath} - ignoring it: ${errorMessage(error)}`);
       }
     }
     this.#binds = binds;
@@ -543,7 +542,7 @@ class DockerExecutor implements Executor {
 
   start(): Promise<number> {
     this.#starting ??= this.#start().catch((error) => {
-      this.#logger.error(`${this.#subject} Cannot start the container job: ${errorText(error)}`);
+      this.#logger.error(`${this.#subject} Cannot start the container job: ${errorMessage(error)}`);
       return 1;
     });
     return this.#starting;
@@ -596,7 +595,7 @@ class DockerExecutor implements Executor {
     try {
       kind = resolveLoginKind(credentials.env_vars);
     } catch (error) {
-      log.text(`Failed to resolve docker login strategy: ${errorText(error)}\n`);
+      log.text(`Failed to resolve docker login strategy: ${errorMessage(error)}\n`);
       return 1;
     }
     log.text(`Setting up credentials for ${LOGIN_TITLES[kind]}\n`);
@@ -713,7 +712,7 @@ class DockerExecutor implements Executor {
         account = identity.stdout;
       }
     } catch (error) {
-      log.text(`Failed to determine docker login command: ${errorText(error)}\n`);
+      log.text(`Failed to determine docker login command: ${errorMessage(error)}\n`);
       return undefined;
     }
     const server = `${account}.dkr.ecr.${region}.amazonaws.com`;
@@ -729,7 +728,7 @@ class DockerExecutor implements Executor {
       }
       return { username: "AWS", password: password.stdout, serveraddress: server };
     } catch (error) {
-      log.text(`${errorText(error)}\n`);
+      log.text(`${errorMessage(error)}\n`);
       return undefined;
     }
   }
@@ -917,45 +916,18 @@ class DockerExecutor implements Executor {
 
   // ---- env vars and files inside the container (§10.6) ------------------------------------
 
-  async exportEnvVars(
-    envVars: readonly EnvVar[],
-    hostEnvVars: readonly HostEnvVar[],
-  ): Promise<number> {
-    const log = CommandLog.start(this.#sink, "Exporting environment variables");
-    const exitCode = await this.#exportEnvVars(log, envVars, hostEnvVars);
-    log.finish(exitCode);
-    return exitCode;
-  }
-
-  async #exportEnvVars(
-    log: CommandLog,
-    envVars: readonly EnvVar[],
-    hostEnvVars: readonly HostEnvVar[],
-  ): Promise<number> {
-    let vars;
-    try {
-      vars = buildEnvironment(envVars, hostEnvVars);
-    } catch (error) {
-      this.#logger.error(`${this.#subject} ${errorText(error)}`);
-      return 1;
-    }
-    try {
-      const dir = await this.#ensureHostDir();
-      await Deno.writeTextFile(`${dir}/.env`, formatEnvFile(vars), { mode: 0o644 });
-    } catch (error) {
-      log.text(`${errorText(error)}\n`);
-      return 255;
-    }
-    for (const v of vars) log.text(`Exporting ${v.name}\n`);
-    const session = this.#session;
-    if (!session) return 1;
-    const envFile = `${CONTAINER_TEMP_DIR}/.env`;
-    let exitCode = await session.run(`source ${envFile}`, () => {});
-    if (exitCode === 0) {
+  exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
+    return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
+      writeEnvFile: async (text) => {
+        const dir = await this.#ensureHostDir();
+        await Deno.writeTextFile(`${dir}/.env`, text, { mode: 0o644 });
+        return `${CONTAINER_TEMP_DIR}/.env`;
+      },
+      session: this.#session,
       // In every mode (§10.6): SSH debug sessions `docker exec` a login shell.
-      exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
-    }
-    return exitCode;
+      appendToProfile: true,
+      logger: this.#logger,
+    });
   }
 
   async injectFiles(files: readonly JobFile[]): Promise<number> {
@@ -983,7 +955,7 @@ class DockerExecutor implements Executor {
       await Deno.writeFile(`${dir}/file`, content, { mode: 0o644 });
       await Deno.chmod(`${dir}/file`, 0o644);
     } catch (error) {
-      log.text(`${errorText(error)}\n`);
+      log.text(`${errorMessage(error)}\n`);
       return 255;
     }
     const session = this.#session;
@@ -1033,7 +1005,7 @@ class DockerExecutor implements Executor {
     // Kill the job's processes at once (DECISIONS.md 18); cleanup removes the containers.
     if (this.#mainId && this.#client) {
       await this.#client.killContainer(this.#mainId).catch((error) =>
-        this.#logger.warn(`${this.#subject} Cannot kill the main container: ${errorText(error)}`)
+        this.#logger.warn(`${this.#subject} Cannot kill the main container: ${errorMessage(error)}`)
       );
     }
   }
@@ -1052,7 +1024,7 @@ class DockerExecutor implements Executor {
     this.#client?.close();
     if (this.#hostDir) {
       await Deno.remove(this.#hostDir, { recursive: true }).catch((error) =>
-        this.#logger.warn(`${this.#subject} Cannot remove ${this.#hostDir}: ${errorText(error)}`)
+        this.#logger.warn(`${this.#subject} Cannot remove ${this.#hostDir}: ${errorMessage(error)}`)
       );
     }
   }
@@ -1070,7 +1042,7 @@ class DockerExecutor implements Executor {
           client.removeContainer(c.Id).catch((error) =>
             this.#logger.error(
               `${this.#subject} [container=${c.Names[0]}] Cannot remove the container: ${
-                errorText(error)
+                errorMessage(error)
               }`,
             )
           )
@@ -1083,12 +1055,14 @@ class DockerExecutor implements Executor {
       for (const network of networks) {
         await client.removeNetwork(network.Id).catch((error) =>
           this.#logger.error(
-            `${this.#subject} Cannot remove network ${network.Name}: ${errorText(error)}`,
+            `${this.#subject} Cannot remove network ${network.Name}: ${errorMessage(error)}`,
           )
         );
       }
     } catch (error) {
-      this.#logger.error(`${this.#subject} Cannot clean up docker resources: ${errorText(error)}`);
+      this.#logger.error(
+        `${this.#subject} Cannot clean up docker resources: ${errorMessage(error)}`,
+      );
     }
   }
 

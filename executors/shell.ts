@@ -11,7 +11,7 @@ import type { EnvVar, JobFile, JobRequest } from "../lib/job_request_types.ts";
 import type { EventSink } from "../lib/events.ts";
 import type { Logger } from "../lib/agent_log.ts";
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
-import { buildEnvironment, formatEnvFile } from "../lib/env_file.ts";
+import { exportEnvironment } from "../lib/env_file.ts";
 import { decodeBase64 } from "../lib/job_request.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
@@ -121,44 +121,18 @@ class ShellExecutor implements Executor {
     }
   }
 
-  async exportEnvVars(
-    envVars: readonly EnvVar[],
-    hostEnvVars: readonly HostEnvVar[],
-  ): Promise<number> {
-    const log = CommandLog.start(this.#sink, "Exporting environment variables");
-    const exitCode = await this.#exportEnvVars(log, envVars, hostEnvVars);
-    log.finish(exitCode);
-    return exitCode;
-  }
-
-  async #exportEnvVars(
-    log: CommandLog,
-    envVars: readonly EnvVar[],
-    hostEnvVars: readonly HostEnvVar[],
-  ): Promise<number> {
-    let vars;
-    try {
-      vars = buildEnvironment(envVars, hostEnvVars);
-    } catch (error) {
-      this.#logger.error(`[job=${this.#request.job_id}] ${errorMessage(error)}`);
-      return 1;
-    }
-    const envFile = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
-    try {
-      await Deno.writeTextFile(envFile, formatEnvFile(vars), { mode: 0o644 });
-      this.#envFiles.push(envFile);
-    } catch (error) {
-      log.text(`${errorMessage(error)}\n`);
-      return 255;
-    }
-    for (const v of vars) log.text(`Exporting ${v.name}\n`);
-    const session = this.#session;
-    if (!session) return 1;
-    let exitCode = await session.run(`source ${envFile}`, () => {});
-    if (exitCode === 0 && !this.#selfHosted) {
-      exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
-    }
-    return exitCode;
+  exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
+    return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
+      writeEnvFile: async (text) => {
+        const path = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
+        this.#envFiles.push(path);
+        await Deno.writeTextFile(path, text, { mode: 0o644 });
+        return path;
+      },
+      session: this.#session,
+      appendToProfile: !this.#selfHosted,
+      logger: this.#logger,
+    });
   }
 
   async injectFiles(files: readonly JobFile[]): Promise<number> {

@@ -1,13 +1,18 @@
 /**
  * The job environment as the original writes it (SEMAPHORE_COMPAT.md §9.4): job variables
  * decoded from base64, host variables over them, sorted by name, one `export NAME=VALUE` line
- * each with the value shell-quoted so it is taken literally.
+ * each with the value shell-quoted so it is taken literally; and the `Exporting environment
+ * variables` step that puts it into a job shell, shared by every executor.
  *
  * @module
  */
 
 import type { EnvVar } from "./job_request_types.ts";
+import type { EventSink } from "./events.ts";
+import type { Logger } from "./agent_log.ts";
 import { decodeBase64 } from "./job_request.ts";
+import { CommandLog, type CommandRunner } from "./command_log.ts";
+import { errorMessage } from "./errors.ts";
 
 /** A decoded variable. */
 export interface PlainEnvVar {
@@ -58,4 +63,61 @@ function compareBytes(a: string, b: string): number {
 /** The env file text: `export NAME=VALUE\n` per variable, in the given order. */
 export function formatEnvFile(vars: readonly PlainEnvVar[]): string {
   return vars.map((v) => `export ${v.name}=${quoteEnvValue(v.value)}\n`).join("");
+}
+
+/** Where and how {@linkcode exportEnvironment} puts the environment into a job shell. */
+export interface EnvExportTarget {
+  /** Writes the env file on the agent's host; resolves with its path as the shell sees it. */
+  writeEnvFile(text: string): Promise<string>;
+  /** The job shell; `undefined` when it never started (the step then fails). */
+  readonly session: CommandRunner | undefined;
+  /** Also appends `source <file>` to `~/.bash_profile`, for SSH debug sessions. */
+  readonly appendToProfile: boolean;
+  /** Told why a step failed (the job log only shows the exit code). */
+  readonly logger: Logger;
+}
+
+/**
+ * The `Exporting environment variables` pseudo-command (SEMAPHORE_COMPAT.md §9.4, §10.6):
+ * decode (exit 1 on a bad value, no `Exporting` lines), write the env file (exit 255 when it
+ * cannot be written), list `Exporting NAME` sorted, then `source` it silently in the shell.
+ */
+export async function exportEnvironment(
+  sink: EventSink,
+  vars: { readonly job: readonly EnvVar[]; readonly host: readonly PlainEnvVar[] },
+  target: EnvExportTarget,
+): Promise<number> {
+  const log = CommandLog.start(sink, "Exporting environment variables");
+  const exitCode = await exportInto(log, vars, target);
+  log.finish(exitCode);
+  return exitCode;
+}
+
+async function exportInto(
+  log: CommandLog,
+  vars: { readonly job: readonly EnvVar[]; readonly host: readonly PlainEnvVar[] },
+  target: EnvExportTarget,
+): Promise<number> {
+  let environment: PlainEnvVar[];
+  try {
+    environment = buildEnvironment(vars.job, vars.host);
+  } catch (error) {
+    target.logger.error(`Cannot export environment variables: ${errorMessage(error)}`);
+    return 1;
+  }
+  let envFile: string;
+  try {
+    envFile = await target.writeEnvFile(formatEnvFile(environment));
+  } catch (error) {
+    log.text(`${errorMessage(error)}\n`);
+    return 255;
+  }
+  for (const v of environment) log.text(`Exporting ${v.name}\n`);
+  const session = target.session;
+  if (!session) return 1;
+  let exitCode = await session.run(`source ${envFile}`, () => {});
+  if (exitCode === 0 && target.appendToProfile) {
+    exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
+  }
+  return exitCode;
 }

@@ -830,8 +830,9 @@ dockerTest("removeLeftovers() removes what dead agents left and spares live ones
   const dead = await make(`${Deno.hostname()}/999999999`);
   const live = await make(`${Deno.hostname()}/${Deno.pid}`);
   try {
-    const removed = await removeLeftovers({ logger: silentLogger });
-    assert.ok(removed.containers >= 1 && removed.networks >= 1);
+    // Agents started by other tests running at the same time may remove the dead owner's
+    // resources first, so check what is left rather than what this call counted.
+    await removeLeftovers({ logger: silentLogger });
     assert.equal(await client.inspectContainer(dead.id), undefined);
     assert.ok(await client.inspectContainer(live.id));
     assert.ok(
