@@ -15,7 +15,7 @@ import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "./ev
 import { parseJobRequestFile } from "./job_request.ts";
 import { Job } from "./job.ts";
 import { createLivePrinter } from "./live_printer.ts";
-import { createLogger, type Logger, parseLogLevel, silentLogger } from "./agent_log.ts";
+import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "./callbacks.ts";
 import { UsageError } from "./errors.ts";
 
@@ -68,11 +68,25 @@ function openLogFile(path: string): EventSink & Disposable {
   };
 }
 
+/**
+ * The diagnostic log of a local run goes to stderr, so stdout is the job alone: warnings and
+ * errors only (e.g. a callback URL that does not answer and is being retried), everything at
+ * `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
+ */
 function agentLogger(): Logger {
   const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
-  // The readable job is the output here; the diagnostic log shows only when asked for.
-  if (!level) return silentLogger;
-  return createLogger({ level: parseLogLevel(level) });
+  const encoder = new TextEncoder();
+  return createLogger({
+    level: level ? parseLogLevel(level) : "warn",
+    stdout: false,
+    onLine: (line) => {
+      try {
+        Deno.stderr.writeSync(encoder.encode(line));
+      } catch {
+        // stderr closed: nothing better to do
+      }
+    },
+  });
 }
 
 /**
@@ -103,6 +117,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     },
   };
   const { callbacks } = request;
+  // A signal also ends the callbacks' retries, which can otherwise take a minute each.
+  const interrupted = new AbortController();
   let job: Job;
   try {
     job = Job.create({
@@ -117,6 +133,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
             token: callbacks.token,
             attempts: CALLBACK_ATTEMPTS,
             logger,
+            signal: interrupted.signal,
           });
         },
         async afterJobFinished() {
@@ -124,6 +141,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
             token: callbacks.token,
             attempts: CALLBACK_ATTEMPTS,
             logger,
+            signal: interrupted.signal,
           });
         },
       },
@@ -133,7 +151,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   }
 
   const onSignal = () => {
-    write("\nStopping the job...\n");
+    if (!job.stopped && !job.finished) write("\nStopping the job...\n");
+    interrupted.abort(new Error("interrupted"));
     job.stop();
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
