@@ -31,7 +31,7 @@ import type { Metrics } from "../lib/metrics.ts";
 import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts";
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
-import { decodeBase64 } from "../lib/job_request.ts";
+import { decodeBase64 } from "../lib/base64.ts";
 import { ShellSession, type Terminal } from "../lib/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";

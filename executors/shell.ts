@@ -12,7 +12,7 @@ import type { EventSink } from "../lib/events.ts";
 import type { Logger } from "../lib/agent_log.ts";
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
-import { decodeBase64 } from "../lib/job_request.ts";
+import { decodeBase64 } from "../lib/base64.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";

@@ -13,7 +13,7 @@ import type { EventLog } from "./event_log.ts";
 import type { EnvVar } from "./job_request_types.ts";
 import type { Logger } from "./agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
-import { decodeBase64 } from "./job_request.ts";
+import { decodeBase64 } from "./base64.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";

@@ -10,7 +10,7 @@
 import type { EnvVar } from "./job_request_types.ts";
 import type { EventSink } from "./events.ts";
 import type { Logger } from "./agent_log.ts";
-import { decodeBase64 } from "./job_request.ts";
+import { decodeBase64 } from "./base64.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
 import { errorMessage } from "./errors.ts";
 

@@ -13,6 +13,7 @@ import { createShellExecutor } from "../executors/shell.ts";
 import { createDockerExecutor, removeLeftovers } from "../executors/docker.ts";
 import { errorMessage, JobConstructionError } from "./errors.ts";
 import { validateForJob } from "./job_request.ts";
+import { encodeBase64 } from "./base64.ts";
 import type { Logger } from "./agent_log.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -72,10 +73,6 @@ export const POST_JOB_HOOK_DIRECTIVE = "Running the post-job hook configured in 
 const FAIL_WARNING = "The agent is configured to fail the job if the pre-job hook fails.";
 const PROCEED_WARNING =
   "The agent is configured to proceed with the job even if the pre-job hook fails.";
-
-function base64(text: string): string {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
-}
 
 /**
  * One job: built from a request, run once, stoppable at any point. `run()` always ends with
@@ -244,7 +241,7 @@ export class Job {
   /** `SEMAPHORE_JOB_RESULT`, then the always and on-pass/on-fail lists (§5.2). */
   async #runEpilogues(result: JobResult): Promise<void> {
     await this.#executor.exportEnvVars(
-      [{ name: "SEMAPHORE_JOB_RESULT", value: base64(result) }],
+      [{ name: "SEMAPHORE_JOB_RESULT", value: encodeBase64(result) }],
       [],
     );
     await this.#runList(this.request.epilogue_always_commands);

@@ -1,11 +1,11 @@
 /**
  * Parsing of Semaphore job requests (SEMAPHORE_COMPAT.md §4) into the typed `JobRequest` of
- * `job_request_types.ts`, plus the small request helpers the executors share (base64, env vars).
+ * `job_request_types.ts`, plus the small env var helpers of the original's request package.
  *
  * - JSON (`POST /jobs`, self-hosted `GET /jobs/{id}`) follows Go `encoding/json`: keys match
  *   case-insensitively, unknown keys are ignored, missing keys and `null` give zero values,
  *   a value of the wrong type is an error, numbers for integers must be integer literals.
- *   A small JSON reader of our own keeps positions and number literals for the messages.
+ *   Our own JSON reader (`json_reader.ts`) keeps positions and number literals for the messages.
  *   Where we differ from Go, on purpose: a top level `null` is an error (Go gives an empty
  *   request), a duplicate key replaces the whole earlier value (Go merges objects), nesting
  *   stops at 1000 levels (Go: 10000).
@@ -53,6 +53,8 @@ import type {
   JobRequest,
   LoggerConfig,
 } from "./job_request_types.ts";
+import { decodeBase64Text } from "./base64.ts";
+import { type JsonNode, JsonSyntaxError, readJson } from "./json_reader.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
 export const DEFAULT_MAX_LOG_SIZE = 16777216;
@@ -132,7 +134,7 @@ export function parseJobRequestJson(
   options: ParseJobRequestOptions = {},
 ): JobRequest {
   const source = { text, file: options.file };
-  const root = new JsonReader(source).parse();
+  const root = readJsonRequest(source);
   return withDefaults(decodeRequest(new Decoder<JsonNode>(jsonAccess, source), root, false));
 }
 
@@ -223,79 +225,13 @@ export function validateForJob(request: JobRequest): string | undefined {
   return undefined;
 }
 
-// --- Base64 and env var helpers (Go base64.StdEncoding, pkg/api/job_request.go) ---
-
-const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const BASE64_VALUES = new Int8Array(128).fill(-1);
-for (let i = 0; i < BASE64_ALPHABET.length; i++) BASE64_VALUES[BASE64_ALPHABET.charCodeAt(i)] = i;
-const PAD = 0x3d; // "="
-
-/**
- * Decodes standard base64 as Go's `base64.StdEncoding` does (a port of its `decodeQuantum`):
- * padding required, nothing after it, no other alphabet, `\r` and `\n` skipped anywhere,
- * non-zero trailing bits accepted.
- *
- * @throws {SyntaxError} `illegal base64 data at input byte N`, N as Go counts it.
- */
-export function decodeBase64(value: string): Uint8Array {
-  const length = value.length;
-  const out = new Uint8Array(Math.floor(length / 4) * 3);
-  const fail = (index: number): never => {
-    throw new SyntaxError(`illegal base64 data at input byte ${index}`);
-  };
-  const skipNewlines = (index: number): number => {
-    while (index < length && isNewline(value.charCodeAt(index))) index++;
-    return index;
-  };
-  let si = 0, o = 0;
-  for (;;) {
-    let bits = 0, j = 0, count = 4;
-    for (; j < 4; j++) {
-      if (si === length) {
-        if (j === 0) return out.subarray(0, o);
-        return fail(si - j);
-      }
-      const code = value.charCodeAt(si++);
-      const sextet = code < 128 ? BASE64_VALUES[code] : -1;
-      if (sextet >= 0) {
-        bits |= sextet << (18 - 6 * j);
-        continue;
-      }
-      if (isNewline(code)) {
-        j--;
-        continue;
-      }
-      if (code !== PAD || j < 2) return fail(si - 1);
-      if (j === 2) {
-        // "==" is expected; the first "=" is consumed.
-        si = skipNewlines(si);
-        if (si === length) return fail(length);
-        if (value.charCodeAt(si) !== PAD) return fail(si - 1);
-        si++;
-      }
-      si = skipNewlines(si);
-      if (si < length) return fail(si);
-      count = j;
-      break;
-    }
-    out[o++] = bits >>> 16;
-    if (count >= 3) out[o++] = (bits >>> 8) & 0xff;
-    if (count === 4) out[o++] = bits & 0xff;
-    if (count < 4) return out.subarray(0, o);
-  }
-}
-
-function isNewline(code: number): boolean {
-  return code === 0x0a || code === 0x0d;
-}
+// --- Env var helpers (pkg/api/job_request.go) ---
 
 /** An env var with its value decoded from base64 (same shape as a host env var). */
 export interface DecodedEnvVar {
   readonly name: string;
   readonly value: string;
 }
-
-const lossyUtf8 = new TextDecoder();
 
 /**
  * Decodes the values of env vars (invalid UTF-8 bytes become U+FFFD), keeping order and
@@ -331,7 +267,7 @@ export function findFile(files: readonly JobFile[], path: string): JobFile {
 
 function decodeEnvVarValue(envVar: EnvVar): string {
   try {
-    return lossyUtf8.decode(decodeBase64(envVar.value));
+    return decodeBase64Text(envVar.value);
   } catch (error) {
     throw new Error(`error decoding '${envVar.name}'`, { cause: error });
   }
@@ -681,33 +617,7 @@ function firstLine(message: string): string {
   return (end === -1 ? message : message.slice(0, end)).trim();
 }
 
-// --- JSON: a strict RFC 8259 reader keeping offsets and number literals ---
-
-/** A JSON value with the offset where it starts. */
-type JsonNode =
-  | { readonly t: "null"; readonly o: number }
-  | { readonly t: "string"; readonly value: string; readonly o: number }
-  | { readonly t: "scalar"; readonly raw: string; readonly number: boolean; readonly o: number }
-  | JsonList
-  | JsonMap;
-
-interface JsonList {
-  readonly t: "list";
-  readonly items: readonly JsonNode[];
-  readonly o: number;
-}
-
-interface JsonMap {
-  readonly t: "map";
-  readonly entries: readonly (readonly [string, JsonNode])[];
-  readonly o: number;
-}
-
-/**
- * Deeper nesting is refused instead of overflowing the stack (Go allows 10000; no job request
- * comes anywhere near this).
- */
-const MAX_JSON_DEPTH = 1000;
+// --- JSON: the nodes of lib/json_reader.ts ---
 
 const jsonAccess: Access<JsonNode> = {
   read: (node) => node,
@@ -717,208 +627,17 @@ const jsonAccess: Access<JsonNode> = {
   scalarsAsText: false,
 };
 
-const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
-const JSON_ESCAPES: Readonly<Record<string, string>> = {
-  '"': '"',
-  "\\": "\\",
-  "/": "/",
-  b: "\b",
-  f: "\f",
-  n: "\n",
-  r: "\r",
-  t: "\t",
-};
-
-class JsonReader {
-  readonly #source: Source;
-  readonly #text: string;
-  #pos = 0;
-  #depth = 0;
-
-  constructor(source: Source) {
-    this.#source = source;
-    this.#text = source.text;
-  }
-
-  parse(): JsonNode {
-    this.#skipSpace();
-    const value = this.#value();
-    this.#skipSpace();
-    if (this.#pos < this.#text.length) this.#unexpected("after the top-level value");
-    return value;
-  }
-
-  #fail(offset: number, problem: string): never {
-    throw positionedError(this.#source, offset, `invalid JSON: ${problem}`, { syntax: true });
-  }
-
-  /** Fails on the character at the current position (or the end of input). */
-  #unexpected(context: string): never {
-    if (this.#pos >= this.#text.length) this.#fail(this.#pos, "unexpected end of input");
-    const char = String.fromCodePoint(this.#text.codePointAt(this.#pos)!);
-    this.#fail(this.#pos, `unexpected character ${describeChar(char)} ${context}`);
-  }
-
-  #skipSpace(): void {
-    const text = this.#text;
-    let pos = this.#pos;
-    for (;;) {
-      const c = text.charCodeAt(pos);
-      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) pos++;
-      else break;
-    }
-    this.#pos = pos;
-  }
-
-  #value(): JsonNode {
-    const o = this.#pos;
-    const c = this.#text.charCodeAt(o);
-    switch (c) {
-      case 0x7b: // {
-        return this.#object();
-      case 0x5b: // [
-        return this.#array();
-      case 0x22: // "
-        return { t: "string", value: this.#string(), o };
-      case 0x74: // t
-        return this.#literal("true", { t: "scalar", raw: "true", number: false, o });
-      case 0x66: // f
-        return this.#literal("false", { t: "scalar", raw: "false", number: false, o });
-      case 0x6e: // n
-        return this.#literal("null", { t: "null", o });
-    }
-    if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
-      JSON_NUMBER.lastIndex = o;
-      const match = JSON_NUMBER.exec(this.#text);
-      if (match === null) {
-        this.#pos++;
-        this.#unexpected("in a number");
-      }
-      this.#pos = o + match[0].length;
-      return { t: "scalar", raw: match[0], number: true, o };
-    }
-    return this.#unexpected("where a value was expected");
-  }
-
-  #literal(word: string, node: JsonNode): JsonNode {
-    const text = this.#text;
-    for (let i = 0; i < word.length; i++) {
-      if (text.charCodeAt(this.#pos) !== word.charCodeAt(i)) this.#unexpected(`in '${word}'`);
-      this.#pos++;
-    }
-    return node;
-  }
-
-  #enter(): void {
-    if (++this.#depth > MAX_JSON_DEPTH) {
-      this.#fail(this.#pos, `nesting deeper than ${MAX_JSON_DEPTH} levels`);
-    }
-    this.#pos++;
-    this.#skipSpace();
-  }
-
-  #object(): JsonNode {
-    const o = this.#pos;
-    this.#enter();
-    const entries: (readonly [string, JsonNode])[] = [];
-    if (this.#text.charCodeAt(this.#pos) === 0x7d) {
-      this.#pos++;
-      this.#depth--;
-      return { t: "map", entries, o };
-    }
-    for (;;) {
-      if (this.#text.charCodeAt(this.#pos) !== 0x22) this.#unexpected("where a key was expected");
-      const key = this.#string();
-      this.#skipSpace();
-      if (this.#text.charCodeAt(this.#pos) !== 0x3a) this.#unexpected("where ':' was expected");
-      this.#pos++;
-      this.#skipSpace();
-      entries.push([key, this.#value()]);
-      this.#skipSpace();
-      const c = this.#text.charCodeAt(this.#pos);
-      if (c === 0x2c) {
-        this.#pos++;
-        this.#skipSpace();
-      } else if (c === 0x7d) {
-        this.#pos++;
-        this.#depth--;
-        return { t: "map", entries, o };
-      } else {
-        this.#unexpected("where ',' or '}' was expected");
-      }
-    }
-  }
-
-  #array(): JsonNode {
-    const o = this.#pos;
-    this.#enter();
-    const items: JsonNode[] = [];
-    if (this.#text.charCodeAt(this.#pos) === 0x5d) {
-      this.#pos++;
-      this.#depth--;
-      return { t: "list", items, o };
-    }
-    for (;;) {
-      items.push(this.#value());
-      this.#skipSpace();
-      const c = this.#text.charCodeAt(this.#pos);
-      if (c === 0x2c) {
-        this.#pos++;
-        this.#skipSpace();
-      } else if (c === 0x5d) {
-        this.#pos++;
-        this.#depth--;
-        return { t: "list", items, o };
-      } else {
-        this.#unexpected("where ',' or ']' was expected");
-      }
-    }
-  }
-
-  /** Reads a string starting at the opening quote. */
-  #string(): string {
-    const text = this.#text;
-    const length = text.length;
-    let i = this.#pos + 1;
-    let chunkStart = i;
-    let out = "";
-    for (;;) {
-      if (i >= length) this.#fail(length, "unexpected end of input in a string");
-      const c = text.charCodeAt(i);
-      if (c === 0x22) {
-        this.#pos = i + 1;
-        return out + text.slice(chunkStart, i);
-      }
-      if (c === 0x5c) {
-        out += text.slice(chunkStart, i);
-        const escape = text.charAt(i + 1);
-        if (escape === "u") {
-          const hex = text.slice(i + 2, i + 6);
-          if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.#fail(i, "invalid \\u escape in a string");
-          out += String.fromCharCode(parseInt(hex, 16));
-          i += 6;
-        } else if (Object.hasOwn(JSON_ESCAPES, escape)) {
-          out += JSON_ESCAPES[escape];
-          i += 2;
-        } else {
-          if (i + 1 >= length) this.#fail(length, "unexpected end of input in a string");
-          this.#fail(i, `invalid escape '\\${escape}' in a string`);
-        }
-        chunkStart = i;
-        continue;
-      }
-      if (c < 0x20) this.#fail(i, `control character ${describeChar(text[i])} in a string`);
-      i++;
-    }
+/** Reads the JSON text of a request; syntax errors name the line and column. */
+function readJsonRequest(source: Source): JsonNode {
+  try {
+    return readJson(source.text);
+  } catch (error) {
+    if (!(error instanceof JsonSyntaxError)) throw error;
+    throw positionedError(source, error.offset, `invalid JSON: ${error.problem}`, {
+      syntax: true,
+    });
   }
 }
-
-function describeChar(char: string): string {
-  const code = char.codePointAt(0)!;
-  if (code > 0x20 && code < 0x7f) return `'${char}'`;
-  return `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
-}
-
 // --- YAML: the `yaml` package's document nodes, aliases resolved ---
 
 type YamlValue = unknown;

@@ -10,8 +10,7 @@ import {
 import { EventLog } from "../lib/event_log.ts";
 import type { Logger } from "../lib/agent_log.ts";
 import type { EnvVar } from "../lib/job_request_types.ts";
-
-const b64 = (s: string) => btoa(s);
+import { encodeBase64 } from "../lib/base64.ts";
 
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
@@ -26,8 +25,8 @@ function recordingLogger(): Logger & { lines: string[] } {
 }
 
 const ARTIFACT_ENV: readonly EnvVar[] = [
-  { name: "SEMAPHORE_ARTIFACT_TOKEN", value: b64("art-token") },
-  { name: "SEMAPHORE_ORGANIZATION_URL", value: b64("https://org.semaphoreci.com") },
+  { name: "SEMAPHORE_ARTIFACT_TOKEN", value: encodeBase64("art-token") },
+  { name: "SEMAPHORE_ORGANIZATION_URL", value: encodeBase64("https://org.semaphoreci.com") },
 ];
 
 /**
@@ -257,12 +256,15 @@ Deno.test("uploadJobLogArtifact() logs a failing artifact CLI with its output", 
 Deno.test("uploadPolicyFromJobEnv() reads the base64 job variable, never by default", () => {
   const env = (v: string): EnvVar[] => [{ name: "SEMAPHORE_AGENT_UPLOAD_JOB_LOGS", value: v }];
   assert.equal(uploadPolicyFromJobEnv([]), "never");
-  assert.equal(uploadPolicyFromJobEnv(env(b64("always"))), "always");
-  assert.equal(uploadPolicyFromJobEnv(env(b64("when-trimmed"))), "when-trimmed");
-  assert.equal(uploadPolicyFromJobEnv(env(b64("sometimes"))), "never");
+  assert.equal(uploadPolicyFromJobEnv(env(encodeBase64("always"))), "always");
+  assert.equal(uploadPolicyFromJobEnv(env(encodeBase64("when-trimmed"))), "when-trimmed");
+  assert.equal(uploadPolicyFromJobEnv(env(encodeBase64("sometimes"))), "never");
   assert.equal(uploadPolicyFromJobEnv(env("always")), "never", "not base64");
   assert.equal(
-    findJobEnvVar([{ name: "A", value: b64("1") }, { name: "A", value: b64("2") }], "A"),
+    findJobEnvVar([{ name: "A", value: encodeBase64("1") }, {
+      name: "A",
+      value: encodeBase64("2"),
+    }], "A"),
     "2",
   );
 });

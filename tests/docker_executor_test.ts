@@ -19,6 +19,7 @@ import type {
 } from "../lib/job_request_types.ts";
 import { JobConstructionError } from "../lib/errors.ts";
 import { Job } from "../lib/job.ts";
+import { encodeBase64 } from "../lib/base64.ts";
 import { type Logger, silentLogger } from "../lib/agent_log.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
@@ -26,10 +27,6 @@ import { registrySkipReason, startRegistry } from "./support/registry.ts";
 const dockerSkip = await dockerSkipReason();
 const registrySkip = dockerSkip ?? await registrySkipReason();
 if (dockerSkip === undefined) await ensureTestImages();
-
-function b64(text: string): string {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
-}
 
 /**
  * A main container name of its own: container names are global on the daemon, and other test
@@ -150,7 +147,10 @@ async function runJob(request: JobRequest, options: RunOptions = {}): Promise<Jo
       }
       result = stopped ? "stopped" : exitCode === 0 ? "passed" : "failed";
       if (!stopped) {
-        await executor.exportEnvVars([{ name: "SEMAPHORE_JOB_RESULT", value: b64(result) }], []);
+        await executor.exportEnvVars([{
+          name: "SEMAPHORE_JOB_RESULT",
+          value: encodeBase64(result),
+        }], []);
         const lists = [
           request.epilogue_always_commands,
           result === "passed"
@@ -270,15 +270,15 @@ dockerTest(
       containers: [
         container(mainName(), TEST_IMAGES.bash, {
           user: "semaphore",
-          env_vars: [{ name: "FROM_CONTAINER", value: b64("c v") }, {
+          env_vars: [{ name: "FROM_CONTAINER", value: encodeBase64("c v") }, {
             name: "BROKEN",
             value: "!!",
           }],
         }),
       ],
       env_vars: [
-        { name: "B", value: b64("$PATH:'q'") },
-        { name: "A", value: b64("ünï") },
+        { name: "B", value: encodeBase64("$PATH:'q'") },
+        { name: "A", value: encodeBase64("ünï") },
       ],
       commands: [
         { directive: "echo $A $B $FROM_CONTAINER [$BROKEN]", alias: "Show vars" },
@@ -323,7 +323,7 @@ dockerTest(
         container("cache", TEST_IMAGES.nobash, {
           entrypoint: "nc",
           command: "-ll -p 6379 -e echo cached",
-          env_vars: [{ name: "X", value: b64("1") }],
+          env_vars: [{ name: "X", value: encodeBase64("1") }],
         }),
         container("probe", TEST_IMAGES.nobash, {
           command: `sh -c "until nc db 5432 </dev/null > /tmp/reply; do sleep 0.1; done; ` +
@@ -388,8 +388,8 @@ dockerTest("failing and unknown commands fail the job and run the fail epilogues
 dockerTest("files are injected inside the container; a broken mode fails the job", async () => {
   const run = await runJob(makeRequest({
     files: [
-      { path: "test.txt", content: b64("hello\n"), mode: "0600" },
-      { path: "/tmp/deep/dir/x.sh", content: b64("echo from-x\n"), mode: "0755" },
+      { path: "test.txt", content: encodeBase64("hello\n"), mode: "0600" },
+      { path: "/tmp/deep/dir/x.sh", content: encodeBase64("echo from-x\n"), mode: "0755" },
     ],
     commands: commands("cat ~/test.txt; stat -c %a ~/test.txt; /tmp/deep/dir/x.sh"),
   }));
@@ -405,7 +405,7 @@ dockerTest("files are injected inside the container; a broken mode fails the job
   ]);
 
   const broken = await runJob(makeRequest({
-    files: [{ path: "test.txt", content: b64("x"), mode: "obviously broken" }],
+    files: [{ path: "test.txt", content: encodeBase64("x"), mode: "obviously broken" }],
     commands: commands("echo never"),
   }));
   assert.equal(broken.result, "failed");
@@ -622,7 +622,7 @@ dockerTest("host setup commands run on the host first; a failing one fails the j
     const run = await runJob(
       makeRequest({
         hostSetup: commands(`echo set-up > ${dir}/marker`),
-        ssh_public_keys: [b64("ssh-ed25519 AAAA test@example")],
+        ssh_public_keys: [encodeBase64("ssh-ed25519 AAAA test@example")],
         commands: commands("true"),
       }),
       { homeDir: home },
@@ -695,7 +695,7 @@ dockerTest(
 
     const unknown = await runJob(makeRequest({
       credentials: [{
-        env_vars: [{ name: "DOCKER_CREDENTIAL_TYPE", value: b64("Quay") }],
+        env_vars: [{ name: "DOCKER_CREDENTIAL_TYPE", value: encodeBase64("Quay") }],
         files: [],
       }],
     }));
@@ -708,10 +708,10 @@ dockerTest(
       makeRequest({
         credentials: [{
           env_vars: [
-            { name: "DOCKER_CREDENTIAL_TYPE", value: b64("AWS_ECR") },
-            { name: "AWS_REGION", value: b64("us-east-1") },
-            { name: "AWS_ACCESS_KEY_ID", value: b64("x") },
-            { name: "AWS_SECRET_ACCESS_KEY", value: b64("y") },
+            { name: "DOCKER_CREDENTIAL_TYPE", value: encodeBase64("AWS_ECR") },
+            { name: "AWS_REGION", value: encodeBase64("us-east-1") },
+            { name: "AWS_ACCESS_KEY_ID", value: encodeBase64("x") },
+            { name: "AWS_SECRET_ACCESS_KEY", value: encodeBase64("y") },
           ],
           files: [],
         }],
@@ -738,10 +738,10 @@ Deno.test({
     const image = await registry.push(TEST_IMAGES.bash, "agent-test/private-bash:1");
     const credentials = (password: string): ImagePullCredentials[] => [{
       env_vars: [
-        { name: "DOCKER_CREDENTIAL_TYPE", value: b64("GenericDocker") },
-        { name: "DOCKER_URL", value: b64(registry.address) },
-        { name: "DOCKER_USERNAME", value: b64(registry.username) },
-        { name: "DOCKER_PASSWORD", value: b64(password) },
+        { name: "DOCKER_CREDENTIAL_TYPE", value: encodeBase64("GenericDocker") },
+        { name: "DOCKER_URL", value: encodeBase64(registry.address) },
+        { name: "DOCKER_USERNAME", value: encodeBase64(registry.username) },
+        { name: "DOCKER_PASSWORD", value: encodeBase64(password) },
       ],
       files: [],
     }];
@@ -792,10 +792,10 @@ Deno.test({
       containers: [container(mainName(), TEST_IMAGES.bash), container("svc", image)],
       credentials: [{
         env_vars: [
-          { name: "DOCKER_CREDENTIAL_TYPE", value: b64("GCR") },
-          { name: "GCR_HOSTNAME", value: b64(registry.address) },
+          { name: "DOCKER_CREDENTIAL_TYPE", value: encodeBase64("GCR") },
+          { name: "GCR_HOSTNAME", value: encodeBase64(registry.address) },
         ],
-        files: [{ path: "/tmp/gcr/keyfile.json", content: b64(key), mode: "0600" }],
+        files: [{ path: "/tmp/gcr/keyfile.json", content: encodeBase64(key), mode: "0600" }],
       }],
       commands: commands("true"),
     }));
@@ -888,7 +888,7 @@ async function runThroughJob(
 
 dockerTest("Job runs a container job end to end with the §10.8 log", async () => {
   const { result, log } = await runThroughJob(makeRequest({
-    env_vars: [{ name: "GREETING", value: b64("Hello") }],
+    env_vars: [{ name: "GREETING", value: encodeBase64("Hello") }],
     commands: commands("echo $GREETING World"),
     epilogue_always_commands: commands("echo result=$SEMAPHORE_JOB_RESULT"),
   }));

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { buildEnvironment, formatEnvFile, quoteEnvValue } from "../lib/env_file.ts";
-
-const b64 = (s: string) => btoa(String.fromCharCode(...new TextEncoder().encode(s)));
+import { encodeBase64 } from "../lib/base64.ts";
 
 Deno.test("quoteEnvValue() quotes as the original does", () => {
   assert.equal(quoteEnvValue(""), "''");
@@ -15,9 +14,9 @@ Deno.test("quoteEnvValue() quotes as the original does", () => {
 
 Deno.test("buildEnvironment() decodes, lets host values win and sorts by name", () => {
   const env = buildEnvironment(
-    [{ name: "B", value: b64("job b") }, { name: "A", value: b64("1") }, {
+    [{ name: "B", value: encodeBase64("job b") }, { name: "A", value: encodeBase64("1") }, {
       name: "A",
-      value: b64("2"),
+      value: encodeBase64("2"),
     }],
     [{ name: "B", value: "host b" }, { name: "C", value: "c" }],
   );

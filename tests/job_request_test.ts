@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import {
-  decodeBase64,
   decodeEnvVars,
   DEFAULT_MAX_LOG_SIZE,
   findEnvVar,
@@ -13,6 +12,7 @@ import {
   validateForJob,
 } from "../lib/job_request.ts";
 import type { JobRequest } from "../lib/job_request_types.ts";
+import { decodeBase64 } from "../lib/base64.ts";
 
 /** SEMAPHORE_COMPAT.md §4.6, verbatim. */
 const FULL_JSON = `{
@@ -793,55 +793,6 @@ Deno.test("parseJobRequestFile() reads a YAML job file", async (t) => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
-
-Deno.test("decodeBase64() decodes like Go's base64.StdEncoding", async (t) => {
-  const text = (s: string) => new TextDecoder().decode(decodeBase64(s));
-  await t.step("valid input", () => {
-    assert.equal(text(""), "");
-    assert.equal(text("aGVsbG8K"), "hello\n");
-    assert.equal(text("YQ=="), "a");
-    assert.equal(text("YWI="), "ab");
-    assert.equal(text("YWJj"), "abc");
-    assert.equal(text("YR=="), "a"); // non-zero trailing bits are accepted (not Strict)
-    assert.equal(text("Y\nQ\r\n=\n=\r\n"), "a"); // \r and \n are skipped anywhere
-    assert.equal(text("\n"), "");
-    assert.deepEqual(decodeBase64("+/+/"), new Uint8Array([0xfb, 0xff, 0xbf]));
-  });
-  await t.step("invalid input, with Go's byte offsets", () => {
-    const cases: [string, number][] = [
-      ["YQ", 0],
-      ["YQ=", 3],
-      ["aGVsbG8", 4],
-      ["Y===", 1],
-      ["====", 0],
-      ["=", 0],
-      ["YQ=a", 2],
-      ["YW=I", 2],
-      ["YQ==YQ==", 4],
-      ["YQ==\nx", 5],
-      ["a b=", 1],
-      ["aGVs-G8K", 4], // URL alphabet
-      ["aGVs_G8K", 4],
-      ["aGVsbG8K\t", 8],
-      ["é===", 0],
-    ];
-    for (const [input, offset] of cases) {
-      assert.throws(() => decodeBase64(input), {
-        name: "SyntaxError",
-        message: `illegal base64 data at input byte ${offset}`,
-      }, JSON.stringify(input));
-    }
-  });
-  await t.step("agrees with atob on random valid input", () => {
-    let seed = 7;
-    for (let round = 0; round < 500; round++) {
-      const bytes = new Uint8Array(round % 50);
-      for (let i = 0; i < bytes.length; i++) bytes[i] = (seed = (seed * 69069 + 1) >>> 0) >>> 24;
-      const encoded = btoa(String.fromCharCode(...bytes));
-      assert.deepEqual(decodeBase64(encoded), bytes);
-    }
-  });
 });
 
 Deno.test("decodeEnvVars() decodes values and names the bad one", () => {

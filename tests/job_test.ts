@@ -6,7 +6,6 @@
 
 import assert from "node:assert/strict";
 import {
-  b64,
   eventWaiter,
   makeHome,
   runTestJob,
@@ -14,9 +13,10 @@ import {
   startTestJob,
 } from "./support/job_harness.ts";
 import type { JobEvent } from "../lib/events.ts";
+import { encodeBase64 } from "../lib/base64.ts";
 
 const cmd = (directive: string, alias = "") => ({ directive, alias });
-const env = (name: string, value: string) => ({ name, value: b64(value) });
+const env = (name: string, value: string) => ({ name, value: encodeBase64(value) });
 
 const START = [
   "job_started",
@@ -441,10 +441,10 @@ Deno.test("job: files are injected with paths and modes", async () => {
     home,
     request: {
       files: [
-        { path: "test.txt", content: b64("hello\n"), mode: "0644" },
-        { path: "~/a/b/c", content: b64("nested"), mode: "0600" },
-        { path: `${abs}/x`, content: b64("abs"), mode: "0777" },
-        { path: `${abs}/y`, content: b64("ro"), mode: "400" },
+        { path: "test.txt", content: encodeBase64("hello\n"), mode: "0644" },
+        { path: "~/a/b/c", content: encodeBase64("nested"), mode: "0600" },
+        { path: `${abs}/x`, content: encodeBase64("abs"), mode: "0777" },
+        { path: `${abs}/y`, content: encodeBase64("ro"), mode: "400" },
       ],
       commands: [
         cmd("cat ~/test.txt ~/a/b/c"),
@@ -474,7 +474,7 @@ Deno.test("job: a bad file mode or content fails the job but runs epilogues", as
   await t.step("bad mode", async () => {
     const { result, events } = await runTestJob({
       request: {
-        files: [{ path: "f.txt", content: b64("x"), mode: "+x" }],
+        files: [{ path: "f.txt", content: encodeBase64("x"), mode: "+x" }],
         commands: [cmd("echo never")],
       },
     });

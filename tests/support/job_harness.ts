@@ -11,11 +11,6 @@ import { parseJobRequestJson } from "../../lib/job_request.ts";
 import { Job, type JobOptions } from "../../lib/job.ts";
 import { silentLogger } from "../../lib/agent_log.ts";
 
-/** Base64 of a UTF-8 string, as job requests carry values. */
-export function b64(text: string): string {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
-}
-
 /** Renders events in the simplified notation; consecutive outputs are merged. */
 export function simplify(events: readonly JobEvent[]): string[] {
   const out: string[] = [];
