@@ -11,6 +11,11 @@
  * `semaphore-agent.job=<job_id>` and is removed when the job ends, is stopped or fails, and
  * (leftovers of an agent that died) by {@linkcode removeLeftovers} when an agent starts.
  *
+ * This module is the executor's lifecycle; its parts live beside it: `docker_credentials.ts`
+ * (image pull credentials), `compose_container.ts` (a compose container as a container config),
+ * `docker_terminal.ts` (the main container's TTY), `docker_leftovers.ts` (labels, host dirs,
+ * {@linkcode removeLeftovers}) and `docker_api.ts` (the Engine API client).
+ *
  * It knows nothing of the job lifecycle (lib/job.ts drives it through `Executor`) nor of how
  * the log leaves the agent.
  *
@@ -32,7 +37,7 @@ import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts"
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
 import { decodeBase64 } from "../lib/base64.ts";
-import { ShellSession, type Terminal } from "../lib/shell_session.ts";
+import { ShellSession } from "../lib/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";
 import {
@@ -40,25 +45,30 @@ import {
   type DeviceMapping,
   DockerClient,
   dockerSocketPath,
-  type HijackedStream,
-  parseImageReference,
   type RegistryAuth,
 } from "./docker_api.ts";
+import { ContainerTerminal } from "./docker_terminal.ts";
+import { composeContainerConfig } from "./compose_container.ts";
+import { findRegistryAuth, resolveRegistryAuth } from "./docker_credentials.ts";
+import {
+  createJobHostDir,
+  INSTANCE_LABEL,
+  JOB_LABEL,
+  OWNER_LABEL,
+  ownerLabel,
+} from "./docker_leftovers.ts";
 
-/** The label every container and network of a job carries: `semaphore-agent.job=<job_id>`. */
-export const JOB_LABEL = "semaphore-agent.job";
-/** Tells apart two executors of the same job id (one per executor instance). */
-export const INSTANCE_LABEL = "semaphore-agent.instance";
-/** `<hostname>/<pid>` of the agent process that made the container or network. */
-export const OWNER_LABEL = "semaphore-agent.owner";
+// The labels and removeLeftovers() stay importable from the executor's module.
+export {
+  INSTANCE_LABEL,
+  JOB_LABEL,
+  OWNER_LABEL,
+  removeLeftovers,
+  type RemoveLeftoversOptions,
+} from "./docker_leftovers.ts";
 
 /** The directory the job shell sees the agent's files in (§10, mounted read-only). */
 export const CONTAINER_TEMP_DIR = "/tmp/agent-temp-directory";
-/** Where each job's host side of {@linkcode CONTAINER_TEMP_DIR} is made. */
-const HOST_DIR_PARENT = "/tmp";
-const HOST_DIR_PREFIX = "agent-temp-directory-";
-/** Names the agent process that made a host dir (`<hostname>/<pid>`). */
-const OWNER_FILE = ".owner";
 
 /** A `--files HOST:CONTAINER` bind mount. */
 export interface DockerFileInjection {
@@ -109,167 +119,10 @@ export function createDockerExecutor(options: DockerExecutorOptions): Executor {
   return new DockerExecutor(options);
 }
 
-/** Options of {@linkcode removeLeftovers}. */
-export interface RemoveLeftoversOptions {
-  readonly logger: Logger;
-  /** @default dockerSocketPath() */
-  readonly dockerSocketPath?: string;
-  /**
-   * Also removes what agents still running on this host made. By default a container or
-   * network whose owner label names a live process on this host is left alone.
-   * @default false
-   */
-  readonly all?: boolean;
-  /** Gives up on a daemon that does not answer. @default a 10-second timeout */
-  readonly signal?: AbortSignal;
-}
-
-/**
- * Removes the containers and networks labelled `semaphore-agent.job` that agents which are no
- * longer running left behind (called at agent start). A daemon that cannot be reached is
- * logged and skipped: no container job could have run on it.
- *
- * @returns how many containers and networks were removed.
- */
-export async function removeLeftovers(
-  options: RemoveLeftoversOptions,
-): Promise<{ containers: number; networks: number }> {
-  const { logger, all = false, signal = AbortSignal.timeout(10_000) } = options;
-  let client: DockerClient;
-  try {
-    client = await DockerClient.connect({ socketPath: options.dockerSocketPath, signal });
-  } catch (error) {
-    logger.debug(`Not looking for leftover job containers: ${errorMessage(error)}`);
-    await removeLeftoverHostDirs(logger, all);
-    return { containers: 0, networks: 0 };
-  }
-  await using _client = client;
-  const filters = { label: [JOB_LABEL] };
-  const isLeftover = (labels: Readonly<Record<string, string>> | null) =>
-    all || !ownerIsAlive(labels?.[OWNER_LABEL]);
-  let containers = 0;
-  let networks = 0;
-  for (const container of await client.listContainers(filters)) {
-    if (!isLeftover(container.Labels)) continue;
-    try {
-      await client.removeContainer(container.Id);
-      containers++;
-      logger.info(
-        `[job=${container.Labels?.[JOB_LABEL]}] [container=${
-          container.Names[0]?.replace(/^\//, "")
-        }] Removed a leftover container`,
-      );
-    } catch (error) {
-      logger.error(`Cannot remove leftover container ${container.Id}: ${errorMessage(error)}`);
-    }
-  }
-  for (const network of await client.listNetworks(filters)) {
-    if (!isLeftover(network.Labels)) continue;
-    try {
-      await client.removeNetwork(network.Id);
-      networks++;
-      logger.info(`[job=${network.Labels?.[JOB_LABEL]}] Removed leftover network ${network.Name}`);
-    } catch (error) {
-      logger.error(`Cannot remove leftover network ${network.Name}: ${errorMessage(error)}`);
-    }
-  }
-  await removeLeftoverHostDirs(logger, all);
-  return { containers, networks };
-}
-
-/** Deletes the per-job host dirs of agents that are gone (they may hold env files). */
-async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<void> {
-  try {
-    for await (const entry of Deno.readDir(HOST_DIR_PARENT)) {
-      if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
-      const dir = `${HOST_DIR_PARENT}/${entry.name}`;
-      const owner = await Deno.readTextFile(`${dir}/${OWNER_FILE}`).catch(() => undefined);
-      if (owner === undefined || (!all && ownerIsAlive(owner))) continue;
-      await Deno.remove(dir, { recursive: true }).then(
-        () => logger.info(`Removed leftover job directory ${dir}`),
-        (error) =>
-          logger.warn(`Cannot remove leftover job directory ${dir}: ${errorMessage(error)}`),
-      );
-    }
-  } catch (error) {
-    logger.debug(`Not looking for leftover job directories: ${errorMessage(error)}`);
-  }
-}
-
-function ownerLabel(): string {
-  return `${hostname()}/${Deno.pid}`;
-}
-
-function hostname(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return "unknown";
-  }
-}
-
-/** Whether `<hostname>/<pid>` is a process alive on this host (unknown hosts: no). */
-function ownerIsAlive(owner: string | undefined): boolean {
-  if (!owner) return false;
-  const slash = owner.lastIndexOf("/");
-  const host = owner.slice(0, slash);
-  const pid = Number(owner.slice(slash + 1));
-  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === Deno.pid) return true;
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** How a Docker failure reads in the job log: the daemon's answers as the Docker CLI shows them. */
 function dockerErrorText(error: unknown): string {
   if (error instanceof HttpError) return `Error response from daemon: ${error.message}`;
   return errorMessage(error);
-}
-
-function decodeText(value: string): string {
-  return new TextDecoder().decode(decodeBase64(value));
-}
-
-/**
- * Splits a compose `command`/`entrypoint` string into words as compose does: blanks separate,
- * single quotes are literal, double quotes and backslashes escape.
- */
-export function splitShellWords(text: string): string[] {
-  const words: string[] = [];
-  let word = "";
-  let inWord = false;
-  let quote: "'" | '"' | undefined;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote === "'") {
-      if (c === "'") quote = undefined;
-      else word += c;
-    } else if (quote === '"') {
-      if (c === '"') quote = undefined;
-      else if (c === "\\" && i + 1 < text.length && '"\\$`'.includes(text[i + 1])) {
-        word += text[++i];
-      } else word += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      inWord = true;
-    } else if (c === "\\" && i + 1 < text.length) {
-      word += text[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(word);
-      word = "";
-      inWord = false;
-    } else {
-      word += c;
-      inWord = true;
-    }
-  }
-  if (inWord) words.push(word);
-  return words;
 }
 
 /** A container or network name part made of what Docker accepts. */
@@ -295,88 +148,6 @@ function dirname(path: string): string {
   if (i === -1) return ".";
   return i === 0 ? "/" : path.slice(0, i);
 }
-
-/** Registry hosts compared the way credentials name them (`https://x/v1/` → `x`). */
-function registryHost(address: string): string {
-  const host = address.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "").toLowerCase();
-  return ["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"].includes(host)
-    ? "docker.io"
-    : host;
-}
-
-/** The main container's terminal: its TTY stream, and its exit status once the stream ends. */
-class ContainerTerminal implements Terminal {
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly #client: DockerClient;
-  readonly #containerId: string;
-  readonly #stream: HijackedStream;
-  readonly #ended: Promise<void>;
-  #hasEnded = false;
-  #exited: Promise<number | null> | undefined;
-
-  constructor(client: DockerClient, containerId: string, stream: HijackedStream) {
-    this.#client = client;
-    this.#containerId = containerId;
-    this.#stream = stream;
-    let markEnded!: () => void;
-    this.#ended = new Promise((resolve) => markEnded = resolve);
-    const reader = stream.readable.getReader();
-    // A thin wrapper (no pipe) that notes the end of the stream for `exited`.
-    this.readable = new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        const { value, done } = await reader.read();
-        if (done) {
-          this.#hasEnded = true;
-          markEnded();
-          controller.close();
-        } else {
-          controller.enqueue(value);
-        }
-      },
-      cancel: async () => {
-        await reader.cancel();
-      },
-    }, { highWaterMark: 0 });
-  }
-
-  /** Whether the container closed its terminal (the shell ended). */
-  get ended(): boolean {
-    return this.#hasEnded;
-  }
-
-  write(bytes: Uint8Array): Promise<void> {
-    return this.#stream.write(bytes);
-  }
-
-  get exited(): Promise<number | null> {
-    this.#exited ??= this.#ended.then(() =>
-      this.#client.waitContainer(this.#containerId, { condition: "not-running" })
-    ).catch(() => null);
-    return this.#exited;
-  }
-
-  close(): void {
-    this.#stream.close();
-  }
-}
-
-/** The login strategies of `DOCKER_CREDENTIAL_TYPE` (§4.3). */
-type LoginKind = "DockerHub" | "GenericDocker" | "AWS_ECR" | "GCR";
-
-const LOGIN_TITLES: Record<LoginKind, string> = {
-  DockerHub: "DockerHub",
-  GenericDocker: "Docker",
-  AWS_ECR: "ECR",
-  GCR: "GCR",
-};
-
-const LOGIN_COMMANDS: Record<Exclude<LoginKind, "AWS_ECR">, string> = {
-  DockerHub:
-    "echo $DOCKERHUB_PASSWORD | docker login --username $DOCKERHUB_USERNAME --password-stdin",
-  GenericDocker: 'docker login -u "$DOCKER_USERNAME" -p "$DOCKER_PASSWORD" $DOCKER_URL',
-  GCR:
-    "cat /tmp/gcr/keyfile.json | docker login -u _json_key --password-stdin https://$GCR_HOSTNAME",
-};
 
 /** The default environment for host commands: the agent's without `SEMAPHORE_AGENT_*`. */
 function agentEnvironment(): Record<string, string> {
@@ -471,15 +242,8 @@ class DockerExecutor implements Executor {
   }
 
   #ensureHostDir(): Promise<string> {
-    this.#hostDirReady ??= (async () => {
-      // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
-      const dir = await Deno.makeTempDir({ dir: HOST_DIR_PARENT, prefix: HOST_DIR_PREFIX });
-      this.#hostDir = dir;
-      await Deno.chmod(dir, 0o755);
-      // Lets removeLeftovers() delete it (env files hold secrets) if this agent dies.
-      await Deno.writeTextFile(`${dir}/${OWNER_FILE}`, ownerLabel());
-      return dir;
-    })();
+    // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
+    this.#hostDirReady ??= createJobHostDir().then((dir) => this.#hostDir = dir);
     return this.#hostDirReady;
   }
 
@@ -591,59 +355,12 @@ class DockerExecutor implements Executor {
   }
 
   async #login(log: CommandLog, credentials: ImagePullCredentials): Promise<number> {
-    let kind: LoginKind;
-    try {
-      kind = resolveLoginKind(credentials.env_vars);
-    } catch (error) {
-      log.text(`Failed to resolve docker login strategy: ${errorMessage(error)}\n`);
-      return 1;
-    }
-    log.text(`Setting up credentials for ${LOGIN_TITLES[kind]}\n`);
-    const env = new Map<string, string>();
-    for (const v of credentials.env_vars) {
-      try {
-        env.set(v.name, decodeText(v.value));
-      } catch {
-        log.text(`Failed to decode ${v.name}\n`);
-        return 1;
-      }
-    }
-    let auth: RegistryAuth;
-    if (kind === "AWS_ECR") {
-      const ecr = await this.#ecrLogin(log, env);
-      if (ecr === undefined) return 1;
-      auth = ecr;
-    } else {
-      log.text(`${LOGIN_COMMANDS[kind]}\n`);
-      if (kind === "DockerHub") {
-        auth = {
-          username: env.get("DOCKERHUB_USERNAME") ?? "",
-          password: env.get("DOCKERHUB_PASSWORD") ?? "",
-          serveraddress: "https://index.docker.io/v1/",
-        };
-      } else if (kind === "GenericDocker") {
-        auth = {
-          username: env.get("DOCKER_USERNAME") ?? "",
-          password: env.get("DOCKER_PASSWORD") ?? "",
-          serveraddress: env.get("DOCKER_URL") ?? "",
-        };
-      } else {
-        const key = credentials.files.find((f) => f.path === "/tmp/gcr/keyfile.json") ??
-          credentials.files[0];
-        let password = "";
-        try {
-          password = key ? decodeText(key.content) : "";
-        } catch {
-          log.text("Failed to decode the content of the file.\n");
-          return 1;
-        }
-        auth = {
-          username: "_json_key",
-          password,
-          serveraddress: `https://${env.get("GCR_HOSTNAME") ?? ""}`,
-        };
-      }
-    }
+    const auth = await resolveRegistryAuth(log, credentials, {
+      hostEnv: this.#hostEnv ?? agentEnvironment(),
+      awsCommand: this.#awsCommand,
+      signal: this.#abort.signal,
+    });
+    if (auth === undefined) return 1;
     try {
       const docker = await this.#docker();
       const status = await docker.checkAuth(auth, this.#abort.signal);
@@ -657,86 +374,6 @@ class DockerExecutor implements Executor {
       log.text("\n");
       return 1;
     }
-  }
-
-  /** `AWS_ECR`: a password from `aws ecr get-login-password`, as the original's v2 path. */
-  async #ecrLogin(
-    log: CommandLog,
-    env: ReadonlyMap<string, string>,
-  ): Promise<RegistryAuth | undefined> {
-    const base = this.#hostEnv ?? agentEnvironment();
-    const credentialEnv: Record<string, string> = {
-      ...(base.PATH ? { PATH: base.PATH } : {}),
-      ...(base.HOME ? { HOME: base.HOME } : {}),
-      ...Object.fromEntries(env),
-    };
-    const aws = async (args: string[], withCredentials: boolean) => {
-      try {
-        const output = await new Deno.Command(this.#awsCommand, {
-          args,
-          env: withCredentials ? credentialEnv : { ...base },
-          clearEnv: true,
-          stdin: "null",
-          signal: this.#abort.signal,
-        }).output();
-        const decoder = new TextDecoder();
-        return {
-          ok: output.success,
-          stdout: decoder.decode(output.stdout).trim(),
-          stderr: decoder.decode(output.stderr).trim(),
-        };
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) {
-          throw new Error(
-            `the AWS CLI ('${this.#awsCommand}') is not installed on the agent's host; ` +
-              "AWS_ECR image pull credentials need it",
-          );
-        }
-        throw error;
-      }
-    };
-    const region = env.get("AWS_REGION") ?? "";
-    let account = env.get("AWS_ACCOUNT_ID") ?? "";
-    try {
-      const version = await aws(["--version"], false);
-      const text = `${version.stdout}\n${version.stderr}`;
-      if (!version.ok || !/aws-cli\/\d/.test(text)) {
-        throw new Error(`aws --version failed: ${text.trim()}`);
-      }
-      if (account === "") {
-        const identity = await aws(
-          ["sts", "get-caller-identity", "--query", "Account", "--output", "text"],
-          true,
-        );
-        if (!identity.ok) throw new Error(identity.stderr || identity.stdout);
-        account = identity.stdout;
-      }
-    } catch (error) {
-      log.text(`Failed to determine docker login command: ${errorMessage(error)}\n`);
-      return undefined;
-    }
-    const server = `${account}.dkr.ecr.${region}.amazonaws.com`;
-    log.text(
-      "aws ecr get-login-password --region $AWS_REGION | docker login --username AWS " +
-        `--password-stdin ${account}.dkr.ecr.$AWS_REGION.amazonaws.com\n`,
-    );
-    try {
-      const password = await aws(["ecr", "get-login-password", "--region", region], true);
-      if (!password.ok) {
-        for (const line of (password.stderr || password.stdout).split("\n")) log.text(`${line}\n`);
-        return undefined;
-      }
-      return { username: "AWS", password: password.stdout, serveraddress: server };
-    } catch (error) {
-      log.text(`${errorMessage(error)}\n`);
-      return undefined;
-    }
-  }
-
-  /** The credentials for an image's registry, when some were given. */
-  #authFor(image: string): RegistryAuth | undefined {
-    const registry = parseImageReference(image).registry.toLowerCase();
-    return this.#auths.find((auth) => registryHost(auth.serveraddress || "docker.io") === registry);
   }
 
   /** `Pulling docker images...` (§10.4): pulls the missing images, progress as plain lines. */
@@ -754,7 +391,7 @@ class DockerExecutor implements Executor {
         if (await docker.inspectImage(image)) continue;
         this.#logger.info(`${this.#subject} Pulling ${image}`);
         await docker.pullImage(image, {
-          auth: this.#authFor(image),
+          auth: findRegistryAuth(this.#auths, image),
           onLine: (line) => log.text(`${line}\n`),
           signal: this.#abort.signal,
         });
@@ -823,7 +460,7 @@ class DockerExecutor implements Executor {
     const sidecars = Promise.all(
       this.#containers.slice(1).map(async (sidecar) => {
         const id = await create(`${prefix}-${nameSafe(sidecar.name)}`, {
-          ...containerBasics(sidecar),
+          ...composeContainerConfig(sidecar),
           Labels: this.#labels,
           HostConfig: { NetworkMode: prefix, Devices: devices },
           NetworkingConfig: network(sidecar.name),
@@ -838,7 +475,7 @@ class DockerExecutor implements Executor {
     );
     const main = this.#main;
     const config: ContainerConfig = {
-      ...containerBasics(main),
+      ...composeContainerConfig(main),
       Cmd: ["bash"],
       Tty: true,
       OpenStdin: true,
@@ -1069,46 +706,4 @@ class DockerExecutor implements Executor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.cleanup();
   }
-}
-
-/** Image, user, entrypoint, command and environment of a container, as compose maps them. */
-function containerBasics(container: Container): ContainerConfig {
-  const env = container.env_vars.map((v) => {
-    let value = "";
-    try {
-      value = decodeText(v.value);
-    } catch {
-      value = ""; // the original silently uses an empty value (§4.3)
-    }
-    return `${v.name}=${value}`;
-  });
-  return {
-    Image: container.image,
-    ...(container.user ? { User: container.user } : {}),
-    ...(container.entrypoint ? { Entrypoint: splitShellWords(container.entrypoint) } : {}),
-    ...(container.command ? { Cmd: splitShellWords(container.command) } : {}),
-    Env: env,
-  };
-}
-
-/**
- * Picks the login strategy from the base64 `DOCKER_CREDENTIAL_TYPE` (§4.3).
- *
- * @throws {Error} `DOCKER_CREDENTIAL_TYPE not set` or `unknown DOCKER_CREDENTIAL_TYPE: '<v>'`.
- */
-function resolveLoginKind(envVars: readonly EnvVar[]): LoginKind {
-  const entry = [...envVars].reverse().find((v) => v.name === "DOCKER_CREDENTIAL_TYPE");
-  if (!entry) throw new Error("DOCKER_CREDENTIAL_TYPE not set");
-  let value: string;
-  try {
-    value = decodeText(entry.value);
-  } catch {
-    throw new Error("error decoding 'DOCKER_CREDENTIAL_TYPE'");
-  }
-  if (
-    value === "DockerHub" || value === "GenericDocker" || value === "AWS_ECR" || value === "GCR"
-  ) {
-    return value;
-  }
-  throw new Error(`unknown DOCKER_CREDENTIAL_TYPE: '${value}'`);
 }

@@ -3,11 +3,8 @@ import {
   containerFilePath,
   createDockerExecutor,
   type DockerExecutorOptions,
-  JOB_LABEL,
-  OWNER_LABEL,
-  removeLeftovers,
-  splitShellWords,
 } from "../executors/docker.ts";
+import { JOB_LABEL, OWNER_LABEL, removeLeftovers } from "../executors/docker_leftovers.ts";
 import type { Executor } from "../executors/executor.ts";
 import { DockerClient } from "../executors/docker_api.ts";
 import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/events.ts";
@@ -217,16 +214,6 @@ function recordingLogger(): Logger & { lines: string[] } {
 }
 
 // ---- pure helpers --------------------------------------------------------------------------
-
-Deno.test("splitShellWords() splits compose command strings like compose does", () => {
-  assert.deepEqual(splitShellWords("postgres start"), ["postgres", "start"]);
-  assert.deepEqual(splitShellWords(`sh -c "echo 'a b'; echo \\"q\\""`), [
-    "sh",
-    "-c",
-    `echo 'a b'; echo "q"`,
-  ]);
-  assert.deepEqual(splitShellWords("  a\\ b  '' c"), ["a b", "", "c"]);
-});
 
 Deno.test("containerFilePath() keeps absolute and ~ paths and puts the rest under ~/", () => {
   assert.equal(containerFilePath("/etc/x"), "/etc/x");
