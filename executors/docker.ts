@@ -37,6 +37,7 @@ import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts"
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
 import { decodeBase64 } from "../lib/base64.ts";
+import { scrubbedEnvironment } from "../lib/agent_environment.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";
@@ -149,15 +150,6 @@ function dirname(path: string): string {
   return i === 0 ? "/" : path.slice(0, i);
 }
 
-/** The default environment for host commands: the agent's without `SEMAPHORE_AGENT_*`. */
-function agentEnvironment(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(Deno.env.toObject())) {
-    if (!name.startsWith("SEMAPHORE_AGENT_")) env[name] = value;
-  }
-  return env;
-}
-
 class DockerExecutor implements Executor {
   readonly #request: JobRequest;
   readonly #sink: EventSink;
@@ -248,7 +240,7 @@ class DockerExecutor implements Executor {
   }
 
   async #runHostSetupCommands(): Promise<boolean> {
-    const env = this.#hostEnv ?? agentEnvironment();
+    const env = this.#hostEnv ?? scrubbedEnvironment();
     for (const command of this.#request.compose.host_setup_commands) {
       this.#logger.debug(`${this.#subject} Running host setup command: ${command.directive}`);
       let output: Deno.CommandOutput;
@@ -356,7 +348,7 @@ class DockerExecutor implements Executor {
 
   async #login(log: CommandLog, credentials: ImagePullCredentials): Promise<number> {
     const auth = await resolveRegistryAuth(log, credentials, {
-      hostEnv: this.#hostEnv ?? agentEnvironment(),
+      hostEnv: this.#hostEnv ?? scrubbedEnvironment(),
       awsCommand: this.#awsCommand,
       signal: this.#abort.signal,
     });

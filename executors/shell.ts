@@ -17,6 +17,7 @@ import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
 import { errorMessage } from "../lib/errors.ts";
+import { scrubbedEnvironment } from "../lib/agent_environment.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
 export interface ShellExecutorOptions {
@@ -27,15 +28,6 @@ export interface ShellExecutorOptions {
   readonly selfHosted?: boolean;
   /** The environment the job shell starts from. @default the agent's, less `SEMAPHORE_AGENT_*` */
   readonly baseEnv?: Readonly<Record<string, string>>;
-}
-
-/** The agent's environment without its own configuration variables (DECISIONS.md 14). */
-export function jobBaseEnvironment(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(Deno.env.toObject())) {
-    if (!name.startsWith("SEMAPHORE_AGENT_")) env[name] = value;
-  }
-  return env;
 }
 
 /**
@@ -75,7 +67,7 @@ class ShellExecutor implements Executor {
     this.#sink = options.sink;
     this.#logger = options.logger;
     this.#selfHosted = options.selfHosted ?? false;
-    this.#baseEnv = options.baseEnv ?? jobBaseEnvironment();
+    this.#baseEnv = options.baseEnv ?? scrubbedEnvironment();
   }
 
   /** The job shell's home: where `~` and relative file paths point. */

@@ -14,6 +14,7 @@ import type { EnvVar } from "./job_request_types.ts";
 import type { Logger } from "./agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
 import { decodeBase64 } from "./base64.ts";
+import { scrubbedEnvironment } from "./agent_environment.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";
@@ -173,10 +174,7 @@ export async function uploadJobLogArtifact(
     }
     const destination = file.endsWith(".gz") ? "agent/job_logs.txt.gz" : "agent/job_logs.txt";
     // The agent's own configuration (secrets above all) is not the artifact CLI's business.
-    const env: Record<string, string> = {};
-    for (const [name, value] of Object.entries(agentEnv)) {
-      if (!name.startsWith("SEMAPHORE_AGENT_")) env[name] = value;
-    }
+    const env = scrubbedEnvironment(agentEnv);
     env.SEMAPHORE_ARTIFACT_TOKEN = token;
     env.SEMAPHORE_JOB_ID = jobId;
     env.SEMAPHORE_ORGANIZATION_URL = organizationUrl;
