@@ -36,7 +36,7 @@ import type { Metrics } from "../lib/metrics.ts";
 import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts";
 import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
-import { decodeBase64 } from "../lib/base64.ts";
+import { injectJobFiles } from "../lib/job_files.ts";
 import { scrubbedEnvironment } from "../lib/agent_environment.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
@@ -559,26 +559,15 @@ class DockerExecutor implements Executor {
     });
   }
 
-  async injectFiles(files: readonly JobFile[]): Promise<number> {
-    const log = CommandLog.start(this.#sink, "Injecting Files");
-    let exitCode = 0;
-    for (const file of files) {
-      exitCode = await this.#injectFile(log, file);
-      if (exitCode !== 0) break;
-    }
-    log.finish(exitCode); // also after a decode failure (DECISIONS.md 5)
-    return exitCode;
+  injectFiles(files: readonly JobFile[]): Promise<number> {
+    return injectJobFiles(this.#sink, files, {
+      shownPath: (file) => file.path,
+      write: (log, file, content) => this.#writeFile(log, file, content),
+    });
   }
 
-  async #injectFile(log: CommandLog, file: JobFile): Promise<number> {
-    log.text(`Injecting ${file.path} with file mode ${file.mode}\n`);
-    let content: Uint8Array;
-    try {
-      content = decodeBase64(file.content);
-    } catch {
-      log.text("Failed to decode the content of the file.\n");
-      return 1;
-    }
+  /** Copies a file into the main container through the host dir (§10.6). */
+  async #writeFile(log: CommandLog, file: JobFile, content: Uint8Array): Promise<number> {
     try {
       const dir = await this.#ensureHostDir();
       await Deno.writeFile(`${dir}/file`, content, { mode: 0o644 });

@@ -10,9 +10,9 @@ import type { CommandOutput, Executor, HostEnvVar, RunCommandOptions } from "./e
 import type { EnvVar, JobFile, JobRequest } from "../lib/job_request_types.ts";
 import type { EventSink } from "../lib/events.ts";
 import type { Logger } from "../lib/agent_log.ts";
-import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
+import { type CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
-import { decodeBase64 } from "../lib/base64.ts";
+import { injectJobFiles } from "../lib/job_files.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
@@ -127,15 +127,12 @@ class ShellExecutor implements Executor {
     });
   }
 
-  async injectFiles(files: readonly JobFile[]): Promise<number> {
-    const log = CommandLog.start(this.#sink, "Injecting Files");
-    let exitCode = 0;
-    for (const file of files) {
-      exitCode = await injectFile(log, file, this.#home);
-      if (exitCode !== 0) break;
-    }
-    log.finish(exitCode);
-    return exitCode;
+  injectFiles(files: readonly JobFile[]): Promise<number> {
+    const home = this.#home;
+    return injectJobFiles(this.#sink, files, {
+      shownPath: (file) => resolveHostFilePath(file.path, home),
+      write: (log, file, content) => writeHostFile(log, file, content, home),
+    });
   }
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
@@ -182,16 +179,13 @@ function nanoseconds(): string {
 }
 
 /** Writes one job file on the host (§9.5); returns the step's exit code. */
-async function injectFile(log: CommandLog, file: JobFile, home: string): Promise<number> {
+async function writeHostFile(
+  log: CommandLog,
+  file: JobFile,
+  content: Uint8Array,
+  home: string,
+): Promise<number> {
   const path = resolveHostFilePath(file.path, home);
-  log.text(`Injecting ${path} with file mode ${file.mode}\n`);
-  let content: Uint8Array;
-  try {
-    content = decodeBase64(file.content);
-  } catch {
-    log.text("Failed to decode the content of the file.\n");
-    return 1;
-  }
   const dir = dirname(path);
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
