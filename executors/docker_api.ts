@@ -13,6 +13,7 @@
  */
 
 import { HttpError } from "../lib/errors.ts";
+import { encodeBase64 } from "../lib/base64.ts";
 
 /** Where the daemon listens unless `DOCKER_HOST` says otherwise. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
@@ -71,9 +72,7 @@ export function encodeRegistryAuth(auth: RegistryAuth): string {
     password: auth.password,
     serveraddress: auth.serveraddress,
   });
-  let binary = "";
-  for (const byte of encoder.encode(json)) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_");
+  return encodeBase64(json).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 /** An image reference split as the pull endpoint wants it. */
