@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import {
+  type ArtifactUploadOptions,
   compressionThreshold,
   DEFAULT_COMPRESSION_SIZE,
   findJobEnvVar,
@@ -8,21 +9,9 @@ import {
   uploadPolicyFromJobEnv,
 } from "../lib/artifact_upload.ts";
 import { EventLog } from "../lib/event_log.ts";
-import type { Logger } from "../lib/agent_log.ts";
+import { recordingLogger } from "./support/recording_logger.ts";
 import type { EnvVar } from "../lib/job_request_types.ts";
 import { encodeBase64 } from "../lib/base64.ts";
-
-function recordingLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    error: (m) => lines.push(`error: ${m}`),
-    warn: (m) => lines.push(`warn: ${m}`),
-    info: (m) => lines.push(`info: ${m}`),
-    debug: (m) => lines.push(`debug: ${m}`),
-    debugEnabled: false,
-  };
-}
 
 const ARTIFACT_ENV: readonly EnvVar[] = [
   { name: "SEMAPHORE_ARTIFACT_TOKEN", value: encodeBase64("art-token") },
@@ -92,6 +81,19 @@ exit ${exitCode}
         !["bin", "args", "env", "uploaded"].includes(n) && !n.startsWith("job_log_")
       );
     },
+    /** Runs the upload of this log by the fake CLI: job `j`, policy `always`, untrimmed. */
+    upload: (options: Partial<ArtifactUploadOptions> = {}) =>
+      uploadJobLogArtifact({
+        log,
+        jobId: "j",
+        envVars: ARTIFACT_ENV,
+        policy: "always",
+        trimmed: false,
+        logger: recordingLogger(),
+        env,
+        dir,
+        ...options,
+      }),
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
@@ -99,16 +101,7 @@ exit ${exitCode}
 Deno.test("uploadJobLogArtifact() pushes the plain-text log with the job's token and URL", async () => {
   await using t = await setup();
   const logger = recordingLogger();
-  const outcome = await uploadJobLogArtifact({
-    log: t.log,
-    jobId: "job-1",
-    envVars: ARTIFACT_ENV,
-    policy: "always",
-    trimmed: false,
-    logger,
-    env: t.env,
-    dir: t.dir,
-  });
+  const outcome = await t.upload({ jobId: "job-1", logger });
   assert.deepEqual(outcome, { state: "uploaded", destination: "agent/job_logs.txt" });
   const args = (await Deno.readTextFile(`${t.dir}/args`)).split("\n");
   assert.deepEqual(args.slice(0, 3), ["push", "job", args[2]]);
@@ -135,16 +128,7 @@ Deno.test("uploadJobLogArtifact() follows the policy and the trimmed flag", asyn
     await t.step(`${policy}, trimmed=${trimmed} -> ${expected}`, async () => {
       await using s = await setup();
       const logger = recordingLogger();
-      const outcome = await uploadJobLogArtifact({
-        log: s.log,
-        jobId: "j",
-        envVars: ARTIFACT_ENV,
-        policy,
-        trimmed,
-        logger,
-        env: s.env,
-        dir: s.dir,
-      });
+      const outcome = await s.upload({ policy, trimmed, logger });
       assert.equal(outcome.state, expected);
       assert.equal(await s.ran(), expected === "uploaded");
       if (policy === "never") {
@@ -162,15 +146,9 @@ Deno.test("uploadJobLogArtifact() gzips the text at the compression threshold", 
   const line = "x".repeat(1023) + "\n";
   for (let i = 0; i < 1100; i++) log.write({ event: "cmd_output", timestamp: 1, output: line });
   await log.close();
-  const outcome = await uploadJobLogArtifact({
+  const outcome = await t.upload({
     log,
-    jobId: "j",
-    envVars: ARTIFACT_ENV,
-    policy: "always",
-    trimmed: false,
-    logger: recordingLogger(),
     env: { ...t.env, SEMAPHORE_AGENT_LOGS_COMPRESSION_SIZE: "1048576" },
-    dir: t.dir,
   });
   assert.deepEqual(outcome, { state: "uploaded", destination: "agent/job_logs.txt.gz" });
   const args = (await Deno.readTextFile(`${t.dir}/args`)).split("\n");
@@ -185,47 +163,20 @@ Deno.test("uploadJobLogArtifact() skips with an error line when a requirement is
   await t.step("no SEMAPHORE_ARTIFACT_TOKEN", async () => {
     await using s = await setup();
     const logger = recordingLogger();
-    const outcome = await uploadJobLogArtifact({
-      log: s.log,
-      jobId: "j",
-      envVars: ARTIFACT_ENV.slice(1),
-      policy: "always",
-      trimmed: false,
-      logger,
-      env: s.env,
-      dir: s.dir,
-    });
+    const outcome = await s.upload({ envVars: ARTIFACT_ENV.slice(1), logger });
     assert.equal(outcome.state, "skipped");
     assert.match(logger.lines[0], /^error: SEMAPHORE_ARTIFACT_TOKEN is not set/);
     assert.equal(await s.ran(), false);
   });
   await t.step("no SEMAPHORE_ORGANIZATION_URL", async () => {
     await using s = await setup();
-    const outcome = await uploadJobLogArtifact({
-      log: s.log,
-      jobId: "j",
-      envVars: ARTIFACT_ENV.slice(0, 1),
-      policy: "always",
-      trimmed: false,
-      logger: recordingLogger(),
-      env: s.env,
-      dir: s.dir,
-    });
+    const outcome = await s.upload({ envVars: ARTIFACT_ENV.slice(0, 1) });
     assert.equal(outcome.state, "skipped");
   });
   await t.step("no artifact CLI on PATH", async () => {
     await using s = await setup();
     const logger = recordingLogger();
-    const outcome = await uploadJobLogArtifact({
-      log: s.log,
-      jobId: "j",
-      envVars: ARTIFACT_ENV,
-      policy: "always",
-      trimmed: false,
-      logger,
-      env: { PATH: "/nonexistent" },
-      dir: s.dir,
-    });
+    const outcome = await s.upload({ logger, env: { PATH: "/nonexistent" } });
     assert.equal(outcome.state, "skipped");
     assert.match(logger.lines[0], /^error: artifact CLI is not available/);
   });
@@ -234,16 +185,7 @@ Deno.test("uploadJobLogArtifact() skips with an error line when a requirement is
 Deno.test("uploadJobLogArtifact() logs a failing artifact CLI with its output", async () => {
   await using t = await setup(3);
   const logger = recordingLogger();
-  const outcome = await uploadJobLogArtifact({
-    log: t.log,
-    jobId: "j",
-    envVars: ARTIFACT_ENV,
-    policy: "always",
-    trimmed: false,
-    logger,
-    env: t.env,
-    dir: t.dir,
-  });
+  const outcome = await t.upload({ logger });
   assert.deepEqual(outcome, { state: "failed", error: "artifact exited with code 3" });
   assert.ok(
     logger.lines.includes(

@@ -5,6 +5,7 @@ import {
   sendTeardownFinishedCallback,
 } from "../lib/callbacks.ts";
 import type { Logger } from "../lib/agent_log.ts";
+import { recordingLogger } from "./support/recording_logger.ts";
 import { USER_AGENT } from "../lib/version.ts";
 
 interface Received {
@@ -30,18 +31,6 @@ function startReceiver(statuses: number[] = []) {
     url: (path: string) => `http://127.0.0.1:${server.addr.port}${path}`,
     received,
     [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
-
-function recordingLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    error: (m) => lines.push(`error: ${m}`),
-    warn: (m) => lines.push(`warn: ${m}`),
-    info: (m) => lines.push(`info: ${m}`),
-    debug: (m) => lines.push(`debug: ${m}`),
-    debugEnabled: false,
   };
 }
 

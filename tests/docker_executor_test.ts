@@ -17,7 +17,9 @@ import type {
 import { JobConstructionError } from "../lib/errors.ts";
 import { Job } from "../lib/job.ts";
 import { encodeBase64 } from "../lib/base64.ts";
-import { type Logger, silentLogger } from "../lib/agent_log.ts";
+import { silentLogger } from "../lib/agent_log.ts";
+import { recordingLogger } from "./support/recording_logger.ts";
+import { simplify } from "./support/job_harness.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
 
@@ -66,29 +68,6 @@ function makeRequest(overrides: Partial<JobRequest> & {
     logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
     ...rest,
   };
-}
-
-/** Events in the simplified notation of SEMAPHORE_COMPAT.md §5.7, outputs merged. */
-function simplify(events: readonly JobEvent[]): string[] {
-  const out: string[] = [];
-  let pending: string | undefined;
-  const flush = () => {
-    if (pending !== undefined) out.push(pending);
-    pending = undefined;
-  };
-  for (const e of events) {
-    if (e.event === "cmd_output") {
-      pending = (pending ?? "") + e.output;
-      continue;
-    }
-    flush();
-    if (e.event === "job_started") out.push("job_started");
-    if (e.event === "cmd_started") out.push(`directive: ${e.directive}`);
-    if (e.event === "cmd_finished") out.push(`Exit Code: ${e.exit_code}`);
-    if (e.event === "job_finished") out.push(`job_finished: ${e.result}`);
-  }
-  flush();
-  return out;
 }
 
 interface JobRun {
@@ -198,19 +177,6 @@ function epilogueExport(): string[] {
 
 function dockerTest(name: string, fn: () => Promise<void>, skip = dockerSkip): void {
   Deno.test({ name, ignore: skip !== undefined, fn });
-}
-
-/** A logger that keeps its lines. */
-function recordingLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    error: (m) => lines.push(`error: ${m}`),
-    warn: (m) => lines.push(`warn: ${m}`),
-    info: (m) => lines.push(`info: ${m}`),
-    debug: (m) => lines.push(`debug: ${m}`),
-    debugEnabled: true,
-  };
 }
 
 // ---- pure helpers --------------------------------------------------------------------------

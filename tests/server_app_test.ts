@@ -6,6 +6,7 @@ import { JobController, type RunnableJob } from "../server/job_controller.ts";
 import type { JobOptions } from "../lib/job.ts";
 import type { JobResult } from "../lib/events.ts";
 import { type Logger, silentLogger } from "../lib/agent_log.ts";
+import { recordingLogger } from "./support/recording_logger.ts";
 import { VERSION } from "../lib/version.ts";
 
 const SECRET = "TzRVcspTmxhM9fUkdi1T/0kVXNETCi8UdZ8dLM8va4E";
@@ -128,12 +129,6 @@ function startCallbackReceiver() {
     },
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
-}
-
-function recordingLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  const push = (m: string) => lines.push(m);
-  return { lines, error: push, warn: push, info: push, debug: push, debugEnabled: false };
 }
 
 async function setup(options: { maxBodyBytes?: number; logger?: Logger } = {}) {
@@ -517,7 +512,7 @@ Deno.test("GET /jobs/{id}/log streams JSONL lines from start_from", async () => 
 
 Deno.test("teardown: finished callback, archivator fetch, log deleted, teardown callback", async () => {
   await using receiver = startCallbackReceiver();
-  const logger = recordingLogger();
+  const logger = recordingLogger({ levels: false });
   await using t = await setup({ logger });
   await (await t.app.request(post("/jobs", jobRequest("T", ["echo hi"], receiver.base)))).body
     ?.cancel();
@@ -618,7 +613,7 @@ Deno.test("GET /agent_logs serves the agent log file, 404 when missing", async (
 });
 
 Deno.test("every request gets a Common Log Format line in the agent log", async () => {
-  const logger = recordingLogger();
+  const logger = recordingLogger({ levels: false });
   await using t = await setup({ logger });
   await (await t.app.request("/is_alive?x=1")).text();
   await (await t.app.request("/nope")).text();
