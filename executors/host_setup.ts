@@ -6,7 +6,7 @@
  * @module
  */
 
-import { decodeBase64 } from "../lib/base64.ts";
+import { decodeBase64Text } from "../lib/base64.ts";
 
 /** The literal path the original writes the jump point to. */
 export const SSH_JUMP_POINT_PATH = "/tmp/ssh_jump_point";
@@ -26,10 +26,9 @@ export async function appendAuthorizedKeys(
   home: string = homeDir(),
 ): Promise<void> {
   if (keys.length === 0) return;
-  const decoder = new TextDecoder();
   const lines = keys.map((key, i) => {
     try {
-      return decoder.decode(decodeBase64(key)) + "\n";
+      return decodeBase64Text(key) + "\n";
     } catch (cause) {
       throw new Error(`Cannot decode ssh_public_keys[${i}]: not base64`, { cause });
     }

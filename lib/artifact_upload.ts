@@ -13,7 +13,7 @@ import type { EventLog } from "./event_log.ts";
 import type { EnvVar } from "./job_request_types.ts";
 import type { Logger } from "./agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
-import { decodeBase64 } from "./base64.ts";
+import { decodeBase64Text } from "./base64.ts";
 import { scrubbedEnvironment } from "./agent_environment.ts";
 
 /** When the job log is uploaded as an artifact. */
@@ -42,7 +42,7 @@ export function findJobEnvVar(envVars: readonly EnvVar[], name: string): string 
   for (let i = envVars.length - 1; i >= 0; i--) {
     if (envVars[i].name !== name) continue;
     try {
-      return new TextDecoder().decode(decodeBase64(envVars[i].value));
+      return decodeBase64Text(envVars[i].value);
     } catch {
       return undefined;
     }

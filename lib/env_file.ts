@@ -10,7 +10,7 @@
 import type { EnvVar } from "./job_request_types.ts";
 import type { EventSink } from "./events.ts";
 import type { Logger } from "./agent_log.ts";
-import { decodeBase64 } from "./base64.ts";
+import { decodeEnvVars } from "./job_request_values.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
 import { errorMessage } from "./errors.ts";
 
@@ -39,17 +39,7 @@ export function buildEnvironment(
   hostVars: readonly PlainEnvVar[] = [],
 ): PlainEnvVar[] {
   const merged = new Map<string, string>();
-  const decoder = new TextDecoder();
-  for (const v of jobVars) {
-    let bytes: Uint8Array;
-    try {
-      bytes = decodeBase64(v.value);
-    } catch (cause) {
-      throw new Error(`error decoding '${v.name}'`, { cause });
-    }
-    merged.set(v.name, decoder.decode(bytes));
-  }
-  for (const v of hostVars) merged.set(v.name, v.value);
+  for (const v of [...decodeEnvVars(jobVars), ...hostVars]) merged.set(v.name, v.value);
   return [...merged].map(([name, value]) => ({ name, value })).sort((a, b) =>
     compareBytes(a.name, b.name)
   );

@@ -1,6 +1,6 @@
 /**
  * Parsing of Semaphore job requests (SEMAPHORE_COMPAT.md §4) into the typed `JobRequest` of
- * `job_request_types.ts`, plus the small env var helpers of the original's request package.
+ * `job_request_types.ts`.
  *
  * - JSON (`POST /jobs`, self-hosted `GET /jobs/{id}`) follows Go `encoding/json`: keys match
  *   case-insensitively, unknown keys are ignored, missing keys and `null` give zero values,
@@ -53,7 +53,6 @@ import type {
   JobRequest,
   LoggerConfig,
 } from "./job_request_types.ts";
-import { decodeBase64Text } from "./base64.ts";
 import { type JsonNode, JsonSyntaxError, readJson } from "./json_reader.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
@@ -223,54 +222,6 @@ export function validateForJob(request: JobRequest): string | undefined {
     return "compose.containers: a dockercompose job needs at least one container";
   }
   return undefined;
-}
-
-// --- Env var helpers (pkg/api/job_request.go) ---
-
-/** An env var with its value decoded from base64 (same shape as a host env var). */
-export interface DecodedEnvVar {
-  readonly name: string;
-  readonly value: string;
-}
-
-/**
- * Decodes the values of env vars (invalid UTF-8 bytes become U+FFFD), keeping order and
- * duplicates (the consumer lets later duplicates win).
- *
- * @throws {Error} `error decoding '<NAME>'` for the first value that is not valid base64.
- */
-export function decodeEnvVars(vars: readonly EnvVar[]): DecodedEnvVar[] {
-  return vars.map((envVar) => ({ name: envVar.name, value: decodeEnvVarValue(envVar) }));
-}
-
-/**
- * The decoded value of the first env var named `name` (`FindEnvVar` of the original).
- *
- * @throws {Error} `no env var '<name>' found`, or `error decoding '<name>'`.
- */
-export function findEnvVar(vars: readonly EnvVar[], name: string): string {
-  const envVar = vars.find((candidate) => candidate.name === name);
-  if (envVar === undefined) throw new Error(`no env var '${name}' found`);
-  return decodeEnvVarValue(envVar);
-}
-
-/**
- * The first file whose path is `path` (`FindFile` of the original).
- *
- * @throws {Error} `no file '<path>' found`.
- */
-export function findFile(files: readonly JobFile[], path: string): JobFile {
-  const file = files.find((candidate) => candidate.path === path);
-  if (file === undefined) throw new Error(`no file '${path}' found`);
-  return file;
-}
-
-function decodeEnvVarValue(envVar: EnvVar): string {
-  try {
-    return decodeBase64Text(envVar.value);
-  } catch (error) {
-    throw new Error(`error decoding '${envVar.name}'`, { cause: error });
-  }
 }
 
 // --- The typed decoding, shared by JSON and YAML ---
