@@ -238,7 +238,7 @@ export class Listener {
         lastSuccess = performance.now();
         this.#logger.info(describeSyncResponse(response));
         if (this.#forceful) continue;
-        const exit = this.#obey(response);
+        const exit = this.#obey(response, request);
         if (exit) return exit;
         wait = response.next_sync_after > 0
           ? response.next_sync_after
@@ -270,13 +270,13 @@ export class Listener {
     };
   }
 
-  /** Applies one sync answer (§8.3 "Actions"); returns the exit for `shutdown`. */
-  #obey(response: SyncResponse): Exit | undefined {
+  /** Applies one sync answer (§8.3 "Actions") to `sent`; returns the exit for `shutdown`. */
+  #obey(response: SyncResponse, sent: SyncRequest): Exit | undefined {
     switch (response.action) {
       case "continue":
         return undefined;
       case "run-job":
-        this.#runJob(response.job_id);
+        this.#runJob(response.job_id, sent);
         return undefined;
       case "stop-job":
         this.#stopJob(response.job_id);
@@ -303,8 +303,13 @@ export class Listener {
     }
   }
 
-  #runJob(jobId: string): void {
-    if (this.#state !== "waiting-for-jobs") {
+  #runJob(jobId: string, sent: SyncRequest): void {
+    // A hub may answer the `finished-job` report with the next job at once (the original takes
+    // it): the answer proves the hub has the result. Never while a job is starting or running,
+    // nor when the finished job was not in the request that got this answer.
+    const reported = this.#state === "finished-job" && sent.state === "finished-job" &&
+      sent.job_id === this.#jobId;
+    if (this.#state !== "waiting-for-jobs" && !reported) {
       this.#logger.warn(`Ignoring run-job for ${jobId}: already in state ${this.#state}`);
       return;
     }

@@ -76,6 +76,11 @@ export interface FakeHubOptions {
   readonly userAgent?: string;
   /** The name returned by register. @default the requested name */
   readonly registeredName?: string;
+  /**
+   * Answers `finished-job` with `run-job` for the next queued job instead of `wait-for-jobs`
+   * (the action table of §8.3 allows it; the reference logic does not do it). @default false
+   */
+  readonly runJobAfterFinished?: boolean;
 }
 
 interface Waiter {
@@ -153,6 +158,7 @@ export class FakeHub implements AsyncDisposable {
       nextSyncAfterMs: options.nextSyncAfterMs ?? 1000,
       userAgent: options.userAgent ?? USER_AGENT,
       registeredName: options.registeredName,
+      runJobAfterFinished: options.runJobAfterFinished ?? false,
     };
     this.nextSyncAfterMs = this.#options.nextSyncAfterMs;
   }
@@ -576,7 +582,13 @@ export class FakeHub implements AsyncDisposable {
         if (this.#shutdownRequested) answer = shutdown("requested");
         else if (this.interruptedAt > 0) answer = shutdown("interrupted");
         else if (this.#singleJob) answer = shutdown("job-finished");
-        else answer = { action: "wait-for-jobs", next_sync_after: this.nextSyncAfterMs };
+        else if (this.#options.runJobAfterFinished && this.#queue[0] !== undefined) {
+          answer = {
+            action: "run-job",
+            job_id: this.#queue[0],
+            next_sync_after: this.nextSyncAfterMs,
+          };
+        } else answer = { action: "wait-for-jobs", next_sync_after: this.nextSyncAfterMs };
         break;
       }
     }
