@@ -348,7 +348,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       case "error":
         return errorWithMessage(500, outcome.message);
       case "stream":
-        return new Response(outcome.body, { headers: { "Content-Type": "text/plain" } });
+        return new Response(outcome.body, {
+          headers: {
+            "Content-Type": "text/plain",
+            ...(outcome.length === undefined ? {} : { "Content-Length": String(outcome.length) }),
+          },
+        });
     }
   });
 

@@ -70,7 +70,12 @@ export type LogOutcome =
   /** The log cannot be read (e.g. deleted after teardown): 500. */
   | { readonly state: "error"; readonly message: string }
   /** 200 with this JSONL body. */
-  | { readonly state: "stream"; readonly body: ReadableStream<Uint8Array> };
+  | {
+    readonly state: "stream";
+    readonly body: ReadableStream<Uint8Array>;
+    /** The body's exact length, when known. */
+    readonly length?: number;
+  };
 
 /** Options of {@linkcode JobsApi.openLog}. */
 export interface OpenLogOptions {
@@ -391,6 +396,25 @@ export class JobController implements JobsApi {
     const counts = archivator && entry.teardownStarted;
     if (counts && !entry.jobFinishedLogged) await this.#awaitJobFinished(entry);
     const start = Number.isSafeInteger(startFrom) && startFrom > 0 ? startFrom : 0;
+    if (entry.jobFinishedLogged && !entry.removed && (!counts || delivered)) {
+      // The log is complete: Deno streams the file itself (flat memory for a 100 MB log), and
+      // for the archivator only a delivered response counts.
+      try {
+        const { body, length } = await entry.log.streamFile(start);
+        delivered?.then(
+          () => counts && this.#archiveSucceeded(entry),
+          (error) =>
+            counts &&
+            this.#archiveFailed(entry, `the response was not delivered: ${errorMessage(error)}`),
+        );
+        return { state: "stream", body, length };
+      } catch (error) {
+        const message = errorMessage(error);
+        this.#logger.error(`Error while streaming logs: ${message}`);
+        if (counts) this.#archiveFailed(entry, message);
+        return { state: "error", message };
+      }
+    }
     let reader: ReadableStreamDefaultReader<Uint8Array>;
     let first: ReadableStreamReadResult<Uint8Array>;
     try {
