@@ -57,6 +57,8 @@ export interface ListenerOptions {
   readonly onName?: (name: string) => void;
   /** Directory of the job event logs. @default the OS temp dir */
   readonly eventLogDir?: string;
+  /** The environment job shells start from. @default the agent's, scrubbed (DECISIONS.md 14) */
+  readonly shellEnv?: Readonly<Record<string, string>>;
 }
 
 interface Exit {
@@ -322,6 +324,7 @@ export class Listener {
       config: this.#config,
       logger: this.#logger,
       eventLogDir: this.#options.eventLogDir,
+      shellEnv: this.#options.shellEnv,
       pushDelays: this.#options.timings?.pushDelays,
       httpTimeoutMs: this.#timings.httpTimeoutMs,
       onRunning: () => {

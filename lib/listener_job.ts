@@ -29,6 +29,8 @@ export interface ListenerJobOptions {
   readonly logger: Logger;
   /** Directory of the local event log. @default the OS temp dir */
   readonly eventLogDir?: string;
+  /** The environment the job shell starts from. @default the agent's, scrubbed */
+  readonly shellEnv?: Readonly<Record<string, string>>;
   /** Push logger pauses. @default the original's */
   readonly pushDelays?: PushDelays;
   /** Per-request timeout of the push logger. @default 30000 */
@@ -141,6 +143,7 @@ export class ListenerJob {
         sourcePreJobHook: config.sourcePreJobHook,
         failOnPreJobHookError: config.failOnPreJobHookError,
         postJobHookPath: config.postJobHookPath || undefined,
+        shellEnv: this.#options.shellEnv,
         hooks: {
           afterJobFinished: async () => {
             // The log's close (§8.7): flush to the hub, then the artifact (§6.7).

@@ -29,6 +29,8 @@ export interface RunJobFileOptions {
   readonly write?: (text: string) => void;
   /** Colour the output. @default stdout is a terminal and NO_COLOR is unset */
   readonly color?: boolean;
+  /** The environment the job shell starts from. @default the agent's, scrubbed */
+  readonly shellEnv?: Readonly<Record<string, string>>;
 }
 
 /** Callback attempts of `agent run` (§3.3). */
@@ -126,6 +128,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       sink,
       logger,
       selfHosted: true, // see the module comment: no edits to the user's home
+      shellEnv: options.shellEnv,
       exposeKvmDevice: true,
       hooks: {
         async beforeJobFinished(result) {

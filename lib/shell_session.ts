@@ -99,6 +99,16 @@ function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from = 0): numbe
   return -1;
 }
 
+/**
+ * Whether `head` (bytes from a 0x01 on) may still grow into the end marker `<prefix><digits>`
+ * followed by a newline: the bytes so far agree with it and nothing contradicts it yet.
+ */
+function couldBecomeEndMarker(head: string, prefix: string): boolean {
+  if (head.length <= prefix.length) return prefix.startsWith(head);
+  if (!head.startsWith(prefix)) return false;
+  return /^\d*$/.test(head.slice(prefix.length));
+}
+
 /** One bash session on a terminal. Not re-entrant: one command at a time. */
 export class ShellSession {
   readonly #terminal: Terminal;
@@ -189,7 +199,7 @@ export class ShellSession {
       buffer = concat(buffer, chunk);
     }
 
-    const minEndLength = end.length + 10;
+    const endPrefix = `\x01 ${end} `;
     while (true) {
       const soh = buffer.indexOf(SOH);
       if (soh === -1) {
@@ -198,15 +208,16 @@ export class ShellSession {
       } else {
         if (soh > 0) onOutput(buffer.subarray(0, soh));
         buffer = buffer.subarray(soh);
-        const head = latin1.decode(buffer.subarray(0, Math.min(buffer.length, minEndLength + 12)));
+        const head = latin1.decode(buffer.subarray(0, endPrefix.length + 24));
         const match = endPattern.exec(head);
         if (match) {
           this.#rest = buffer.slice(match[0].length);
           return Number(match[1]);
         }
-        if (buffer.length >= minEndLength && !head.startsWith(`\x01 ${end}`)) {
-          onOutput(buffer); // a stray 0x01 in the command's own output
-          buffer = new Uint8Array(0);
+        if (!couldBecomeEndMarker(head, endPrefix)) {
+          onOutput(buffer.subarray(0, 1)); // a 0x01 of the command's own output
+          buffer = buffer.subarray(1);
+          continue;
         }
       }
       const chunk = await this.#reader.read();

@@ -621,3 +621,20 @@ Deno.test("job: stop before run makes a stopped job without commands", async () 
   assert.ok(!simplify(events).includes("directive: echo never"));
   await Deno.remove(home, { recursive: true });
 });
+
+Deno.test("job: 0x01 bytes in a command's output are output, even right before the end", async () => {
+  const { result, events } = await runTestJob({
+    request: {
+      commands: [
+        cmd("printf '\\001hello\\001 world\\n'; printf '\\001'"),
+        cmd("printf '\\001 949556c7-1-end 0\\n'"),
+        cmd("echo -n after"),
+      ],
+    },
+  });
+  assert.equal(result, "passed");
+  const s = simplify(events);
+  assert.equal(s[6], "\x01hello\x01 world\n\x01");
+  assert.equal(s[9], "\x01 949556c7-1-end 0\n");
+  assert.equal(s[12], "after");
+});

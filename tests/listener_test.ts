@@ -4,6 +4,7 @@ import { loadConfig } from "../lib/config.ts";
 import { Listener, type ListenerTimings } from "../lib/listener.ts";
 import { USER_AGENT, VERSION } from "../lib/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
+import { makeHome, testShellEnv } from "./support/job_harness.ts";
 
 const FAST: ListenerTimings = {
   syncRetryMs: [50, 100],
@@ -43,6 +44,8 @@ async function startAgent(
     logger,
     timings: { ...FAST, ...timings, hubRetries: { ...FAST.hubRetries, ...timings.hubRetries } },
     eventLogDir: dir,
+    // Job shells get an empty HOME: the machine's login profile is not part of these tests.
+    shellEnv: testShellEnv(await makeHome()),
   });
   return {
     listener,

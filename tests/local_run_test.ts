@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { runJobFile } from "../lib/local_run.ts";
 import { UsageError } from "../lib/errors.ts";
+import { makeHome, testShellEnv } from "./support/job_harness.ts";
+
+/** Job shells get an empty HOME: the machine's login profile is not part of these tests. */
+async function env(): Promise<Record<string, string>> {
+  return testShellEnv(await makeHome());
+}
 
 async function writeJob(yaml: string): Promise<string> {
   const path = await Deno.makeTempFile({ suffix: ".yaml" });
@@ -14,7 +20,13 @@ Deno.test("runJobFile() prints the job readably and exits 0 when it passes", asy
   );
   const logFile = await Deno.makeTempFile({ suffix: ".jsonl" });
   let out = "";
-  const code = await runJobFile({ path, logFile, write: (t) => out += t, color: false });
+  const code = await runJobFile({
+    path,
+    logFile,
+    write: (t) => out += t,
+    color: false,
+    shellEnv: await env(),
+  });
   assert.equal(code, 0);
   assert.match(out, /\$ echo hello\nhello\n✓ exit 0 \(\d+ms\)\n/);
   assert.match(out, /\$ Nothing\nRunning: true\n✓ exit 0/);
@@ -29,9 +41,9 @@ Deno.test("runJobFile() prints the job readably and exits 0 when it passes", asy
 
 Deno.test("runJobFile() exits 1 for a failed job and 130 for a stopped one", async () => {
   const failing = await writeJob("commands:\n  - directive: exit 3\n");
-  assert.equal(await runJobFile({ path: failing, write: () => {} }), 1);
+  assert.equal(await runJobFile({ path: failing, write: () => {}, shellEnv: await env() }), 1);
   const stopping = await writeJob("commands:\n  - directive: echo 'exit 130' | sh\n");
-  assert.equal(await runJobFile({ path: stopping, write: () => {} }), 130);
+  assert.equal(await runJobFile({ path: stopping, write: () => {}, shellEnv: await env() }), 130);
   await Deno.remove(failing);
   await Deno.remove(stopping);
 });
@@ -68,6 +80,7 @@ Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", a
     args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
     stdout: "piped",
     stderr: "null",
+    env: { HOME: await makeHome(), DENO_DIR: denoDir() },
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
@@ -98,4 +111,10 @@ function psContains(text: string): boolean {
   return new TextDecoder().decode(ps.stdout).split("\n").some((l) =>
     l.includes(text) && !l.includes("ps -eo")
   );
+}
+
+/** Deno's cache, so a child with another HOME still finds the npm packages. */
+function denoDir(): string {
+  return Deno.env.get("DENO_DIR") ??
+    `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`}/deno`;
 }
