@@ -13,7 +13,7 @@
 
 import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "./events.ts";
 import { parseJobRequestFile } from "./job_request.ts";
-import { Job } from "./job.ts";
+import { cleanUpAfterCrashedAgents, Job } from "./job.ts";
 import { createLivePrinter } from "./live_printer.ts";
 import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "./callbacks.ts";
@@ -153,6 +153,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     throw new UsageError(`${path}: ${error instanceof Error ? error.message : error}`);
   }
 
+  if (request.executor === "dockercompose") await cleanUpAfterCrashedAgents(logger);
   const onSignal = () => {
     if (!job.stopped && !job.finished) write("\nStopping the job...\n");
     interrupted.abort(new Error("interrupted"));
