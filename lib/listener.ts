@@ -293,6 +293,14 @@ export class Listener {
           this.#logger.warn(`Ignoring wait-for-jobs while in state ${this.#state}`);
           return undefined;
         }
+        if (this.#state === "finished-job" && sent.state !== "finished-job") {
+          // The answer to a sync sent before the job finished: the hub has not seen the
+          // result yet, so keep reporting it.
+          this.#logger.warn(
+            "Ignoring wait-for-jobs that answered a sync sent before the job ended",
+          );
+          return undefined;
+        }
         this.#state = "waiting-for-jobs";
         this.#jobId = "";
         this.#jobResult = "";

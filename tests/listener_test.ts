@@ -582,6 +582,18 @@ Deno.test("Listener copes with a slow hub (2 s per answer)", async () => {
   assertCountingOutput(hub, jobId, 5);
 });
 
+Deno.test("Listener keeps reporting a job that ended while a sync answered wait-for-jobs", async () => {
+  await using hub = await FakeHub.start({ nextSyncAfterMs: 100, waitForJobsWhileRunning: true });
+  // Each answer takes 1.5 s, the job 0.5 s: the running-job sync is still in flight when the
+  // job ends, and its wait-for-jobs answer must not make the agent forget the result.
+  hub.setSlowness(1500);
+  const jobId = hub.assignJob({ commands: ["sleep 0.5"] });
+  const agent = await startAgent(hub, { "disconnect-after-job": true });
+  assert.equal(await agent.done(), 0);
+  assert.equal(hub.jobResult(jobId), "passed");
+  assertCompleteLog(hub, jobId, "passed");
+});
+
 Deno.test("agent start stops the job on SIGTERM and exits 0", async () => {
   await withTempDir(async (dir) => {
     await using hub = await FakeHub.start({ nextSyncAfterMs: 200 });
@@ -594,6 +606,10 @@ Deno.test("agent start stops the job on SIGTERM and exits 0", async () => {
         SEMAPHORE_AGENT_NO_HTTPS: "true",
         SEMAPHORE_AGENT_SHUTDOWN_HOOK_PATH: hook.path,
         SEMAPHORE_AGENT_LOG_FILE_PATH: `${dir}/agent.log`,
+        // An empty HOME for the job shell; Deno's cache stays where it is.
+        HOME: await makeHome(),
+        DENO_DIR: Deno.env.get("DENO_DIR") ??
+          `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`}/deno`,
       },
       stdout: "piped",
       stderr: "piped",

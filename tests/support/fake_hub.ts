@@ -81,6 +81,12 @@ export interface FakeHubOptions {
    * (the action table of §8.3 allows it; the reference logic does not do it). @default false
    */
   readonly runJobAfterFinished?: boolean;
+  /**
+   * Answers `running-job` syncs with `wait-for-jobs` (a hub that does not follow the reference
+   * logic): an agent must not drop the result of a job that ended while such a sync was in
+   * flight. @default false
+   */
+  readonly waitForJobsWhileRunning?: boolean;
 }
 
 interface Waiter {
@@ -159,6 +165,7 @@ export class FakeHub implements AsyncDisposable {
       userAgent: options.userAgent ?? USER_AGENT,
       registeredName: options.registeredName,
       runJobAfterFinished: options.runJobAfterFinished ?? false,
+      waitForJobsWhileRunning: options.waitForJobsWhileRunning ?? false,
     };
     this.nextSyncAfterMs = this.#options.nextSyncAfterMs;
   }
@@ -554,6 +561,9 @@ export class FakeHub implements AsyncDisposable {
       case "running-job": {
         const job = this.jobs.get(jobId);
         if (job && job.state === "assigned") job.state = "running";
+        if (this.#options.waitForJobsWhileRunning) {
+          answer = { action: "wait-for-jobs", next_sync_after: this.nextSyncAfterMs };
+        }
         if (this.interruptedAt > 0 && nowSeconds > this.interruptedAt + this.#gracePeriod) {
           answer = { action: "stop-job", job_id: jobId, next_sync_after: this.nextSyncAfterMs };
         }
