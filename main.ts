@@ -137,6 +137,17 @@ function buildProgram(setExit: (code: number) => void): Command {
     .argument("<job-file>", "job request in Semaphore's YAML format")
     .option("--log-file <path>", "also write the JSONL event log here")
     .option("--debug", "show stack traces for unexpected errors")
+    .addHelpText(
+      "after",
+      `
+The file uses Semaphore's job request format (commands, epilogue_*_commands, env_vars and
+file with base64 values, executor: dockercompose with compose.containers). Ctrl-C stops the
+job and cleans up. A file that cannot be read or is invalid exits 2 with one line naming the
+file and the field. SEMAPHORE_AGENT_LOG_LEVEL=debug shows the agent's own log on stderr.
+
+Example:
+  agent run examples/hello.yaml --log-file job.jsonl`,
+    )
     .action(async (path: string, opts: { logFile?: string }) => {
       setExit(await runJobFile({ path, logFile: opts.logFile }));
     });
