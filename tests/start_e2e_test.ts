@@ -25,69 +25,16 @@
  */
 
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { USER_AGENT, VERSION } from "../lib/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
+import { AGENT, CACHE_HOME, ensureBuilt } from "./support/compiled_agent.ts";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const AGENT = join(ROOT, "dist", "agent");
-const SOURCES = ["main.ts", "deno.json", "deno.lock", "compile.sh", "lib", "executors", "server"];
-/** The user's cache: the self-extracting launcher unpacks once, not once per test HOME. */
-const CACHE_HOME = Deno.env.get("XDG_CACHE_HOME") ??
-  join(Deno.env.get("HOME") ?? "/tmp", ".cache");
 const API = "/api/v1/self_hosted_agents";
 /** Time the agent may take to shut down once the hub asked it to. */
 const EXIT_TIMEOUT_MS = 60_000;
 /** How long to wait for something the hub should see (generous: other tests share the CPUs). */
 const WAIT_MS = 60_000;
-
-// --- Building dist/agent (the approach of tests/compile_test.ts) -------------------------------
-
-/** The newest modification time among the agent's sources, in ms. */
-async function newestSource(path: string): Promise<number> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return 0;
-    throw error;
-  }
-  if (!info.isDirectory) return info.mtime?.getTime() ?? 0;
-  let newest = info.mtime?.getTime() ?? 0;
-  for await (const entry of Deno.readDir(path)) {
-    newest = Math.max(newest, await newestSource(join(path, entry.name)));
-  }
-  return newest;
-}
-
-let built: Promise<void> | undefined;
-
-/** Builds dist/agent unless it is newer than every source file. */
-function ensureBuilt(): Promise<void> {
-  built ??= (async () => {
-    let binaryTime = 0;
-    try {
-      binaryTime = (await Deno.stat(AGENT)).mtime?.getTime() ?? 0;
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
-    const sourceTimes = await Promise.all(SOURCES.map((s) => newestSource(join(ROOT, s))));
-    if (binaryTime > Math.max(...sourceTimes)) return;
-    const { code, stdout, stderr } = await new Deno.Command("bash", {
-      args: ["compile.sh"],
-      cwd: ROOT,
-      stdin: "null",
-    }).output();
-    const text = new TextDecoder();
-    assert.equal(
-      code,
-      0,
-      `bash compile.sh failed:\n${text.decode(stdout)}\n${text.decode(stderr)}`,
-    );
-  })();
-  return built;
-}
 
 // --- The agent process -------------------------------------------------------------------------
 
