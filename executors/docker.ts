@@ -547,9 +547,9 @@ class DockerExecutor implements Executor {
 
   exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
     return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
-      writeEnvFile: async (text) => {
+      writeEnvFile: async (content) => {
         const dir = await this.#ensureHostDir();
-        await Deno.writeTextFile(`${dir}/.env`, text, { mode: 0o644 });
+        await Deno.writeFile(`${dir}/.env`, content, { mode: 0o644 });
         return `${CONTAINER_TEMP_DIR}/.env`;
       },
       session: this.#session,

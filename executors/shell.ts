@@ -12,6 +12,7 @@ import type { EventSink } from "../lib/events.ts";
 import type { Logger } from "../lib/agent_log.ts";
 import { type CommandLog, runLoggedCommand } from "../lib/command_log.ts";
 import { exportEnvironment } from "../lib/env_file.ts";
+import { cleanPath } from "../lib/clean_path.ts";
 import { injectJobFiles } from "../lib/job_files.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
@@ -37,7 +38,20 @@ export interface ShellExecutorOptions {
 export function resolveHostFilePath(path: string, home: string = homeDir()): string {
   if (path.startsWith("/")) return path;
   if (path.startsWith("~")) return path.replaceAll("~", home);
-  return `${home.replace(/\/$/, "")}/${path}`;
+  return cleanPath(`${home}/${path}`); // Go's filepath.Join cleans the joined path
+}
+
+/**
+ * The mode `os.Chmod(path, fs.FileMode(n))` sets in the original: the permission bits of `n`;
+ * setuid, setgid and sticky only from Go's own high flag bits, which octal modes such as `4755`
+ * do not reach, so a job file never becomes setuid.
+ */
+function goFileMode(n: number): number {
+  let mode = n & 0o777;
+  if (n & (1 << 23)) mode |= 0o4000; // fs.ModeSetuid
+  if (n & (1 << 22)) mode |= 0o2000; // fs.ModeSetgid
+  if (n & (1 << 20)) mode |= 0o1000; // fs.ModeSticky
+  return mode;
 }
 
 function dirname(path: string): string {
@@ -115,10 +129,10 @@ class ShellExecutor implements Executor {
 
   exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
     return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
-      writeEnvFile: async (text) => {
+      writeEnvFile: async (content) => {
         const path = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
         this.#envFiles.push(path);
-        await Deno.writeTextFile(path, text, { mode: 0o644 });
+        await Deno.writeFile(path, content, { mode: 0o644 });
         return path;
       },
       session: this.#session,
@@ -214,7 +228,7 @@ async function writeHostFile(
     return 1;
   }
   try {
-    await Deno.chmod(path, Number.parseInt(file.mode, 8) & 0o7777);
+    await Deno.chmod(path, goFileMode(Number.parseInt(file.mode, 8)));
   } catch (error) {
     log.text(`Failed to set file mode '${file.mode}' for '${path}': ${errorMessage(error)}\n`);
     return 1;

@@ -10,22 +10,50 @@
 import type { EnvVar } from "./job_request_types.ts";
 import type { EventSink } from "./events.ts";
 import type { Logger } from "./agent_log.ts";
-import { decodeEnvVars } from "./job_request_values.ts";
+import { decodeBase64 } from "./base64.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
 import { errorMessage } from "./errors.ts";
 
-/** A decoded variable. */
+/** A variable with a text value (host variables from the agent's configuration). */
 export interface PlainEnvVar {
   readonly name: string;
   readonly value: string;
 }
 
-const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+/**
+ * A variable as it goes into the env file: its value's exact bytes. A job value that is not
+ * UTF-8 reaches the shell unchanged, as the original writes Go's `string(decoded)`.
+ */
+export interface EnvEntry {
+  readonly name: string;
+  readonly value: Uint8Array;
+}
 
-/** Quotes a value as the original does: `''` when empty, verbatim when safe, else in `'…'`. */
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const QUOTE = 0x27;
+const ESCAPED_QUOTE = encoder.encode(`'"'"'`);
+/** Bytes a value may consist of to be written without quotes: `[A-Za-z0-9_@%+=:,./-]`. */
+const SAFE_BYTES = new Set(encoder.encode(
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-",
+));
+
+/** Quotes value bytes as the original does: `''` when empty, verbatim when safe, else `'…'`. */
+export function quoteEnvBytes(value: Uint8Array): Uint8Array {
+  if (value.length === 0) return encoder.encode("''");
+  if (value.every((b) => SAFE_BYTES.has(b))) return value;
+  const out: number[] = [QUOTE];
+  for (const b of value) {
+    if (b === QUOTE) out.push(...ESCAPED_QUOTE);
+    else out.push(b);
+  }
+  out.push(QUOTE);
+  return new Uint8Array(out);
+}
+
+/** {@linkcode quoteEnvBytes} for a text value. */
 export function quoteEnvValue(value: string): string {
-  if (value === "") return "''";
-  return SAFE.test(value) ? value : `'${value.replaceAll("'", `'"'"'`)}'`;
+  return decoder.decode(quoteEnvBytes(encoder.encode(value)));
 }
 
 /**
@@ -37,9 +65,16 @@ export function quoteEnvValue(value: string): string {
 export function buildEnvironment(
   jobVars: readonly EnvVar[],
   hostVars: readonly PlainEnvVar[] = [],
-): PlainEnvVar[] {
-  const merged = new Map<string, string>();
-  for (const v of [...decodeEnvVars(jobVars), ...hostVars]) merged.set(v.name, v.value);
+): EnvEntry[] {
+  const merged = new Map<string, Uint8Array>();
+  for (const v of jobVars) {
+    try {
+      merged.set(v.name, decodeBase64(v.value));
+    } catch (cause) {
+      throw new Error(`error decoding '${v.name}'`, { cause });
+    }
+  }
+  for (const v of hostVars) merged.set(v.name, encoder.encode(v.value));
   return [...merged].map(([name, value]) => ({ name, value })).sort((a, b) =>
     compareBytes(a.name, b.name)
   );
@@ -50,15 +85,26 @@ function compareBytes(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** The env file text: `export NAME=VALUE\n` per variable, in the given order. */
-export function formatEnvFile(vars: readonly PlainEnvVar[]): string {
-  return vars.map((v) => `export ${v.name}=${quoteEnvValue(v.value)}\n`).join("");
+/** The env file: `export NAME=VALUE\n` per variable, in the given order. */
+export function formatEnvFile(vars: readonly EnvEntry[]): Uint8Array {
+  const parts = vars.flatMap((v) => [
+    encoder.encode(`export ${v.name}=`),
+    quoteEnvBytes(v.value),
+    encoder.encode("\n"),
+  ]);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 /** Where and how {@linkcode exportEnvironment} puts the environment into a job shell. */
 export interface EnvExportTarget {
   /** Writes the env file on the agent's host; resolves with its path as the shell sees it. */
-  writeEnvFile(text: string): Promise<string>;
+  writeEnvFile(content: Uint8Array): Promise<string>;
   /** The job shell; `undefined` when it never started (the step then fails). */
   readonly session: CommandRunner | undefined;
   /** Also appends `source <file>` to `~/.bash_profile`, for SSH debug sessions. */
@@ -88,7 +134,7 @@ async function exportInto(
   vars: { readonly job: readonly EnvVar[]; readonly host: readonly PlainEnvVar[] },
   target: EnvExportTarget,
 ): Promise<number> {
-  let environment: PlainEnvVar[];
+  let environment: EnvEntry[];
   try {
     environment = buildEnvironment(vars.job, vars.host);
   } catch (error) {

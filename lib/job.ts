@@ -208,14 +208,22 @@ export class Job {
       if (exitCode !== 0) break;
     }
     if (this.#stopped) return "stopped";
-    if (exitCode === 130) return await this.#checkJobResult();
+    // A shell that itself exited 130 cannot be asked: the job failed, as in the original,
+    // where such a command reports 1 (DECISIONS.md 8 only changes the code it reports).
+    if (exitCode === 130) return await this.#checkJobResult() ?? "failed";
     return exitCode === 0 ? "passed" : "failed";
   }
 
-  /** A command exited 130: `$SEMAPHORE_JOB_RESULT` decides the result (§5.4). */
-  async #checkJobResult(): Promise<JobResult> {
+  /**
+   * A command exited 130: `$SEMAPHORE_JOB_RESULT` decides the result (§5.4); `undefined` when
+   * the shell is gone and cannot be asked.
+   */
+  async #checkJobResult(): Promise<JobResult | undefined> {
+    const { output, exitCode } = await this.#executor.getOutputFromCommand(
+      "echo $SEMAPHORE_JOB_RESULT",
+    );
+    if (exitCode !== 0) return undefined; // the shell is gone
     this.#stopped = true;
-    const { output } = await this.#executor.getOutputFromCommand("echo $SEMAPHORE_JOB_RESULT");
     const value = output.replaceAll("\n", "");
     let result: JobResult = "stopped";
     let message =

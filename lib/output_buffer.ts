@@ -1,7 +1,8 @@
 /**
  * Cuts a command's raw terminal output into `cmd_output` texts (SEMAPHORE_COMPAT.md §6.3 with
- * DECISIONS.md 17): no UTF-8 sequence and no CRLF is split, `\r\n` becomes `\n`, output that
- * trickles is flushed once it has been idle for 100 ms, and `close()` flushes every byte.
+ * DECISIONS.md 17): no UTF-8 sequence and no CRLF is split, `\r\n` becomes `\n`, no byte waits
+ * more than about 100 ms (output that trickles, a byte every 50 ms, still shows as it comes),
+ * and `close()` flushes every byte.
  *
  * Unlike the original's fixed 100-byte chunks, whatever has arrived is emitted as soon as at
  * least 100 bytes are waiting, so sustained output costs one event per terminal read instead
@@ -18,8 +19,8 @@ export interface OutputBufferOptions {
   readonly onOutput: (text: string) => void;
   /** Emit as soon as this many bytes wait. @default 100 */
   readonly minChunk?: number;
-  /** Flush what waits after this long without new output. @default 100 */
-  readonly idleMs?: number;
+  /** Flush what waits once its oldest byte is this old. @default 100 */
+  readonly maxAgeMs?: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -41,24 +42,29 @@ function incompleteTail(bytes: Uint8Array): number {
 export class OutputBuffer {
   readonly #onOutput: (text: string) => void;
   readonly #minChunk: number;
-  readonly #idleMs: number;
+  readonly #maxAgeMs: number;
   #pending: Uint8Array = EMPTY;
-  #lastAppend = 0;
+  /** When the oldest byte of `#pending` arrived. */
+  #pendingSince = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
   constructor(options: OutputBufferOptions) {
-    const { onOutput, minChunk = 100, idleMs = 100 } = options;
+    const { onOutput, minChunk = 100, maxAgeMs = 100 } = options;
     this.#onOutput = onOutput;
     this.#minChunk = minChunk;
-    this.#idleMs = idleMs;
+    this.#maxAgeMs = maxAgeMs;
   }
 
   /** Adds raw output bytes. Ignored after `close()`. */
   append(bytes: Uint8Array): void {
     if (this.#closed || bytes.length === 0) return;
-    this.#pending = this.#pending.length === 0 ? bytes : concat(this.#pending, bytes);
-    this.#lastAppend = performance.now();
+    if (this.#pending.length === 0) {
+      this.#pending = bytes;
+      this.#pendingSince = performance.now();
+    } else {
+      this.#pending = concat(this.#pending, bytes);
+    }
     if (this.#pending.length >= this.#minChunk) this.#emit(false);
     if (this.#pending.length > 0) this.#armTimer();
   }
@@ -86,24 +92,26 @@ export class OutputBuffer {
       if (cut === 0) return;
     }
     this.#pending = cut === bytes.length ? EMPTY : bytes.slice(cut);
+    this.#pendingSince = performance.now(); // what stays back starts waiting now
     const text = decodeUtf8PerByte(cut === bytes.length ? bytes : bytes.subarray(0, cut));
     this.#onOutput(text.includes("\r\n") ? text.replaceAll("\r\n", "\n") : text);
   }
 
   #armTimer(): void {
     if (this.#timer !== undefined) return;
-    this.#timer = setTimeout(() => this.#onTimer(), this.#idleMs);
+    const wait = this.#pendingSince + this.#maxAgeMs - performance.now();
+    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, wait));
   }
 
   #onTimer(): void {
     this.#timer = undefined;
     if (this.#closed || this.#pending.length === 0) return;
-    const idle = performance.now() - this.#lastAppend;
-    if (idle >= this.#idleMs) {
-      this.#emit(true);
-    } else {
-      this.#timer = setTimeout(() => this.#onTimer(), this.#idleMs - idle);
-    }
+    if (performance.now() - this.#pendingSince < this.#maxAgeMs) return this.#armTimer();
+    // Keep back a split UTF-8 sequence or CR once; when nothing completes it, it goes next time.
+    const before = this.#pending.length;
+    this.#emit(false);
+    if (this.#pending.length === before) this.#emit(true);
+    if (this.#pending.length > 0) this.#armTimer();
   }
 
   #clearTimer(): void {

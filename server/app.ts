@@ -12,6 +12,7 @@
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { Logger } from "../lib/agent_log.ts";
 import { VERSION } from "../lib/version.ts";
+import { cleanPath } from "../lib/clean_path.ts";
 import type { JobsApi } from "./job_controller.ts";
 
 /** What {@linkcode createApp} needs. */
@@ -80,18 +81,11 @@ function jsonMessage(status: number, message: string, contentType = TEXT_UTF8): 
 }
 
 /** Go's `path.Clean`, keeping a trailing slash as gorilla/mux's `cleanPath` does. */
-export function cleanPath(path: string): string {
+export function muxCleanPath(path: string): string {
   if (path === "") return "/";
   const rooted = path.startsWith("/") ? path : `/${path}`;
-  const out: string[] = [];
-  for (const part of rooted.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  let clean = `/${out.join("/")}`;
-  if (rooted.endsWith("/") && clean !== "/") clean += "/";
-  return clean;
+  const clean = cleanPath(rooted);
+  return rooted.endsWith("/") && clean !== "/" ? `${clean}/` : clean;
 }
 
 function findRoute(path: string): Route | undefined {
@@ -108,7 +102,7 @@ function routing(): MiddlewareHandler<AppEnv> {
   return async function routingMiddleware(c, next) {
     const url = new URL(c.req.url);
     const path = url.pathname;
-    const clean = cleanPath(path);
+    const clean = muxCleanPath(path);
     if (clean !== path) {
       return fixed(301, "", { Location: `${clean}${url.search}` });
     }

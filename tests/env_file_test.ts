@@ -20,14 +20,27 @@ Deno.test("buildEnvironment() decodes, lets host values win and sorts by name", 
     }],
     [{ name: "B", value: "host b" }, { name: "C", value: "c" }],
   );
-  assert.deepEqual(env, [
+  const text = new TextDecoder();
+  assert.deepEqual(env.map((v) => ({ name: v.name, value: text.decode(v.value) })), [
     { name: "A", value: "2" },
     { name: "B", value: "host b" },
     { name: "C", value: "c" },
   ]);
   assert.equal(
-    formatEnvFile(env),
+    text.decode(formatEnvFile(env)),
     "export A=2\nexport B='host b'\nexport C=c\n",
+  );
+});
+
+Deno.test("formatEnvFile() writes a value that is not UTF-8 byte for byte", () => {
+  const env = buildEnvironment([{ name: "L", value: btoa("caf\xe9 '") }]);
+  assert.deepEqual(
+    formatEnvFile(env),
+    new Uint8Array([
+      ...new TextEncoder().encode("export L='caf"),
+      0xe9,
+      ...new TextEncoder().encode(` '"'"''\n`),
+    ]),
   );
 });
 

@@ -100,3 +100,23 @@ Deno.test("OutputBuffer rebuilds 10 MB exactly", () => {
   assert.equal(out.length, n * 40 * 91);
   assert.equal(out, (line.replace("\r\n", "\n")).repeat(n * 40));
 });
+
+Deno.test("OutputBuffer shows output that trickles without waiting for a pause", async () => {
+  const { buffer, chunks, next } = collect();
+  let appended = 0;
+  const timer = setInterval(() => {
+    buffer.append(bytes("."));
+    appended++;
+  }, 20);
+  const first = next();
+  buffer.append(bytes("."));
+  appended++;
+  await first;
+  clearInterval(timer);
+  // One byte every 20 ms never leaves a 100 ms pause, yet the first dots are out long before
+  // 100 bytes have gathered.
+  assert.ok(appended < 50, `flushed after ${appended} appends`);
+  assert.match(chunks[0], /^\.+$/);
+  buffer.close();
+  assert.equal(chunks.join(""), ".".repeat(appended));
+});
