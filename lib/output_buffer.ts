@@ -65,32 +65,35 @@ export class OutputBuffer {
     } else {
       this.#pending = concat(this.#pending, bytes);
     }
-    if (this.#pending.length >= this.#minChunk) this.#emit(false);
+    if (this.#pending.length >= this.#minChunk) this.#emit("complete");
     if (this.#pending.length > 0) this.#armTimer();
   }
 
   /** Emits everything that waits now, keeping nothing back. */
   flush(): void {
-    this.#emit(true);
+    this.#emit("all");
   }
 
   /** Flushes every byte and stops the timer; later appends are ignored. */
   close(): void {
     if (this.#closed) return;
-    this.#emit(true);
+    this.#emit("all");
     this.#closed = true;
     this.#clearTimer();
   }
 
-  #emit(all: boolean): void {
+  /**
+   * Emits what waits. `all`: every byte. `complete`: keeps back a split UTF-8 sequence and a
+   * final CR (its `\n` may be in the next read). `aged`: keeps back only a split UTF-8
+   * sequence, which waits for its last bytes or for `close()`.
+   */
+  #emit(mode: "all" | "complete" | "aged"): void {
     const bytes = this.#pending;
     if (bytes.length === 0) return;
     let cut = bytes.length;
-    if (!all) {
-      cut -= incompleteTail(bytes);
-      if (cut > 0 && bytes[cut - 1] === CR) cut--; // its `\n` may be in the next read
-      if (cut === 0) return;
-    }
+    if (mode !== "all") cut -= incompleteTail(bytes);
+    if (mode === "complete" && cut > 0 && bytes[cut - 1] === CR) cut--;
+    if (cut === 0) return;
     this.#pending = cut === bytes.length ? EMPTY : bytes.slice(cut);
     this.#pendingSince = performance.now(); // what stays back starts waiting now
     const text = decodeUtf8PerByte(cut === bytes.length ? bytes : bytes.subarray(0, cut));
@@ -107,11 +110,8 @@ export class OutputBuffer {
     this.#timer = undefined;
     if (this.#closed || this.#pending.length === 0) return;
     if (performance.now() - this.#pendingSince < this.#maxAgeMs) return this.#armTimer();
-    // Keep back a split UTF-8 sequence or CR once; when nothing completes it, it goes next time.
-    const before = this.#pending.length;
-    this.#emit(false);
-    if (this.#pending.length === before) this.#emit(true);
-    if (this.#pending.length > 0) this.#armTimer();
+    // A split UTF-8 sequence stays until its last bytes come (or `close()`): not re-armed.
+    this.#emit("aged");
   }
 
   #clearTimer(): void {
