@@ -30,7 +30,15 @@ function parseIntFlag(value: string): number {
   return Number.parseInt(value, 10);
 }
 
+/** Every boolean flag of `start` and `serve`. */
+const BOOL_FLAGS = new Set<string>();
+
+/**
+ * A boolean flag as pflag parses it: `--flag` or `--flag=value`, never taking the next
+ * argument (`--disconnect-after-job false` is true plus a stray `false`).
+ */
 function boolOption(flags: string, description: string): Option {
+  BOOL_FLAGS.add(flags);
   const option = new Option(`${flags} [bool]`, description).argParser(parseBool).preset("true");
   // `--no-https` is a flag of its own, not commander's negation of `--https`.
   option.negate = false;
@@ -153,13 +161,15 @@ Example:
     });
 
   addServeOptions(
-    program.command("serve").description("hosted mode: accept one job over HTTPS"),
+    program.command("serve").description("hosted mode: accept one job over HTTPS")
+      .allowExcessArguments(true), // pflag allows positional arguments anywhere
   ).action(async (_opts, cmd: Command) => {
     setExit(await serve(cmd.opts(), explicitFlags(cmd)));
   });
 
   addStartOptions(
-    program.command("start").description("self-hosted mode: register with Semaphore and run jobs"),
+    program.command("start").description("self-hosted mode: register with Semaphore and run jobs")
+      .allowExcessArguments(true),
   ).action(async (_opts, cmd: Command) => {
     setExit(await startAgent(explicitFlags(cmd)));
   });
@@ -181,8 +191,11 @@ export async function main(args: readonly string[]): Promise<number> {
     console.error(`agent: unknown command '${args[0]}' - nothing to do (see 'agent --help')`);
     return 0;
   }
+  // A bare boolean flag becomes `--flag=true` so that commander never takes the next argument
+  // as its value, as pflag does not.
+  const normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);
   try {
-    await program.parseAsync(args, { from: "user" });
+    await program.parseAsync(normalized, { from: "user" });
     return code;
   } catch (error) {
     if (error instanceof CommanderError) {

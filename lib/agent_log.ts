@@ -19,6 +19,11 @@ export interface Logger {
   debug(message: string): void;
   /** Whether debug lines are written (lets callers skip building expensive messages). */
   readonly debugEnabled: boolean;
+  /**
+   * Writes a line as it is, at every level, with no timestamp or name (the original writes
+   * its HTTP access lines straight to the log). @default `info`
+   */
+  raw?(line: string): void;
 }
 
 /** Options of {@linkcode createLogger}. */
@@ -72,10 +77,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       file = undefined; // the log still reaches stdout; a missing log file must not stop a job
     }
   }
-  const emit = (lvl: LogLevel, message: string) => {
-    if (LEVELS.indexOf(lvl) > max) return;
-    const who = name?.() ?? "";
-    const line = `${formatLogTime(new Date())}${who ? ` ${who}` : ""} : ${message}\n`;
+  const write = (line: string) => {
     onLine?.(line);
     const bytes = encoder.encode(line);
     try {
@@ -91,12 +93,18 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       }
     }
   };
+  const emit = (lvl: LogLevel, message: string) => {
+    if (LEVELS.indexOf(lvl) > max) return;
+    const who = name?.() ?? "";
+    write(`${formatLogTime(new Date())}${who ? ` ${who}` : ""} : ${message}\n`);
+  };
   return {
     error: (m) => emit("error", m),
     warn: (m) => emit("warn", m),
     info: (m) => emit("info", m),
     debug: (m) => emit("debug", m),
     debugEnabled: max >= LEVELS.indexOf("debug"),
+    raw: (line) => write(`${line}\n`),
   };
 }
 

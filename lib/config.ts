@@ -379,7 +379,8 @@ export async function loadConfig(
       continue;
     }
     const env = key === "config-file" ? undefined : getEnv(envVarName(key));
-    if (env !== undefined) {
+    // viper treats an empty variable as unset: the file or the default applies.
+    if (env !== undefined && env !== "") {
       values[key] = fromEnv(key, env);
       continue;
     }

@@ -205,8 +205,11 @@ function accessLog(logger: Logger): MiddlewareHandler<AppEnv> {
     const host = info?.remoteAddr?.hostname ?? "-";
     const uri = requestUri(new URL(c.req.url));
     const response = c.res;
-    const write = (size: number) =>
-      logger.info(commonLogLine(host, time, c.req.method, uri, response.status, size));
+    const write = (size: number) => {
+      const line = commonLogLine(host, time, c.req.method, uri, response.status, size);
+      if (logger.raw) logger.raw(line);
+      else logger.info(line);
+    };
     const length = response.headers.get("Content-Length");
     const completed = info?.completed;
     if (response.body === null || length !== null) {
@@ -297,8 +300,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     "/status",
     auth,
     () =>
+      // Go sniffs the type of a body written with Fprint: JSON is text/plain to it.
       fixed(200, JSON.stringify({ state: jobs.state, version: VERSION }), {
-        "Content-Type": "application/json",
+        "Content-Type": TEXT_UTF8,
       }),
   );
 

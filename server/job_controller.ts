@@ -209,6 +209,10 @@ export class JobController implements JobsApi {
     }
     const problem = validateForJob(request);
     if (problem !== undefined) return this.#cannotBuild(problem);
+    // Hosted jobs have no token refresh, so the original cannot build a push logger (§5.1).
+    if (request.logger.method === "push") {
+      return this.#cannotBuild("HTTP logger needs a refresh token function");
+    }
     let log: EventLog;
     try {
       log = await EventLog.create({

@@ -193,7 +193,7 @@ Deno.test("GET /status reports waiting-for-job, then job-received forever", asyn
   await using t = await setup();
   let res = await t.app.request("/status", { headers: AUTH });
   assert.equal(res.status, 200);
-  assert.equal(res.headers.get("content-type"), "application/json");
+  assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
   assert.equal(await res.text(), `{"state":"waiting-for-job","version":"${VERSION}"}`);
   res = await t.app.request(post("/jobs", jobRequest("j1")));
   assert.equal(await res.text(), '{"message": "ok"}');
