@@ -53,14 +53,17 @@ import { composeContainerConfig } from "./compose_container.ts";
 import { findRegistryAuth, resolveRegistryAuth } from "./docker_credentials.ts";
 import {
   createJobHostDir,
+  HOST_DIR_LABEL,
   INSTANCE_LABEL,
   JOB_LABEL,
+  type JobHostDir,
   OWNER_LABEL,
   ownerLabel,
 } from "./docker_leftovers.ts";
 
 // The labels and removeLeftovers() stay importable from the executor's module.
 export {
+  HOST_DIR_LABEL,
   INSTANCE_LABEL,
   JOB_LABEL,
   OWNER_LABEL,
@@ -165,13 +168,12 @@ class DockerExecutor implements Executor {
   readonly #writeJumpPoint: boolean;
   readonly #subject: string;
   readonly #instance = crypto.randomUUID();
-  readonly #labels: Readonly<Record<string, string>>;
   readonly #abort = new AbortController();
   readonly #containers: Container[];
   /** `--files` mounts whose host path exists, decided in prepare. */
   #binds: string[] = [];
-  #hostDir: string | undefined;
-  #hostDirReady: Promise<string> | undefined;
+  /** Made on first use; owned (and removed, which releases its lock) by cleanup. */
+  #hostDir: Promise<JobHostDir> | undefined;
   #client: DockerClient | undefined;
   #auths: RegistryAuth[] = [];
   #networkId: string | undefined;
@@ -199,10 +201,15 @@ class DockerExecutor implements Executor {
     this.#writeJumpPoint = options.writeJumpPoint ?? true;
     this.#subject = `[job=${this.#request.job_id}]`;
     this.#containers = [...this.#request.compose.containers];
-    this.#labels = {
+  }
+
+  /** The labels of the job's containers and network (host dir: see docker_leftovers.ts). */
+  #labels(hostDir: string): Readonly<Record<string, string>> {
+    return {
       [JOB_LABEL]: this.#request.job_id,
       [INSTANCE_LABEL]: this.#instance,
       [OWNER_LABEL]: ownerLabel(),
+      [HOST_DIR_LABEL]: hostDir,
     };
   }
 
@@ -233,10 +240,16 @@ class DockerExecutor implements Executor {
     }
   }
 
-  #ensureHostDir(): Promise<string> {
+  /** The job's host dir, made on first use (never after cleanup has begun). */
+  async #ensureHostDir(): Promise<string> {
     // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
-    this.#hostDirReady ??= createJobHostDir().then((dir) => this.#hostDir = dir);
-    return this.#hostDirReady;
+    if (!this.#hostDir) {
+      if (this.#cleaned) {
+        throw new Error("Cannot make the job host directory: the job was cleaned up");
+      }
+      this.#hostDir = createJobHostDir();
+    }
+    return (await this.#hostDir).path;
   }
 
   async #runHostSetupCommands(): Promise<boolean> {
@@ -306,13 +319,13 @@ class DockerExecutor implements Executor {
 
   async #start(): Promise<number> {
     if (this.#stopping) return 1;
-    await this.#ensureHostDir();
+    const hostDir = await this.#ensureHostDir();
     if (this.#request.compose.image_pull_credentials.length > 0) {
       if (await this.#setUpCredentials() !== 0) return 1;
     }
     // The network is made while images are looked at and pulled; start awaits it.
     const network = this.#docker().then((docker) =>
-      docker.createNetwork(this.#prefix, { labels: this.#labels })
+      docker.createNetwork(this.#prefix, { labels: this.#labels(hostDir) })
     ).then((id) => this.#networkId = id);
     network.catch(() => {}); // awaited below; a failure shows in the step that needs it
     this.#network = network;
@@ -426,6 +439,7 @@ class DockerExecutor implements Executor {
   async #startContainers(): Promise<void> {
     const docker = await this.#docker();
     const hostDir = await this.#ensureHostDir();
+    const labels = this.#labels(hostDir);
     const prefix = this.#prefix;
     const networkReady = this.#network ??
       Promise.reject(new Error("the job network was not created"));
@@ -453,7 +467,7 @@ class DockerExecutor implements Executor {
       this.#containers.slice(1).map(async (sidecar) => {
         const id = await create(`${prefix}-${nameSafe(sidecar.name)}`, {
           ...composeContainerConfig(sidecar),
-          Labels: this.#labels,
+          Labels: labels,
           HostConfig: { NetworkMode: prefix, Devices: devices },
           NetworkingConfig: network(sidecar.name),
         });
@@ -475,7 +489,7 @@ class DockerExecutor implements Executor {
       AttachStdin: true,
       AttachStdout: true,
       AttachStderr: true,
-      Labels: this.#labels,
+      Labels: labels,
       HostConfig: {
         NetworkMode: prefix,
         Devices: devices,
@@ -640,11 +654,12 @@ class DockerExecutor implements Executor {
     this.#logger.info(`${this.#subject} Cleaning up docker resources`);
     await this.#removeDockerResources();
     this.#client?.close();
-    if (this.#hostDir) {
-      await Deno.remove(this.#hostDir, { recursive: true }).catch((error) =>
-        this.#logger.warn(`${this.#subject} Cannot remove ${this.#hostDir}: ${errorMessage(error)}`)
-      );
-    }
+    // Last: its lock tells other agents the containers are still this job's. A prepare still
+    // making it is waited for (no host dir is made once cleanup has begun).
+    const hostDir = await this.#hostDir?.catch(() => undefined);
+    await hostDir?.remove().catch((error) =>
+      this.#logger.warn(`${this.#subject} Cannot remove ${hostDir.path}: ${errorMessage(error)}`)
+    );
   }
 
   async #removeDockerResources(): Promise<void> {

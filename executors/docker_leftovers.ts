@@ -3,10 +3,13 @@
  * the removal of those that agents which are no longer running left behind (DECISIONS.md "The
  * container executor", STYLE.md §5.11).
  *
- * Every container and network of a job carries {@linkcode JOB_LABEL}, {@linkcode INSTANCE_LABEL}
- * and {@linkcode OWNER_LABEL}; every per-job host directory is made by
- * {@linkcode createJobHostDir} with an owner file. {@linkcode removeLeftovers} (called at agent
- * start) deletes what belongs to no live agent. It knows nothing of how a job runs.
+ * Every container and network of a job carries {@linkcode JOB_LABEL}, {@linkcode INSTANCE_LABEL},
+ * {@linkcode OWNER_LABEL} and {@linkcode HOST_DIR_LABEL}; every per-job host directory is made
+ * by {@linkcode createJobHostDir} with an owner file that the agent keeps locked while the job
+ * lives. {@linkcode removeLeftovers} (called at agent start) deletes what belongs to no live
+ * agent: an agent is alive while it holds that lock, which tells agents apart across PID
+ * namespaces and hostnames (agents in containers sharing the Docker socket and /tmp) and from a
+ * restarted agent that got a dead one's PID. It knows nothing of how a job runs.
  *
  * @module
  */
@@ -19,13 +22,24 @@ import { DockerClient } from "./docker_api.ts";
 export const JOB_LABEL = "semaphore-agent.job";
 /** Tells apart two executors of the same job id (one per executor instance). */
 export const INSTANCE_LABEL = "semaphore-agent.instance";
-/** `<hostname>/<pid>` of the agent process that made the container or network. */
+/**
+ * `<hostname>/<pid>` of the agent process that made the container or network. Only decides
+ * whether the owner is alive for resources without {@linkcode HOST_DIR_LABEL} (older agents).
+ */
 export const OWNER_LABEL = "semaphore-agent.owner";
+/**
+ * The job's host directory: its agent is alive while it holds the lock on the owner file there
+ * (see {@linkcode createJobHostDir}).
+ */
+export const HOST_DIR_LABEL = "semaphore-agent.hostdir";
 
 /** Where each job's host directory is made. */
 const HOST_DIR_PARENT = "/tmp";
 const HOST_DIR_PREFIX = "agent-temp-directory-";
-/** Names the agent process that made a host dir (`<hostname>/<pid>`). */
+/**
+ * Locked (exclusive) by the agent that made the host dir for as long as the job lives; its text
+ * names that agent (`<hostname>/<pid>`, for people only).
+ */
 const OWNER_FILE = ".owner";
 
 /** Options of {@linkcode removeLeftovers}. */
@@ -34,8 +48,9 @@ export interface RemoveLeftoversOptions {
   /** @default dockerSocketPath() */
   readonly dockerSocketPath?: string;
   /**
-   * Also removes what agents still running on this host made. By default a container or
-   * network whose owner label names a live process on this host is left alone.
+   * Also removes what agents still running made. By default a container, network or host dir
+   * whose owner file is locked by a live agent (or, without {@linkcode HOST_DIR_LABEL}, whose
+   * owner label names a live process on this host) is left alone.
    * @default false
    */
   readonly all?: boolean;
@@ -64,12 +79,24 @@ export async function removeLeftovers(
   }
   await using _client = client;
   const filters = { label: [JOB_LABEL] };
-  const isLeftover = (labels: Readonly<Record<string, string>> | null) =>
-    all || !ownerIsAlive(labels?.[OWNER_LABEL]);
+  // One verdict per host dir, so a job's containers and network are judged alike.
+  const verdicts = new Map<string, Promise<boolean>>();
+  const isLeftover = (labels: Readonly<Record<string, string>> | null): Promise<boolean> => {
+    if (all) return Promise.resolve(true);
+    const hostDir = labels?.[HOST_DIR_LABEL];
+    if (hostDir === undefined) return Promise.resolve(!ownerIsAlive(labels?.[OWNER_LABEL]));
+    let verdict = verdicts.get(hostDir);
+    if (!verdict) {
+      // The owner makes the dir and locks its owner file before any resource names it.
+      verdict = ownerState(hostDir).then((state) => state === "free" || state === "no dir");
+      verdicts.set(hostDir, verdict);
+    }
+    return verdict;
+  };
   let containers = 0;
   let networks = 0;
   for (const container of await client.listContainers(filters)) {
-    if (!isLeftover(container.Labels)) continue;
+    if (!(await isLeftover(container.Labels))) continue;
     try {
       await client.removeContainer(container.Id);
       containers++;
@@ -83,7 +110,7 @@ export async function removeLeftovers(
     }
   }
   for (const network of await client.listNetworks(filters)) {
-    if (!isLeftover(network.Labels)) continue;
+    if (!(await isLeftover(network.Labels))) continue;
     try {
       await client.removeNetwork(network.Id);
       networks++;
@@ -97,32 +124,79 @@ export async function removeLeftovers(
 }
 
 /**
- * Makes a job's host directory (`/tmp/agent-temp-directory-*`, mode 0755) with the owner file
- * that lets {@linkcode removeLeftovers} delete it (env files hold secrets) if this agent dies.
- *
- * @returns the directory's path.
+ * A job's host directory and the exclusive lock on its owner file, held until
+ * {@linkcode JobHostDir.remove} (the lock tells other agents the job is alive).
  */
-export async function createJobHostDir(): Promise<string> {
+export class JobHostDir implements AsyncDisposable {
+  /** The directory's path (`/tmp/agent-temp-directory-*`). */
+  readonly path: string;
+  readonly #owner: Deno.FsFile;
+  #removed = false;
+
+  /** Takes over `owner`, the open and locked owner file of `path`. */
+  constructor(path: string, owner: Deno.FsFile) {
+    this.path = path;
+    this.#owner = owner;
+  }
+
+  /**
+   * Deletes the directory, then closes the owner file (which releases the lock). The file is
+   * closed even when the deletion fails (that error is thrown). Only the first call acts.
+   */
+  async remove(): Promise<void> {
+    if (this.#removed) return;
+    this.#removed = true;
+    try {
+      await Deno.remove(this.path, { recursive: true });
+    } finally {
+      this.#owner.close();
+    }
+  }
+
+  /** Same as {@linkcode JobHostDir.remove}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.remove();
+  }
+}
+
+/**
+ * Makes a job's host directory (`/tmp/agent-temp-directory-*`, mode 0755) with the owner file,
+ * locked for as long as the returned {@linkcode JobHostDir} is not removed. While nobody holds
+ * that lock (this agent died), {@linkcode removeLeftovers} deletes the dir (env files hold
+ * secrets) and the job's containers and networks.
+ */
+export async function createJobHostDir(): Promise<JobHostDir> {
   // Per job, so two jobs never share it.
   const dir = await Deno.makeTempDir({ dir: HOST_DIR_PARENT, prefix: HOST_DIR_PREFIX });
+  let owner: Deno.FsFile | undefined;
   try {
     await Deno.chmod(dir, 0o755);
-    await Deno.writeTextFile(`${dir}/${OWNER_FILE}`, ownerLabel());
+    // Locked before it gets its name: no agent ever sees an owner file that is not locked.
+    const unnamed = `${dir}/${OWNER_FILE}.new`;
+    await Deno.writeTextFile(unnamed, ownerLabel(), { mode: 0o644 });
+    owner = await Deno.open(unnamed, { read: true });
+    await owner.lock(true);
+    await Deno.rename(unnamed, `${dir}/${OWNER_FILE}`);
   } catch (error) {
+    owner?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
   }
-  return dir;
+  return new JobHostDir(dir, owner);
 }
 
-/** Deletes the per-job host dirs of agents that are gone (they may hold env files). */
+/**
+ * Deletes the per-job host dirs whose owner file nobody holds locked (they may hold env files).
+ * A dir without an owner file is being made, or is not an agent's: it is left alone.
+ */
 async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<void> {
   try {
     for await (const entry of Deno.readDir(HOST_DIR_PARENT)) {
       if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
       const dir = `${HOST_DIR_PARENT}/${entry.name}`;
-      const owner = await Deno.readTextFile(`${dir}/${OWNER_FILE}`).catch(() => undefined);
-      if (owner === undefined || (!all && ownerIsAlive(owner))) continue;
+      const state = await ownerState(dir);
+      if (state === "no dir" || state === "no owner file") continue;
+      if (!all && state !== "free") continue;
       await Deno.remove(dir, { recursive: true }).then(
         () => logger.info(`Removed leftover job directory ${dir}`),
         (error) =>
@@ -131,6 +205,37 @@ async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<voi
     }
   } catch (error) {
     logger.debug(`Not looking for leftover job directories: ${errorMessage(error)}`);
+  }
+}
+
+/**
+ * Whether an agent holds the lock on the owner file of host dir `dir` (`"held"`), nobody does
+ * (`"free"`, tried and let go at once), the dir or its owner file does not exist, or it cannot
+ * be told (`"unknown"`, e.g. no permission: treated as alive).
+ */
+async function ownerState(
+  dir: string,
+): Promise<"held" | "free" | "no dir" | "no owner file" | "unknown"> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(`${dir}/${OWNER_FILE}`, { read: true });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) return "unknown";
+    try {
+      await Deno.stat(dir);
+      return "no owner file";
+    } catch (statError) {
+      return statError instanceof Deno.errors.NotFound ? "no dir" : "unknown";
+    }
+  }
+  try {
+    if (!(await file.tryLock(true))) return "held";
+    await file.unlock();
+    return "free";
+  } catch {
+    return "unknown";
+  } finally {
+    file.close();
   }
 }
 
@@ -147,7 +252,10 @@ function hostname(): string {
   }
 }
 
-/** Whether `<hostname>/<pid>` is a process alive on this host (unknown hosts: no). */
+/**
+ * Whether `<hostname>/<pid>` is a process alive on this host (unknown hosts: no): the rule for
+ * resources of older agents, which have no {@linkcode HOST_DIR_LABEL}.
+ */
 function ownerIsAlive(owner: string | undefined): boolean {
   if (!owner) return false;
   const slash = owner.lastIndexOf("/");

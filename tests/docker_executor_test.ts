@@ -4,7 +4,13 @@ import {
   createDockerExecutor,
   type DockerExecutorOptions,
 } from "../executors/docker.ts";
-import { JOB_LABEL, OWNER_LABEL, removeLeftovers } from "../executors/docker_leftovers.ts";
+import {
+  createJobHostDir,
+  HOST_DIR_LABEL,
+  JOB_LABEL,
+  OWNER_LABEL,
+  removeLeftovers,
+} from "../executors/docker_leftovers.ts";
 import type { Executor } from "../executors/executor.ts";
 import { DockerClient } from "../executors/docker_api.ts";
 import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/events.ts";
@@ -766,11 +772,18 @@ Deno.test({
   },
 });
 
+/** A job host dir as a dead agent leaves it: its owner file is there but nobody locks it. */
+async function deadAgentHostDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+  await Deno.writeTextFile(`${dir}/.owner`, `${Deno.hostname()}/${Deno.pid}`);
+  return dir;
+}
+
 dockerTest("removeLeftovers() removes what dead agents left and spares live ones", async () => {
   await using client = await DockerClient.connect();
   const jobId = `leftover-${crypto.randomUUID()}`;
-  const make = async (owner: string) => {
-    const labels = { [JOB_LABEL]: jobId, [OWNER_LABEL]: owner };
+  const make = async (labels: Record<string, string>) => {
+    labels = { [JOB_LABEL]: jobId, ...labels };
     const network = await client.createNetwork(`agent-test-${crypto.randomUUID()}`, { labels });
     const id = await client.createContainer(undefined, {
       Image: TEST_IMAGES.nobash,
@@ -780,42 +793,60 @@ dockerTest("removeLeftovers() removes what dead agents left and spares live ones
     });
     return { network, id };
   };
-  const dead = await make(`${Deno.hostname()}/999999999`);
-  const live = await make(`${Deno.hostname()}/${Deno.pid}`);
+  // The owner label names this (live) process in both: only the lock on the host dir counts.
+  await using liveDir = await createJobHostDir();
+  const deadDir = await deadAgentHostDir();
+  const ownLabel = `${Deno.hostname()}/${Deno.pid}`;
+  const dead = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: deadDir });
+  const live = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: liveDir.path });
+  const gone = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: `${deadDir}-missing` });
+  // Older agents' resources (no host dir label) are judged by `<hostname>/<pid>`.
+  const oldDead = await make({ [OWNER_LABEL]: `${Deno.hostname()}/999999999` });
+  const oldLive = await make({ [OWNER_LABEL]: ownLabel });
   try {
     // Agents started by other tests running at the same time may remove the dead owner's
     // resources first, so check what is left rather than what this call counted.
     await removeLeftovers({ logger: silentLogger });
-    assert.equal(await client.inspectContainer(dead.id), undefined);
-    assert.ok(await client.inspectContainer(live.id));
-    assert.ok(
-      (await client.listNetworks({ label: [`${JOB_LABEL}=${jobId}`] })).some((n) =>
-        n.Id === live.network
-      ),
-    );
-  } finally {
-    for (const { id, network } of [dead, live]) {
-      await client.removeContainer(id);
-      await client.removeNetwork(network);
+    for (const { id } of [dead, gone, oldDead]) {
+      assert.equal(await client.inspectContainer(id), undefined);
     }
+    const networks = (await client.listNetworks({ label: [`${JOB_LABEL}=${jobId}`] }))
+      .map((n) => n.Id);
+    assert.deepEqual(networks.toSorted(), [live.network, oldLive.network].toSorted());
+    assert.ok(await client.inspectContainer(live.id));
+    assert.ok(await client.inspectContainer(oldLive.id));
+    await assert.rejects(() => Deno.stat(deadDir), Deno.errors.NotFound);
+    assert.ok((await Deno.stat(liveDir.path)).isDirectory);
+  } finally {
+    for (const { id, network } of [dead, live, gone, oldDead, oldLive]) {
+      await client.removeContainer(id).catch(() => {});
+      await client.removeNetwork(network).catch(() => {});
+    }
+    await Deno.remove(deadDir, { recursive: true }).catch(() => {});
   }
   await assertNothingLeft(jobId);
 });
 
 dockerTest("removeLeftovers() deletes the host job directories of dead agents", async () => {
-  const dead = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
-  const live = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+  const dead = await deadAgentHostDir();
+  await using live = await createJobHostDir();
+  // Being made: no owner file yet.
+  const unowned = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
   try {
-    await Deno.writeTextFile(`${dead}/.owner`, `${Deno.hostname()}/999999999`);
     await Deno.writeTextFile(`${dead}/.env`, "export SECRET=x\n");
-    await Deno.writeTextFile(`${live}/.owner`, `${Deno.hostname()}/${Deno.pid}`);
     await removeLeftovers({ logger: silentLogger });
     await assert.rejects(() => Deno.stat(dead), Deno.errors.NotFound);
-    assert.ok((await Deno.stat(live)).isDirectory);
+    assert.ok((await Deno.stat(live.path)).isDirectory);
+    assert.ok((await Deno.stat(unowned)).isDirectory);
+    // The owner file stays locked (the job is still this agent's) after the check.
+    await using owner = await Deno.open(`${live.path}/.owner`);
+    assert.equal(await owner.tryLock(true), false);
   } finally {
     await Deno.remove(dead, { recursive: true }).catch(() => {});
-    await Deno.remove(live, { recursive: true });
+    await Deno.remove(unowned, { recursive: true });
   }
+  await live.remove();
+  await assert.rejects(() => Deno.stat(live.path), Deno.errors.NotFound);
 });
 
 // ---- through the job engine ----------------------------------------------------------------
