@@ -17,7 +17,7 @@ import { injectJobFiles } from "../lib/job_files.ts";
 import { ShellSession } from "../lib/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
-import { errorMessage } from "../lib/errors.ts";
+import { errorMessage, goPathErrorText } from "../lib/errors.ts";
 import { scrubbedEnvironment } from "../lib/agent_environment.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
@@ -204,21 +204,21 @@ async function writeHostFile(
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
   } catch (error) {
-    log.text(`Failed to create directory '${dir}': ${errorMessage(error)}\n`);
+    log.text(`Failed to create directory '${dir}': ${goPathErrorText(error)}\n`);
     return 1;
   }
   let handle: Deno.FsFile;
   try {
     handle = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o644 });
   } catch (error) {
-    log.text(`Failed to create destination path '${path}': ${errorMessage(error)}\n`);
+    log.text(`Failed to create destination path '${path}': ${goPathErrorText(error)}\n`);
     return 1;
   }
   try {
     let written = 0;
     while (written < content.length) written += await handle.write(content.subarray(written));
   } catch (error) {
-    log.text(`${errorMessage(error)}\n`);
+    log.text(`${goPathErrorText(error)}\n`);
     return 255;
   } finally {
     handle.close();
@@ -230,7 +230,7 @@ async function writeHostFile(
   try {
     await Deno.chmod(path, goFileMode(Number.parseInt(file.mode, 8)));
   } catch (error) {
-    log.text(`Failed to set file mode '${file.mode}' for '${path}': ${errorMessage(error)}\n`);
+    log.text(`Failed to set file mode '${file.mode}' for '${path}': ${goPathErrorText(error)}\n`);
     return 1;
   }
   return 0;

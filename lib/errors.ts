@@ -39,3 +39,16 @@ export class JobConstructionError extends Error {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * A file system error worded as Go's `*PathError` prints it (`mkdir /a/b: permission denied`),
+ * for the job log lines the original fills with Go's error text. Deno words the same error
+ * `Permission denied (os error 13): mkdir '/a/b'`; other errors keep their message.
+ */
+export function goPathErrorText(error: unknown): string {
+  const message = errorMessage(error);
+  const match = /^(.+) \(os error \d+\): (\w+) '(.*)'$/.exec(message);
+  if (!match) return message;
+  const [, reason, op, path] = match;
+  return `${op} ${path}: ${reason.charAt(0).toLowerCase()}${reason.slice(1)}`;
+}

@@ -638,3 +638,15 @@ Deno.test("job: 0x01 bytes in a command's output are output, even right before t
   assert.equal(s[9], "\x01 949556c7-1-end 0\n");
   assert.equal(s[12], "after");
 });
+
+Deno.test("job: a file that cannot be written shows Go's error wording", async () => {
+  const { result, events } = await runTestJob({
+    request: { files: [{ path: "/proc/nope/f.txt", content: "eA==", mode: "0644" }] },
+  });
+  assert.equal(result, "failed");
+  assert.equal(
+    simplify(events)[4],
+    "Injecting /proc/nope/f.txt with file mode 0644\n" +
+      "Failed to create directory '/proc/nope': mkdir /proc/nope: no such file or directory\n",
+  );
+});
