@@ -14,6 +14,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { createDockerExecutor } from "../executors/docker.ts";
 import { JOB_LABEL, removeLeftovers } from "../executors/docker_leftovers.ts";
 import { DockerClient, dockerSocketPath } from "../executors/docker_api.ts";
@@ -161,16 +162,20 @@ await removeLeftovers({ logger: silentLogger });`;
         "sh",
         "-c",
         [
-          'set -e; deno="$0"; config="$1"; code="$2"; stage="$3/stage"; shift 3',
+          'set -e; deno="$0"; config="$1"; code="$2"; stage="$3/stage"; root="$4"; shift 4',
           'for d in "$@"; do mkdir -p "$stage/$d"; mount --bind "/tmp/$d" "$stage/$d"; done',
+          // The checkout itself may live under /tmp (CI clones into a temp folder): keep it.
+          'mkdir -p "$stage/.root"; mount --bind "$root" "$stage/.root"',
           "mount -t tmpfs tmpfs /tmp",
           'for d in "$@"; do mkdir "/tmp/$d"; mount --bind "$stage/$d" "/tmp/$d"; done',
+          'case "$root" in /tmp/*) mkdir -p "$root"; mount --bind "$stage/.root" "$root";; esac',
           'exec "$deno" eval --config "$config" "$code"',
         ].join("\n"),
         Deno.execPath(),
         CONFIG,
         code,
         dir,
+        fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, ""),
         ...keepDirs,
       ],
       env: { DOCKER_HOST: `unix://${dir}/docker.sock` },
