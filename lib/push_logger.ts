@@ -174,10 +174,11 @@ export class PushLogger {
     ]);
     clearTimeout(timer);
     if (timedOut) {
-      this.#logger.error(
-        `Could not push all logs to ${this.#url} - giving up ` +
-          `(${this.#next} of ${this.#source.lineCount} lines pushed in ` +
-          `${formatGoDuration(this.#flushTimeoutMs)})`,
+      // The original's line exactly; how far it got goes on a line of its own.
+      this.#logger.error(`Could not push all logs to ${this.#url} - giving up`);
+      this.#logger.info(
+        `${this.#next} of ${this.#source.lineCount} log lines were pushed in ` +
+          formatGoDuration(this.#flushTimeoutMs),
       );
     }
     this.#stop.abort();
