@@ -4,7 +4,7 @@ import { loadConfig } from "../lib/config.ts";
 import { Listener, type ListenerTimings } from "../lib/listener.ts";
 import { USER_AGENT, VERSION } from "../lib/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
-import { makeHome, testShellEnv } from "./support/job_harness.ts";
+import { testShellEnv } from "./support/job_harness.ts";
 
 const FAST: ListenerTimings = {
   syncRetryMs: [50, 100],
@@ -30,6 +30,7 @@ async function startAgent(
   timings: ListenerTimings = {},
 ): Promise<Agent> {
   const dir = await Deno.makeTempDir({ prefix: "listener_test_" });
+  const home = await Deno.makeTempDir({ prefix: "listener_test_home_" });
   const config = await loadConfig({
     endpoint: hub.endpoint,
     token: hub.registrationToken,
@@ -45,7 +46,7 @@ async function startAgent(
     timings: { ...FAST, ...timings, hubRetries: { ...FAST.hubRetries, ...timings.hubRetries } },
     eventLogDir: dir,
     // Job shells get an empty HOME: the machine's login profile is not part of these tests.
-    shellEnv: testShellEnv(await makeHome()),
+    shellEnv: testShellEnv(home),
   });
   return {
     listener,
@@ -55,6 +56,7 @@ async function startAgent(
       const code = await listener.done;
       const left = [...Deno.readDirSync(dir)].map((e) => e.name);
       await Deno.remove(dir, { recursive: true });
+      await Deno.remove(home, { recursive: true });
       assert.deepEqual(left, [], "job logs left behind");
       return code;
     },
@@ -597,6 +599,7 @@ Deno.test("Listener keeps reporting a job that ended while a sync answered wait-
 Deno.test("agent start stops the job on SIGTERM and exits 0", async () => {
   await withTempDir(async (dir) => {
     await using hub = await FakeHub.start({ nextSyncAfterMs: 200 });
+    await Deno.mkdir(`${dir}/home`);
     const hook = await hookScript(dir);
     const jobId = hub.assignJob({ commands: ["sleep 60"] });
     const main = new URL("../main.ts", import.meta.url).pathname;
@@ -607,7 +610,7 @@ Deno.test("agent start stops the job on SIGTERM and exits 0", async () => {
         SEMAPHORE_AGENT_SHUTDOWN_HOOK_PATH: hook.path,
         SEMAPHORE_AGENT_LOG_FILE_PATH: `${dir}/agent.log`,
         // An empty HOME for the job shell; Deno's cache stays where it is.
-        HOME: await makeHome(),
+        HOME: `${dir}/home`,
         DENO_DIR: Deno.env.get("DENO_DIR") ??
           `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`}/deno`,
       },

@@ -4,8 +4,11 @@ import { UsageError } from "../lib/errors.ts";
 import { makeHome, testShellEnv } from "./support/job_harness.ts";
 
 /** Job shells get an empty HOME: the machine's login profile is not part of these tests. */
-async function env(): Promise<Record<string, string>> {
-  return testShellEnv(await makeHome());
+const home = await makeHome();
+globalThis.addEventListener("unload", () => Deno.removeSync(home, { recursive: true }));
+
+function env(): Promise<Record<string, string>> {
+  return Promise.resolve(testShellEnv(home));
 }
 
 async function writeJob(yaml: string): Promise<string> {
@@ -80,7 +83,7 @@ Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", a
     args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
     stdout: "piped",
     stderr: "null",
-    env: { HOME: await makeHome(), DENO_DIR: denoDir() },
+    env: { HOME: home, DENO_DIR: denoDir() },
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
