@@ -186,6 +186,11 @@ await removeLeftovers({ logger: silentLogger });`;
   } finally {
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
+    // A host dir removed inside the namespace was a mount point there: its contents are gone,
+    // the empty directory stays in the real /tmp. An empty one belongs to nobody.
+    for (const d of keepDirs) {
+      await Deno.remove(`/tmp/${d}`).catch(() => {}); // fails for a dir that is not empty
+    }
   }
 }
 
