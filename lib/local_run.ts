@@ -118,6 +118,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       printer.write(event);
     },
   };
+  /** Set once the job's commands are over and its result is being reported. */
+  let reporting = false;
   const { callbacks } = request;
   // A signal also ends the callbacks' retries, which can otherwise take a minute each.
   const interrupted = new AbortController();
@@ -132,6 +134,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       exposeKvmDevice: true,
       hooks: {
         async beforeJobFinished(result) {
+          reporting = true;
           await sendFinishedCallback(callbacks.finished, result, {
             token: callbacks.token,
             attempts: CALLBACK_ATTEMPTS,
@@ -155,7 +158,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
 
   if (request.executor === "dockercompose") await cleanUpAfterCrashedAgents(logger);
   const onSignal = () => {
-    if (!job.stopped && !job.finished) write("\nStopping the job...\n");
+    if (reporting) write("\nInterrupted: not waiting for the callbacks\n");
+    else if (!job.stopped) write("\nStopping the job...\n");
     interrupted.abort(new Error("interrupted"));
     job.stop();
   };
