@@ -4,6 +4,7 @@ import { loadConfig } from "../lib/config.ts";
 import { Listener, type ListenerTimings } from "../lib/listener.ts";
 import { USER_AGENT, VERSION } from "../lib/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
+import { simplifyLogLines } from "./support/log_notation.ts";
 import { testShellEnv } from "./support/job_harness.ts";
 
 const FAST: ListenerTimings = {
@@ -85,29 +86,7 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
 
 /** The events of a job as the hub got them, with cmd_output merged per command. */
 function simplified(hub: FakeHub, jobId: string): string[] {
-  const out: string[] = [];
-  for (const line of hub.jobLog(jobId).events) {
-    const event = JSON.parse(line);
-    switch (event.event) {
-      case "job_started":
-        out.push("job_started");
-        break;
-      case "cmd_started":
-        out.push(`directive: ${event.directive}`);
-        break;
-      case "cmd_output":
-        if (out.at(-1)?.startsWith("output: ")) out[out.length - 1] += event.output;
-        else out.push(`output: ${event.output}`);
-        break;
-      case "cmd_finished":
-        out.push(`exit: ${event.exit_code}`);
-        break;
-      case "job_finished":
-        out.push(`job_finished: ${event.result}`);
-        break;
-    }
-  }
-  return out;
+  return simplifyLogLines(hub.jobLog(jobId).events);
 }
 
 function assertCompleteLog(hub: FakeHub, jobId: string, result: string): void {

@@ -28,6 +28,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { USER_AGENT, VERSION } from "../lib/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
+import { simplifyLogLines } from "./support/log_notation.ts";
 import { AGENT, CACHE_HOME, ensureBuilt } from "./support/compiled_agent.ts";
 
 const API = "/api/v1/self_hosted_agents";
@@ -284,33 +285,6 @@ function assertEventShapes(lines: readonly string[], since: number, complete: bo
   }
 }
 
-/** The log in §5.7 notation, consecutive outputs of a command merged. */
-function simplified(lines: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const line of lines) {
-    const event = JSON.parse(line) as JobEventJson;
-    switch (event.event) {
-      case "job_started":
-        out.push("job_started");
-        break;
-      case "cmd_started":
-        out.push(`directive: ${event.directive}`);
-        break;
-      case "cmd_output":
-        if (out.at(-1)?.startsWith("output: ")) out[out.length - 1] += event.output;
-        else out.push(`output: ${event.output}`);
-        break;
-      case "cmd_finished":
-        out.push(`exit: ${event.exit_code}`);
-        break;
-      case "job_finished":
-        out.push(`job_finished: ${event.result}`);
-        break;
-    }
-  }
-  return out;
-}
-
 /**
  * Checks every push request of a job against §8.7: `POST <url>?start_from=<accepted so far>`,
  * headers, 1–2000 `\n`-terminated lines that agree with the hub's final log, nothing after a
@@ -374,7 +348,7 @@ function assertJob(hub: FakeHub, job: ExpectedJob, since: number): void {
     return;
   }
   assertEventShapes(events, since, !job.trimmed);
-  const got = simplified(events);
+  const got = simplifyLogLines(events);
   if (job.trimmed) {
     assert.ok(events.length > 0, `job ${job.id}: nothing was pushed before the 422`);
     assert.ok(!got.some((e) => e.startsWith("job_finished")), `job ${job.id}: log not trimmed`);
