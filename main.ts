@@ -1,17 +1,15 @@
 /**
  * The agent's command tree: `start`, `serve`, `run`, `version`. Flags are declared here and
- * nothing else happens here: each action hands a typed options object to the module that owns
- * it and turns its outcome into an exit code. Only this module prints `agent: <message>`.
+ * nothing else happens here: each action loads its mode with a dynamic `import()` (so a command
+ * evaluates only its own code), hands it a typed options object and turns its outcome into an
+ * exit code. Only this module prints `agent: <message>`.
  *
  * @module
  */
 
 import { Command, CommanderError, Option } from "commander";
-import { VERSION } from "./lib/version.ts";
-import { runJobFile } from "./lib/local_run.ts";
-import { serve } from "./server/serve.ts";
-import { startAgent } from "./lib/listener.ts";
-import { UsageError } from "./lib/errors.ts";
+import { VERSION } from "./lib/util/version.ts";
+import { UsageError } from "./lib/util/errors.ts";
 
 /** Collects repeatable, comma-separated string-slice flags (`--env-vars A=1,B=2 --env-vars C=3`). */
 function collectList(value: string, previous: string[] | undefined): string[] {
@@ -157,6 +155,7 @@ Example:
   agent run examples/hello.yaml --log-file job.jsonl`,
     )
     .action(async (path: string, opts: { logFile?: string }) => {
+      const { runJobFile } = await import("./lib/run/local_run.ts");
       setExit(await runJobFile({ path, logFile: opts.logFile }));
     });
 
@@ -164,6 +163,7 @@ Example:
     program.command("serve").description("hosted mode: accept one job over HTTPS")
       .allowExcessArguments(true), // pflag allows positional arguments anywhere
   ).action(async (_opts, cmd: Command) => {
+    const { serve } = await import("./server/serve.ts");
     setExit(await serve(cmd.opts(), explicitFlags(cmd)));
   });
 
@@ -171,6 +171,7 @@ Example:
     program.command("start").description("self-hosted mode: register with Semaphore and run jobs")
       .allowExcessArguments(true),
   ).action(async (_opts, cmd: Command) => {
+    const { startAgent } = await import("./lib/start/listener.ts");
     setExit(await startAgent(explicitFlags(cmd)));
   });
 

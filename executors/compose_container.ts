@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { Container } from "../lib/job_request_types.ts";
-import { decodeBase64Text } from "../lib/base64.ts";
+import type { Container } from "../lib/engine/job_request_types.ts";
+import { decodeBase64Text } from "../lib/util/base64.ts";
 import type { ContainerConfig } from "./docker_api.ts";
 
 /** Image, user, entrypoint, command and environment of a container, as compose maps them. */

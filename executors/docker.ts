@@ -22,23 +22,29 @@
  * @module
  */
 
-import type { CommandOutput, Executor, HostEnvVar, RunCommandOptions } from "./executor.ts";
+import type {
+  CommandOutput,
+  Executor,
+  FileInjection,
+  HostEnvVar,
+  RunCommandOptions,
+} from "../lib/engine/executor.ts";
 import type {
   Container,
   EnvVar,
   ImagePullCredentials,
   JobFile,
   JobRequest,
-} from "../lib/job_request_types.ts";
-import type { EventSink } from "../lib/events.ts";
-import type { Logger } from "../lib/agent_log.ts";
-import type { Metrics } from "../lib/metrics.ts";
-import { errorMessage, HttpError, JobConstructionError } from "../lib/errors.ts";
-import { CommandLog, runLoggedCommand } from "../lib/command_log.ts";
-import { exportEnvironment } from "../lib/env_file.ts";
-import { injectJobFiles } from "../lib/job_files.ts";
-import { scrubbedEnvironment } from "../lib/agent_environment.ts";
-import { ShellSession } from "../lib/shell_session.ts";
+} from "../lib/engine/job_request_types.ts";
+import type { EventSink } from "../lib/engine/events.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
+import type { Metrics } from "../lib/engine/metrics.ts";
+import { errorMessage, HttpError, JobConstructionError } from "../lib/util/errors.ts";
+import { CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
+import { exportEnvironment } from "../lib/engine/env_file.ts";
+import { injectJobFiles } from "../lib/engine/job_files.ts";
+import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
+import { ShellSession } from "../lib/engine/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";
 import {
@@ -74,24 +80,15 @@ export {
 /** The directory the job shell sees the agent's files in (§10, mounted read-only). */
 export const CONTAINER_TEMP_DIR = "/tmp/agent-temp-directory";
 
-/** A `--files HOST:CONTAINER` bind mount. */
-export interface DockerFileInjection {
-  readonly hostPath: string;
-  readonly destination: string;
-}
-
 /** Options of {@linkcode createDockerExecutor}. */
 export interface DockerExecutorOptions {
   readonly request: JobRequest;
   readonly sink: EventSink;
   readonly logger: Logger;
-  /** Self-hosted mode (the container executor writes authorized_keys and the jump point in
-   * every mode, §10.1; kept for symmetry with the shell executor). @default false */
-  readonly selfHosted?: boolean;
   /** Pass `/dev/kvm` to every container when the device exists. @default false */
   readonly exposeKvmDevice?: boolean;
   /** `--files` bind mounts into the main container. @default [] */
-  readonly fileInjections?: readonly DockerFileInjection[];
+  readonly fileInjections?: readonly FileInjection[];
   /** A missing `--files` host path fails the job instead of being skipped. @default false */
   readonly failOnMissingFiles?: boolean;
   /** StatsD pull metrics (§7.9). @default none */
@@ -158,7 +155,7 @@ class DockerExecutor implements Executor {
   readonly #sink: EventSink;
   readonly #logger: Logger;
   readonly #exposeKvm: boolean;
-  readonly #fileInjections: readonly DockerFileInjection[];
+  readonly #fileInjections: readonly FileInjection[];
   readonly #failOnMissingFiles: boolean;
   readonly #metrics: Metrics | undefined;
   readonly #socketPath: string | undefined;

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { HttpError } from "../lib/errors.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import { HttpError } from "../lib/util/errors.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 /** Where the daemon listens unless `DOCKER_HOST` says otherwise. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";

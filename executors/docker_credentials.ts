@@ -8,10 +8,10 @@
  * @module
  */
 
-import type { EnvVar, ImagePullCredentials } from "../lib/job_request_types.ts";
-import type { CommandLog } from "../lib/command_log.ts";
-import { decodeBase64Text } from "../lib/base64.ts";
-import { errorMessage } from "../lib/errors.ts";
+import type { EnvVar, ImagePullCredentials } from "../lib/engine/job_request_types.ts";
+import type { CommandLog } from "../lib/engine/command_log.ts";
+import { decodeBase64Text } from "../lib/util/base64.ts";
+import { errorMessage } from "../lib/util/errors.ts";
 import { parseImageReference, type RegistryAuth } from "./docker_api.ts";
 
 /** The login strategies of `DOCKER_CREDENTIAL_TYPE` (§4.3). */

@@ -14,8 +14,8 @@
  * @module
  */
 
-import type { Logger } from "../lib/agent_log.ts";
-import { errorMessage } from "../lib/errors.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
+import { errorMessage } from "../lib/util/errors.ts";
 import { DockerClient } from "./docker_api.ts";
 
 /** The label every container and network of a job carries: `semaphore-agent.job=<job_id>`. */

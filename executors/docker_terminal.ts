@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Terminal } from "../lib/shell_session.ts";
+import type { Terminal } from "../lib/engine/shell_session.ts";
 import type { DockerClient, HijackedStream } from "./docker_api.ts";
 
 /** The main container's terminal: its TTY stream, and its exit status once the stream ends. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { decodeBase64Text } from "../lib/base64.ts";
+import { decodeBase64Text } from "../lib/util/base64.ts";
 
 /** The literal path the original writes the jump point to. */
 export const SSH_JUMP_POINT_PATH = "/tmp/ssh_jump_point";

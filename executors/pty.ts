@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Terminal } from "../lib/shell_session.ts";
+import type { Terminal } from "../lib/engine/shell_session.ts";
 import { findProcessTree, killProcessTree } from "./process_tree.ts";
 
 /** Options of {@linkcode spawnPty}. */

@@ -6,19 +6,24 @@
  * @module
  */
 
-import type { CommandOutput, Executor, HostEnvVar, RunCommandOptions } from "./executor.ts";
-import type { EnvVar, JobFile, JobRequest } from "../lib/job_request_types.ts";
-import type { EventSink } from "../lib/events.ts";
-import type { Logger } from "../lib/agent_log.ts";
-import { type CommandLog, runLoggedCommand } from "../lib/command_log.ts";
-import { exportEnvironment } from "../lib/env_file.ts";
-import { cleanPath } from "../lib/clean_path.ts";
-import { injectJobFiles } from "../lib/job_files.ts";
-import { ShellSession } from "../lib/shell_session.ts";
+import type {
+  CommandOutput,
+  Executor,
+  HostEnvVar,
+  RunCommandOptions,
+} from "../lib/engine/executor.ts";
+import type { EnvVar, JobFile, JobRequest } from "../lib/engine/job_request_types.ts";
+import type { EventSink } from "../lib/engine/events.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
+import { type CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
+import { exportEnvironment } from "../lib/engine/env_file.ts";
+import { cleanPath } from "../lib/util/clean_path.ts";
+import { injectJobFiles } from "../lib/engine/job_files.ts";
+import { ShellSession } from "../lib/engine/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
-import { errorMessage, goPathErrorText } from "../lib/errors.ts";
-import { scrubbedEnvironment } from "../lib/agent_environment.ts";
+import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
+import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
 export interface ShellExecutorOptions {

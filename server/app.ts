@@ -10,9 +10,9 @@
  */
 
 import { type Context, Hono, type MiddlewareHandler } from "hono";
-import type { Logger } from "../lib/agent_log.ts";
-import { VERSION } from "../lib/version.ts";
-import { cleanPath } from "../lib/clean_path.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
+import { VERSION } from "../lib/util/version.ts";
+import { cleanPath } from "../lib/util/clean_path.ts";
 import type { JobsApi } from "./job_controller.ts";
 
 /** What {@linkcode createApp} needs. */

@@ -17,28 +17,34 @@
  * @module
  */
 
-import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "../lib/events.ts";
-import { EventLog } from "../lib/event_log.ts";
-import { Job, type JobOptions } from "../lib/job.ts";
-import type { FileInjection } from "../lib/job.ts";
-import type { JobRequest } from "../lib/job_request_types.ts";
+import {
+  encodeEvent,
+  type EventSink,
+  type JobEvent,
+  type JobResult,
+} from "../lib/engine/events.ts";
+import { EventLog } from "../lib/engine/event_log.ts";
+import { Job, type JobOptions } from "../lib/engine/job.ts";
+import type { FileInjection } from "../lib/engine/executor.ts";
+import { createExecutor } from "../executors/for_job.ts";
+import type { JobRequest } from "../lib/engine/job_request_types.ts";
 import {
   JobRequestError,
   maxLogSize,
   parseJobRequestJson,
   validateForJob,
-} from "../lib/job_request.ts";
-import type { Logger } from "../lib/agent_log.ts";
-import type { Metrics } from "../lib/metrics.ts";
-import { sendFinishedCallback, sendTeardownFinishedCallback } from "../lib/callbacks.ts";
+} from "../lib/engine/job_request.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
+import type { Metrics } from "../lib/engine/metrics.ts";
+import { sendFinishedCallback, sendTeardownFinishedCallback } from "../lib/reporting/callbacks.ts";
 import {
   type ArtifactUploadOptions,
   uploadJobLogArtifact,
   uploadPolicyFromJobEnv,
-} from "../lib/artifact_upload.ts";
-import { formatGoDuration } from "../lib/delay.ts";
-import { VERSION } from "../lib/version.ts";
-import { errorMessage } from "../lib/errors.ts";
+} from "../lib/reporting/artifact_upload.ts";
+import { formatGoDuration } from "../lib/util/delay.ts";
+import { VERSION } from "../lib/util/version.ts";
+import { errorMessage } from "../lib/util/errors.ts";
 
 /** The part of a job the controller drives ({@linkcode Job} in production). */
 export interface RunnableJob {
@@ -272,6 +278,7 @@ export class JobController implements JobsApi {
       },
     };
     return {
+      createExecutor,
       request: entry.request,
       sink,
       logger,

@@ -10,7 +10,7 @@
 
 import type { MiddlewareHandler } from "hono";
 import { compactVerify, decodeProtectedHeader, errors } from "jose";
-import { goJsonString } from "../lib/events.ts";
+import { goJsonString } from "../lib/engine/events.ts";
 
 const HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"];
 

@@ -9,12 +9,13 @@
 
 import { createPrivateKey } from "node:crypto";
 import { dirname } from "node:path";
-import { createLogger, type Logger, parseLogLevel } from "../lib/agent_log.ts";
-import { errorMessage, UsageError } from "../lib/errors.ts";
-import { osTempDir } from "../lib/event_log.ts";
-import { cleanUpAfterCrashedAgents, type FileInjection } from "../lib/job.ts";
-import { createStatsdMetrics, type StatsdMetrics } from "../lib/statsd.ts";
-import { VERSION } from "../lib/version.ts";
+import { createLogger, type Logger, parseLogLevel } from "../lib/util/agent_log.ts";
+import { errorMessage, UsageError } from "../lib/util/errors.ts";
+import { osTempDir } from "../lib/engine/event_log.ts";
+import type { FileInjection } from "../lib/engine/executor.ts";
+import { cleanUpAfterCrashedAgents } from "../executors/for_job.ts";
+import { createStatsdMetrics, type StatsdMetrics } from "./statsd.ts";
+import { VERSION } from "../lib/util/version.ts";
 import { createApp } from "./app.ts";
 import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { scrubbedEnvironment } from "../lib/agent_environment.ts";
+import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
 
 Deno.test("scrubbedEnvironment() drops SEMAPHORE_AGENT_* and keeps the rest", () => {
   const env = {

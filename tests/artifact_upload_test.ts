@@ -7,11 +7,11 @@ import {
   findJobEnvVar,
   uploadJobLogArtifact,
   uploadPolicyFromJobEnv,
-} from "../lib/artifact_upload.ts";
-import { EventLog } from "../lib/event_log.ts";
+} from "../lib/reporting/artifact_upload.ts";
+import { EventLog } from "../lib/engine/event_log.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
-import type { EnvVar } from "../lib/job_request_types.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import type { EnvVar } from "../lib/engine/job_request_types.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 const ARTIFACT_ENV: readonly EnvVar[] = [
   { name: "SEMAPHORE_ARTIFACT_TOKEN", value: encodeBase64("art-token") },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeBase64, decodeBase64Text, encodeBase64 } from "../lib/base64.ts";
+import { decodeBase64, decodeBase64Text, encodeBase64 } from "../lib/util/base64.ts";
 
 Deno.test("decodeBase64() decodes like Go's base64.StdEncoding", async (t) => {
   const text = (s: string) => new TextDecoder().decode(decodeBase64(s));

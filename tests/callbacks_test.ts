@@ -3,10 +3,10 @@ import {
   sendCallback,
   sendFinishedCallback,
   sendTeardownFinishedCallback,
-} from "../lib/callbacks.ts";
-import type { Logger } from "../lib/agent_log.ts";
+} from "../lib/reporting/callbacks.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
-import { USER_AGENT } from "../lib/version.ts";
+import { USER_AGENT } from "../lib/util/version.ts";
 
 interface Received {
   readonly method: string;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { composeContainerConfig, splitShellWords } from "../executors/compose_container.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 Deno.test("splitShellWords() splits compose command strings like compose does", () => {
   assert.deepEqual(splitShellWords("postgres start"), ["postgres", "start"]);

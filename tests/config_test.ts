@@ -7,8 +7,8 @@ import {
   loadConfig,
   parseGoBool,
   randomAgentName,
-} from "../lib/config.ts";
-import { UsageError } from "../lib/errors.ts";
+} from "../lib/start/config.ts";
+import { UsageError } from "../lib/util/errors.ts";
 
 const REQUIRED = { endpoint: "myorg.semaphoreci.com", token: "tok" } as const;
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { delay, formatGoDuration, randomBetween } from "../lib/delay.ts";
+import { delay, formatGoDuration, randomBetween } from "../lib/util/delay.ts";
 
 Deno.test("formatGoDuration() formats like Go's time.Duration", () => {
   assert.equal(formatGoDuration(0), "0s");

@@ -7,7 +7,7 @@ import {
   parseImageReference,
   progressLine,
 } from "../executors/docker_api.ts";
-import { HttpError } from "../lib/errors.ts";
+import { HttpError } from "../lib/util/errors.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
 

@@ -11,19 +11,20 @@ import {
   OWNER_LABEL,
   removeLeftovers,
 } from "../executors/docker_leftovers.ts";
-import type { Executor } from "../executors/executor.ts";
+import type { Executor } from "../lib/engine/executor.ts";
 import { DockerClient } from "../executors/docker_api.ts";
-import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/events.ts";
+import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/engine/events.ts";
 import type {
   Command,
   Container,
   ImagePullCredentials,
   JobRequest,
-} from "../lib/job_request_types.ts";
-import { JobConstructionError } from "../lib/errors.ts";
-import { Job } from "../lib/job.ts";
-import { encodeBase64 } from "../lib/base64.ts";
-import { silentLogger } from "../lib/agent_log.ts";
+} from "../lib/engine/job_request_types.ts";
+import { JobConstructionError } from "../lib/util/errors.ts";
+import { Job } from "../lib/engine/job.ts";
+import { createExecutor } from "../executors/for_job.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
+import { silentLogger } from "../lib/util/agent_log.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
 import { simplify } from "./support/job_harness.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
@@ -864,7 +865,7 @@ async function runThroughJob(
       if (job) onEvent?.(event, job);
     },
   };
-  job = Job.create({ request, sink, logger: silentLogger });
+  job = Job.create({ createExecutor, request, sink, logger: silentLogger });
   const result = await job.run();
   await assertNothingLeft(request.job_id);
   return { result, log: simplify(events) };
@@ -934,7 +935,7 @@ dockerTest("removeLeftovers() clears what a killed agent left in the middle of a
   const jobId = `killed-${crypto.randomUUID()}`;
   const script = await Deno.makeTempFile({ suffix: ".ts" });
   const executorModule = new URL("../executors/docker.ts", import.meta.url).href;
-  const logModule = new URL("../lib/agent_log.ts", import.meta.url).href;
+  const logModule = new URL("../lib/util/agent_log.ts", import.meta.url).href;
   await Deno.writeTextFile(
     script,
     `import { createDockerExecutor } from "${executorModule}";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { buildEnvironment, formatEnvFile, quoteEnvValue } from "../lib/env_file.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import { buildEnvironment, formatEnvFile, quoteEnvValue } from "../lib/engine/env_file.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 Deno.test("quoteEnvValue() quotes as the original does", () => {
   assert.equal(quoteEnvValue(""), "''");

@@ -6,9 +6,9 @@
  */
 
 import assert from "node:assert/strict";
-import { EventLog, osTempDir } from "../lib/event_log.ts";
-import { decodeUtf8PerByte, type JobEvent } from "../lib/events.ts";
-import { gzipFile, writePlainTextLog } from "../lib/plain_text_log.ts";
+import { EventLog, osTempDir } from "../lib/engine/event_log.ts";
+import { decodeUtf8PerByte, type JobEvent } from "../lib/engine/events.ts";
+import { gzipFile, writePlainTextLog } from "../lib/reporting/plain_text_log.ts";
 
 const T = 1700000000;
 
@@ -382,7 +382,7 @@ Deno.test("EventLog records the first disk error without throwing from write()",
   await using dir = await tempDir();
   // A child process whose file-size limit is 4 KiB gets EFBIG (SIGXFSZ ignored) from the disk.
   const code = `
-    import { EventLog } from ${JSON.stringify(import.meta.resolve("../lib/event_log.ts"))};
+    import { EventLog } from ${JSON.stringify(import.meta.resolve("../lib/engine/event_log.ts"))};
     const errors = [];
     const log = await EventLog.create({ dir: Deno.args[0], onError: (e) => errors.push(e.message) });
     for (let i = 0; i < 100; i++) log.write({ event: "cmd_output", timestamp: 1, output: "x".repeat(100) });

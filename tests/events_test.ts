@@ -14,7 +14,7 @@ import {
   INVALID_BYTE,
   type JobEvent,
   unixSeconds,
-} from "../lib/events.ts";
+} from "../lib/engine/events.ts";
 
 const T = 1700000000;
 

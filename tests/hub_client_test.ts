@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { hubBaseUrl, HubClient, type RegisterRequest } from "../lib/hub_client.ts";
-import { HttpError } from "../lib/errors.ts";
-import { USER_AGENT } from "../lib/version.ts";
+import { hubBaseUrl, HubClient, type RegisterRequest } from "../lib/start/hub_client.ts";
+import { HttpError } from "../lib/util/errors.ts";
+import { USER_AGENT } from "../lib/util/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 
 const FAST = {

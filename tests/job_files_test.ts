@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { injectJobFiles } from "../lib/job_files.ts";
-import type { JobEvent } from "../lib/events.ts";
-import type { JobFile } from "../lib/job_request_types.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import { injectJobFiles } from "../lib/engine/job_files.ts";
+import type { JobEvent } from "../lib/engine/events.ts";
+import type { JobFile } from "../lib/engine/job_request_types.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 function file(path: string, content: string, mode = "0644"): JobFile {
   return { path, content, mode };

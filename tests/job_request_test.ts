@@ -7,9 +7,9 @@ import {
   parseJobRequestJson,
   parseJobRequestYaml,
   validateForJob,
-} from "../lib/job_request.ts";
-import type { JobRequest } from "../lib/job_request_types.ts";
-import { decodeBase64 } from "../lib/base64.ts";
+} from "../lib/engine/job_request.ts";
+import type { JobRequest } from "../lib/engine/job_request_types.ts";
+import { decodeBase64 } from "../lib/util/base64.ts";
 
 /** SEMAPHORE_COMPAT.md §4.6, verbatim. */
 const FULL_JSON = `{

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeEnvVars, findEnvVar, findFile } from "../lib/job_request_values.ts";
+import { decodeEnvVars, findEnvVar, findFile } from "../lib/engine/job_request_values.ts";
 
 Deno.test("decodeEnvVars() decodes values and names the bad one", () => {
   assert.deepEqual(

@@ -12,8 +12,8 @@ import {
   simplify,
   startTestJob,
 } from "./support/job_harness.ts";
-import type { JobEvent } from "../lib/events.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import type { JobEvent } from "../lib/engine/events.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 const cmd = (directive: string, alias = "") => ({ directive, alias });
 const env = (name: string, value: string) => ({ name, value: encodeBase64(value) });
@@ -401,7 +401,7 @@ Deno.test("job: unicode and broken unicode are kept as Go encodes them", async (
   });
   const outputs = events.filter((e) => e.event === "cmd_output");
   assert.equal(outputs[0].event === "cmd_output" && outputs[0].output, "こんにちは世界 ✓");
-  const { encodeEvent } = await import("../lib/events.ts");
+  const { encodeEvent } = await import("../lib/engine/events.ts");
   assert.match(encodeEvent(outputs[1]), /"output":"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd"}/);
 });
 

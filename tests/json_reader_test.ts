@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { JsonSyntaxError, MAX_JSON_DEPTH, readJson } from "../lib/json_reader.ts";
+import { JsonSyntaxError, MAX_JSON_DEPTH, readJson } from "../lib/util/json_reader.ts";
 
 Deno.test("readJson() keeps offsets and number literals", () => {
   const root = readJson(' {"a": [1.50, true, null, "x"]}');

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/agent_log.ts";
-import { loadConfig } from "../lib/config.ts";
-import { Listener, type ListenerTimings } from "../lib/listener.ts";
-import { USER_AGENT, VERSION } from "../lib/version.ts";
+import { createLogger } from "../lib/util/agent_log.ts";
+import { loadConfig } from "../lib/start/config.ts";
+import { Listener, type ListenerTimings } from "../lib/start/listener.ts";
+import { USER_AGENT, VERSION } from "../lib/util/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 import { simplifyLogLines } from "./support/log_notation.ts";
 import { testShellEnv } from "./support/job_harness.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { runJobFile } from "../lib/local_run.ts";
-import { UsageError } from "../lib/errors.ts";
+import { runJobFile } from "../lib/run/local_run.ts";
+import { UsageError } from "../lib/util/errors.ts";
 import { makeHome, testShellEnv } from "./support/job_harness.ts";
 
 /** Job shells get an empty HOME: the machine's login profile is not part of these tests. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { archName, hostName, osName, parseOsRelease } from "../lib/os_info.ts";
+import { archName, hostName, osName, parseOsRelease } from "../lib/start/os_info.ts";
 
 Deno.test("parseOsRelease() prefers PRETTY_NAME and strips quotes", () => {
   assert.equal(

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { OutputBuffer } from "../lib/output_buffer.ts";
-import { INVALID_BYTE } from "../lib/events.ts";
+import { OutputBuffer } from "../lib/engine/output_buffer.ts";
+import { INVALID_BYTE } from "../lib/engine/events.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { PushLogger, type PushLoggerOptions } from "../lib/push_logger.ts";
-import { EventLog } from "../lib/event_log.ts";
-import type { JobEvent } from "../lib/events.ts";
-import { USER_AGENT } from "../lib/version.ts";
+import { PushLogger, type PushLoggerOptions } from "../lib/start/push_logger.ts";
+import { EventLog } from "../lib/engine/event_log.ts";
+import type { JobEvent } from "../lib/engine/events.ts";
+import { USER_AGENT } from "../lib/util/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 
 const FAST = { runningMs: [5, 15], flushingMs: [2, 5] } as const;

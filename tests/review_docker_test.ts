@@ -18,9 +18,9 @@ import { fileURLToPath } from "node:url";
 import { createDockerExecutor } from "../executors/docker.ts";
 import { JOB_LABEL, removeLeftovers } from "../executors/docker_leftovers.ts";
 import { DockerClient, dockerSocketPath } from "../executors/docker_api.ts";
-import type { JobEvent } from "../lib/events.ts";
-import type { Container, JobRequest } from "../lib/job_request_types.ts";
-import { silentLogger } from "../lib/agent_log.ts";
+import type { JobEvent } from "../lib/engine/events.ts";
+import type { Container, JobRequest } from "../lib/engine/job_request_types.ts";
+import { silentLogger } from "../lib/util/agent_log.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 
 const dockerSkip = await dockerSkipReason();
@@ -43,7 +43,7 @@ const unshareSkip = await unshareSkipReason();
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const DOCKER_MODULE = new URL("../executors/docker.ts", import.meta.url).href;
 const LEFTOVERS_MODULE = new URL("../executors/docker_leftovers.ts", import.meta.url).href;
-const LOG_MODULE = new URL("../lib/agent_log.ts", import.meta.url).href;
+const LOG_MODULE = new URL("../lib/util/agent_log.ts", import.meta.url).href;
 
 function container(name: string, image: string): Container {
   return { name, image, command: "", entrypoint: "", user: "", env_vars: [] };

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { makeHome, runTestJob, simplify } from "./support/job_harness.ts";
-import { encodeBase64 } from "../lib/base64.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
 const cmd = (directive: string, alias = "") => ({ directive, alias });
 

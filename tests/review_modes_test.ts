@@ -7,10 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/start/config.ts";
 import { AUTH, startServeAgent } from "./support/serve_agent.ts";
 import { FakeHub } from "./support/fake_hub.ts";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/util/version.ts";
 
 async function withConfigFile(text: string, fn: (path: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();

@@ -7,7 +7,7 @@ import {
   startCallbackReceiver,
   startServeAgent,
 } from "./support/serve_agent.ts";
-import { USER_AGENT, VERSION } from "../lib/version.ts";
+import { USER_AGENT, VERSION } from "../lib/util/version.ts";
 
 /** Timestamps replaced by `T`, as SEMAPHORE_COMPAT.md §6.2 writes the typical log. */
 function normalize(log: string): string {

@@ -3,11 +3,11 @@ import { generateKeyPair, SignJWT } from "jose";
 import { createApp } from "../server/app.ts";
 import { jwtAuth } from "../server/jwt_auth.ts";
 import { JobController, type RunnableJob } from "../server/job_controller.ts";
-import type { JobOptions } from "../lib/job.ts";
-import type { JobResult } from "../lib/events.ts";
-import { type Logger, silentLogger } from "../lib/agent_log.ts";
+import type { JobOptions } from "../lib/engine/job.ts";
+import type { JobResult } from "../lib/engine/events.ts";
+import { type Logger, silentLogger } from "../lib/util/agent_log.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/util/version.ts";
 
 const SECRET = "TzRVcspTmxhM9fUkdi1T/0kVXNETCi8UdZ8dLM8va4E";
 /** The e2e token of the original's test suite: `{"alg":"HS256","typ":"JWT"}`, payload `{}`. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/agent_log.ts";
-import { runShutdownHook, shutdownReasonFromApi } from "../lib/shutdown_hook.ts";
+import { createLogger } from "../lib/util/agent_log.ts";
+import { runShutdownHook, shutdownReasonFromApi } from "../lib/start/shutdown_hook.ts";
 
 Deno.test("shutdownReasonFromApi() maps the API reasons", () => {
   assert.equal(shutdownReasonFromApi("idle"), "IDLE");

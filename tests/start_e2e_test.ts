@@ -26,7 +26,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { USER_AGENT, VERSION } from "../lib/version.ts";
+import { USER_AGENT, VERSION } from "../lib/util/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 import { simplifyLogLines } from "./support/log_notation.ts";
 import { AGENT, CACHE_HOME, ensureBuilt } from "./support/compiled_agent.ts";

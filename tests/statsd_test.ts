@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createSocket } from "node:dgram";
-import { createStatsdMetrics, taggedMetricName } from "../lib/statsd.ts";
-import { silentLogger } from "../lib/agent_log.ts";
+import { createStatsdMetrics, taggedMetricName } from "../server/statsd.ts";
+import { silentLogger } from "../lib/util/agent_log.ts";
 
 /** A real UDP StatsD receiver on 127.0.0.1 (node:dgram: Deno's own UDP API is unstable). */
 async function startReceiver() {

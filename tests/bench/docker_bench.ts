@@ -17,9 +17,9 @@
 import type { BenchContext, BenchRow } from "./bench.ts";
 import { createDockerExecutor, JOB_LABEL } from "../../executors/docker.ts";
 import { DockerClient } from "../../executors/docker_api.ts";
-import { encodeEvent, type JobEvent } from "../../lib/events.ts";
-import type { Container, JobRequest } from "../../lib/job_request_types.ts";
-import { silentLogger } from "../../lib/agent_log.ts";
+import { encodeEvent, type JobEvent } from "../../lib/engine/events.ts";
+import type { Container, JobRequest } from "../../lib/engine/job_request_types.ts";
+import { silentLogger } from "../../lib/util/agent_log.ts";
 import { ensureTestImages } from "../support/test_images.ts";
 
 /** A one-container job request on `image`. */

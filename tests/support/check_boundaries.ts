@@ -2,14 +2,21 @@
  * The module arrows of DESIGN.md as an allowed-imports table, checked by scanning the import
  * specifiers of `main.ts`, `lib/`, `executors/` and `server/` (`deno task boundaries`).
  *
- * Rules:
- * - nothing in `lib/` or `executors/` imports `hono` or `server/`;
- * - only `main.ts` imports `commander`;
- * - `executors/` never imports `lib/job.ts`;
- * - `lib/` never imports `executors/`, except `lib/job.ts` and type-only (`import type`)
- *   imports of `executors/executor.ts`;
- * - `server/` never imports `executors/`;
- * - no product module imports `main.ts` or `tests/`.
+ * Every product file belongs to one area, and an area imports only the areas its row names:
+ *
+ * | area        | folder           | may import                                                |
+ * |-------------|------------------|-----------------------------------------------------------|
+ * | util        | `lib/util/`      | util                                                      |
+ * | engine      | `lib/engine/`    | util                                                      |
+ * | executors   | `executors/`     | engine, util                                              |
+ * | reporting   | `lib/reporting/` | engine, util                                              |
+ * | start, run, serve (the modes: `lib/start/`, `lib/run/`, `server/`) | | engine, util, reporting, and `executors/for_job.ts` alone |
+ * | main        | `main.ts`        | util, and each mode only through a dynamic `import()`     |
+ *
+ * So the arrows run one way (main → modes → executors → engine → util), no mode imports
+ * another, and who builds a job's executor is decided in `executors/for_job.ts` alone.
+ * Packages: `hono` and `jose` belong to serve, `commander` to main. No product module imports
+ * `tests/`, and `lib/` has no files outside its areas.
  *
  * Prints one line per violation and exits 1 when there is any.
  *
@@ -27,6 +34,8 @@ export interface ImportRecord {
   readonly typeOnly: boolean;
   /** 1-based line of the import. */
   readonly line: number;
+  /** `import("...")`: evaluated only when that code runs. */
+  readonly dynamic?: boolean;
 }
 
 /** One broken rule. */
@@ -87,7 +96,7 @@ export function scanImports(source: string): ImportRecord[] {
     found.push({ specifier: m[4], typeOnly: m[2] !== undefined, line: lineOf(at) });
   }
   for (const m of code.matchAll(DYNAMIC_IMPORT)) {
-    found.push({ specifier: m[2], typeOnly: false, line: lineOf(m.index) });
+    found.push({ specifier: m[2], typeOnly: false, line: lineOf(m.index), dynamic: true });
   }
   return found.sort((a, b) => a.line - b.line);
 }
@@ -104,38 +113,81 @@ function resolveTarget(file: string, specifier: string): string {
   return `pkg:${name === "@hono/hono" ? "hono" : name}`;
 }
 
+/** The areas of the product tree (see the module comment). */
+type Area = "util" | "engine" | "executors" | "reporting" | "start" | "run" | "serve" | "main";
+
+const MODES: readonly Area[] = ["start", "run", "serve"];
+
+/** Which areas each area may import (its own included). */
+const ALLOWED: Readonly<Record<Area, readonly Area[]>> = {
+  util: ["util"],
+  engine: ["engine", "util"],
+  executors: ["executors", "engine", "util"],
+  reporting: ["reporting", "engine", "util"],
+  start: ["start", "reporting", "engine", "util", "executors"],
+  run: ["run", "reporting", "engine", "util", "executors"],
+  serve: ["serve", "reporting", "engine", "util", "executors"],
+  main: ["main", "util", "start", "run", "serve"],
+};
+
+/** Packages that belong to one area only. */
+const PACKAGE_OWNERS: Readonly<Record<string, Area>> = {
+  "pkg:hono": "serve",
+  "pkg:jose": "serve",
+  "pkg:commander": "main",
+};
+
+/** The one module of `executors/` that the modes may import. */
+const EXECUTOR_ENTRY = "executors/for_job.ts";
+
+/** The area of a repository path, or undefined outside the product tree. */
+function areaOf(path: string): Area | undefined {
+  if (path === "main.ts") return "main";
+  if (path.startsWith("executors/")) return "executors";
+  if (path.startsWith("server/")) return "serve";
+  const lib = /^lib\/(util|engine|reporting|start|run)\//.exec(path);
+  return lib ? lib[1] as Area : undefined;
+}
+
 /** Checks one file's imports against the table; `file` is repository-relative with `/`. */
 export function checkFile(file: string, imports: readonly ImportRecord[]): Violation[] {
   const violations: Violation[] = [];
-  const inLib = file.startsWith("lib/");
-  const inExecutors = file.startsWith("executors/");
-  const inServer = file.startsWith("server/");
-  for (const { specifier, typeOnly, line } of imports) {
+  const from = areaOf(file);
+  if (from === undefined) {
+    if (file.startsWith("lib/")) {
+      violations.push({
+        file,
+        line: 1,
+        specifier: "",
+        rule: "every file of lib/ lives in util/, engine/, reporting/, start/ or run/",
+      });
+    }
+    return violations;
+  }
+  for (const { specifier, line, dynamic } of imports) {
     const target = resolveTarget(file, specifier);
     const flag = (rule: string) => violations.push({ file, line, specifier, rule });
-    if ((inLib || inExecutors) && target === "pkg:hono") {
-      flag("lib/ and executors/ never import hono");
-    }
-    if ((inLib || inExecutors) && target.startsWith("server/")) {
-      flag("lib/ and executors/ never import server/");
-    }
-    if (target === "pkg:commander" && file !== "main.ts") {
-      flag("only main.ts imports commander");
-    }
-    if (inExecutors && target === "lib/job.ts") {
-      flag("executors/ never import lib/job.ts");
-    }
-    if (
-      inLib && target.startsWith("executors/") && file !== "lib/job.ts" &&
-      !(typeOnly && target === "executors/executor.ts")
-    ) {
-      flag("lib/ imports executors/ only from lib/job.ts or as `import type` of executor.ts");
-    }
-    if (inServer && target.startsWith("executors/")) {
-      flag("server/ never imports executors/");
+    if (target.startsWith("pkg:")) {
+      const owner = PACKAGE_OWNERS[target];
+      if (owner !== undefined && owner !== from) {
+        flag(`only ${owner} imports ${target.slice(4)}`);
+      }
+      continue;
     }
     if (target === "main.ts" || target.startsWith("tests/")) {
       flag("product modules never import main.ts or tests/");
+      continue;
+    }
+    if (target === "deno.json") continue; // the version, read by lib/util/version.ts
+    const to = areaOf(target);
+    if (to === undefined) {
+      flag("imports a file outside the product areas");
+    } else if (!ALLOWED[from].includes(to)) {
+      flag(`${from} never imports ${to} (allowed: ${ALLOWED[from].join(", ")})`);
+    } else if (MODES.includes(from) && to === "executors" && target !== EXECUTOR_ENTRY) {
+      flag(`modes import executors only through ${EXECUTOR_ENTRY}`);
+    } else if (from === "main" && MODES.includes(to) && !dynamic) {
+      flag("main.ts loads a mode only with a dynamic import(), so each command loads itself");
     }
   }
   return violations;

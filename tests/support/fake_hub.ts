@@ -10,7 +10,7 @@
  * @module
  */
 
-import { USER_AGENT } from "../../lib/version.ts";
+import { USER_AGENT } from "../../lib/util/version.ts";
 
 /** A job request as the hub stores it (plain JSON). */
 export type JobJson = Record<string, unknown>;

@@ -6,10 +6,11 @@
  * @module
  */
 
-import type { JobEvent, JobResult } from "../../lib/events.ts";
-import { parseJobRequestJson } from "../../lib/job_request.ts";
-import { Job, type JobOptions } from "../../lib/job.ts";
-import { silentLogger } from "../../lib/agent_log.ts";
+import type { JobEvent, JobResult } from "../../lib/engine/events.ts";
+import { parseJobRequestJson } from "../../lib/engine/job_request.ts";
+import { Job, type JobOptions } from "../../lib/engine/job.ts";
+import { createExecutor } from "../../executors/for_job.ts";
+import { silentLogger } from "../../lib/util/agent_log.ts";
 
 /** Renders events in the simplified notation; consecutive outputs are merged. */
 export function simplify(events: readonly JobEvent[]): string[] {
@@ -75,6 +76,7 @@ export async function startTestJob(
   let job: Job | undefined = undefined;
   const parsed = parseJobRequestJson(JSON.stringify({ job_id: "test-job", ...request }));
   job = Job.create({
+    createExecutor,
     request: parsed,
     logger: silentLogger,
     shellEnv: testShellEnv(home),

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Logger } from "../../lib/agent_log.ts";
+import type { Logger } from "../../lib/util/agent_log.ts";
 
 /** A logger whose lines a test can read. */
 export interface RecordingLogger extends Logger {

@@ -9,8 +9,8 @@
  */
 
 import { createSocket, type Socket } from "node:dgram";
-import type { Metrics } from "./metrics.ts";
-import type { Logger } from "./agent_log.ts";
+import type { Metrics } from "../lib/engine/metrics.ts";
+import type { Logger } from "../lib/util/agent_log.ts";
 
 /** Options of {@linkcode createStatsdMetrics}. */
 export interface StatsdOptions {

@@ -53,7 +53,7 @@ import type {
   JobRequest,
   LoggerConfig,
 } from "./job_request_types.ts";
-import { type JsonNode, JsonSyntaxError, readJson } from "./json_reader.ts";
+import { type JsonNode, JsonSyntaxError, readJson } from "../util/json_reader.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
 export const DEFAULT_MAX_LOG_SIZE = 16777216;

@@ -9,10 +9,10 @@
  * @module
  */
 
-import { type Logger, silentLogger } from "./agent_log.ts";
-import { delay, formatGoDuration, randomBetween } from "./delay.ts";
-import { HTTP_TIMEOUT_MS, timedFetch } from "./timed_fetch.ts";
-import { USER_AGENT } from "./version.ts";
+import { type Logger, silentLogger } from "../util/agent_log.ts";
+import { delay, formatGoDuration, randomBetween } from "../util/delay.ts";
+import { HTTP_TIMEOUT_MS, timedFetch } from "../util/timed_fetch.ts";
+import { USER_AGENT } from "../util/version.ts";
 
 /** The most lines one request may carry (and the default). */
 export const MAX_LINES_PER_REQUEST = 2000;

@@ -9,17 +9,18 @@
  * @module
  */
 
-import type { Logger } from "./agent_log.ts";
+import type { Logger } from "../util/agent_log.ts";
 import type { AgentConfig } from "./config.ts";
-import { EventLog } from "./event_log.ts";
-import type { JobResult } from "./events.ts";
+import { EventLog } from "../engine/event_log.ts";
+import type { JobResult } from "../engine/events.ts";
 import type { HubClient } from "./hub_client.ts";
-import { Job } from "./job.ts";
-import { parseJobRequestJson } from "./job_request.ts";
-import type { JobRequest } from "./job_request_types.ts";
+import { Job } from "../engine/job.ts";
+import { createExecutor } from "../../executors/for_job.ts";
+import { parseJobRequestJson } from "../engine/job_request.ts";
+import type { JobRequest } from "../engine/job_request_types.ts";
 import { type PushDelays, PushLogger } from "./push_logger.ts";
-import { uploadJobLogArtifact } from "./artifact_upload.ts";
-import { errorMessage } from "./errors.ts";
+import { uploadJobLogArtifact } from "../reporting/artifact_upload.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Options of {@linkcode ListenerJob.start}. */
 export interface ListenerJobOptions {
@@ -131,6 +132,7 @@ export class ListenerJob {
         });
       }
       job = Job.create({
+        createExecutor,
         request,
         sink: log,
         logger: this.#logger,

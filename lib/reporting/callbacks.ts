@@ -8,11 +8,11 @@
  * @module
  */
 
-import type { JobResult } from "./events.ts";
-import type { Logger } from "./agent_log.ts";
-import { USER_AGENT } from "./version.ts";
-import { delay, formatGoDuration } from "./delay.ts";
-import { errorMessage } from "./errors.ts";
+import type { JobResult } from "../engine/events.ts";
+import type { Logger } from "../util/agent_log.ts";
+import { USER_AGENT } from "../util/version.ts";
+import { delay, formatGoDuration } from "../util/delay.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The body of the `finished` callback: `{"result": "<result>"}` (note the space). */
 export function finishedCallbackBody(result: JobResult): string {

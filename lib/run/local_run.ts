@@ -11,13 +11,14 @@
  * @module
  */
 
-import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "./events.ts";
-import { parseJobRequestFile } from "./job_request.ts";
-import { cleanUpAfterCrashedAgents, Job } from "./job.ts";
+import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "../engine/events.ts";
+import { parseJobRequestFile } from "../engine/job_request.ts";
+import { Job } from "../engine/job.ts";
+import { cleanUpAfterCrashedAgents, createExecutor } from "../../executors/for_job.ts";
 import { createLivePrinter } from "./live_printer.ts";
-import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
-import { sendFinishedCallback, sendTeardownFinishedCallback } from "./callbacks.ts";
-import { UsageError } from "./errors.ts";
+import { createLogger, type Logger, parseLogLevel } from "../util/agent_log.ts";
+import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
+import { UsageError } from "../util/errors.ts";
 
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
@@ -126,6 +127,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   let job: Job;
   try {
     job = Job.create({
+      createExecutor,
       request,
       sink,
       logger,

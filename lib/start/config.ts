@@ -9,9 +9,9 @@
  */
 
 import { parse as parseYaml } from "yaml";
-import { UsageError } from "./errors.ts";
-import type { HostEnvVar } from "../executors/executor.ts";
-import type { FileInjection } from "./job.ts";
+import { UsageError } from "../util/errors.ts";
+import type { HostEnvVar } from "../engine/executor.ts";
+import type { FileInjection } from "../engine/executor.ts";
 
 /** Every configuration key of `agent start`, in the original's order (§3.1). */
 export const CONFIG_KEYS = [

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type EventSink, INVALID_BYTE, type JobEvent } from "./events.ts";
+import { type EventSink, INVALID_BYTE, type JobEvent } from "../engine/events.ts";
 
 /** Options of {@linkcode createLivePrinter}. */
 export interface LivePrinterOptions {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type EventLog, osTempDir } from "./event_log.ts";
+import { type EventLog, osTempDir } from "../engine/event_log.ts";
 
 /** Options of {@linkcode writePlainTextLog}. */
 export interface PlainTextLogOptions {

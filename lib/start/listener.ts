@@ -8,12 +8,12 @@
  * @module
  */
 
-import { createLogger, type Logger, parseLogLevel } from "./agent_log.ts";
+import { createLogger, type Logger, parseLogLevel } from "../util/agent_log.ts";
 import { type AgentConfig, loadConfig } from "./config.ts";
-import { delay, formatGoDuration, randomBetween } from "./delay.ts";
-import { errorMessage, UsageError } from "./errors.ts";
-import { osTempDir } from "./event_log.ts";
-import { type JobResult, unixSeconds } from "./events.ts";
+import { delay, formatGoDuration, randomBetween } from "../util/delay.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
+import { osTempDir } from "../engine/event_log.ts";
+import { type JobResult, unixSeconds } from "../engine/events.ts";
 import {
   type AgentState,
   hubBaseUrl,
@@ -23,11 +23,11 @@ import {
   type SyncResponse,
 } from "./hub_client.ts";
 import { ListenerJob } from "./listener_job.ts";
-import { cleanUpAfterCrashedAgents } from "./job.ts";
+import { cleanUpAfterCrashedAgents } from "../../executors/for_job.ts";
 import { archName, hostName, osName } from "./os_info.ts";
 import type { PushDelays } from "./push_logger.ts";
 import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./shutdown_hook.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../util/version.ts";
 
 /** Waits and limits of the listener; tests shorten them. */
 export interface ListenerTimings {

@@ -8,21 +8,11 @@
 
 import { type EventSink, type JobResult, unixSeconds } from "./events.ts";
 import type { JobRequest } from "./job_request_types.ts";
-import type { Executor, HostEnvVar } from "../executors/executor.ts";
-import { createShellExecutor } from "../executors/shell.ts";
-import { createDockerExecutor } from "../executors/docker.ts";
-import { removeLeftovers } from "../executors/docker_leftovers.ts";
-import { errorMessage, JobConstructionError } from "./errors.ts";
+import type { CreateExecutor, Executor, ExecutorSetup, HostEnvVar } from "./executor.ts";
+import { errorMessage, JobConstructionError } from "../util/errors.ts";
 import { validateForJob } from "./job_request.ts";
-import { encodeBase64 } from "./base64.ts";
-import type { Logger } from "./agent_log.ts";
-import type { Metrics } from "./metrics.ts";
-
-/** A `--files HOST:CONTAINER` entry (container executor only). */
-export interface FileInjection {
-  readonly hostPath: string;
-  readonly destination: string;
-}
+import { encodeBase64 } from "../util/base64.ts";
+import type { Logger } from "../util/agent_log.ts";
 
 /** What the mode running a job does around `job_finished` (§5.6). */
 export interface JobTeardownHooks {
@@ -33,19 +23,9 @@ export interface JobTeardownHooks {
 }
 
 /** Options of {@linkcode Job.create}. */
-export interface JobOptions {
-  readonly request: JobRequest;
-  /** Where events go (the event log, usually wrapped by a live printer). */
-  readonly sink: EventSink;
-  readonly logger: Logger;
-  /** Self-hosted: no jump point, authorized_keys or `.bash_profile` edits (§9.1). @default false */
-  readonly selfHosted?: boolean;
-  /** Pass `/dev/kvm` to containers. @default false */
-  readonly exposeKvmDevice?: boolean;
-  /** `--files` bind mounts (container executor). @default [] */
-  readonly fileInjections?: readonly FileInjection[];
-  /** @default false */
-  readonly failOnMissingFiles?: boolean;
+export interface JobOptions extends ExecutorSetup {
+  /** Builds the job's executor: `createExecutor` of `executors/for_job.ts` in every mode. */
+  readonly createExecutor: CreateExecutor;
   /** Pre-job hook script. @default none */
   readonly preJobHookPath?: string;
   /** `source <path>` instead of `bash <path>`. @default false */
@@ -56,13 +36,6 @@ export interface JobOptions {
   readonly postJobHookPath?: string;
   /** Host env vars exported with the job's, overriding them (§8.10). @default [] */
   readonly hostEnvVars?: readonly HostEnvVar[];
-  /**
-   * The environment the job shell starts from.
-   * @default the agent's environment without `SEMAPHORE_AGENT_*` variables (DECISIONS.md 14)
-   */
-  readonly shellEnv?: Readonly<Record<string, string>>;
-  /** StatsD metrics (serve only, §7.9). @default none */
-  readonly metrics?: Metrics;
   /** Mode-specific teardown around `job_finished`. */
   readonly hooks?: JobTeardownHooks;
 }
@@ -111,7 +84,7 @@ export class Job {
   static create(options: JobOptions): Job {
     const problem = validateForJob(options.request);
     if (problem) throw new JobConstructionError(problem);
-    return new Job(options, createExecutor(options));
+    return new Job(options, options.createExecutor(options));
   }
 
   /** Whether `run()` has completed. */
@@ -300,51 +273,5 @@ export class Job {
     } catch (error) {
       this.#logger.error(`[job=${this.id}] ${errorMessage(error)}`);
     }
-  }
-}
-
-function createExecutor(options: JobOptions): Executor {
-  const { request, sink, logger } = options;
-  switch (request.executor) {
-    case "shell":
-      return createShellExecutor({
-        request,
-        sink,
-        logger,
-        selfHosted: options.selfHosted ?? false,
-        baseEnv: options.shellEnv,
-      });
-    case "dockercompose":
-      return createDockerExecutor({
-        request,
-        sink,
-        logger,
-        selfHosted: options.selfHosted ?? false,
-        exposeKvmDevice: options.exposeKvmDevice ?? false,
-        fileInjections: options.fileInjections ?? [],
-        failOnMissingFiles: options.failOnMissingFiles ?? false,
-        metrics: options.metrics,
-        hostEnv: options.shellEnv,
-      });
-    default:
-      throw new JobConstructionError("unknown executor type");
-  }
-}
-
-/**
- * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
- * owners that are no longer alive). Every agent that runs jobs calls it once at start; it
- * gives up quietly after a few seconds when Docker does not answer.
- */
-export async function cleanUpAfterCrashedAgents(logger: Logger): Promise<void> {
-  try {
-    const { containers, networks } = await removeLeftovers({ logger });
-    if (containers + networks > 0) {
-      logger.info(
-        `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
-      );
-    }
-  } catch (error) {
-    logger.warn(`Cannot remove what earlier jobs left behind: ${errorMessage(error)}`);
   }
 }

@@ -7,7 +7,7 @@
  */
 
 import type { EnvVar, JobFile } from "./job_request_types.ts";
-import { decodeBase64Text } from "./base64.ts";
+import { decodeBase64Text } from "../util/base64.ts";
 
 /** An env var with its value decoded from base64 (same shape as a host env var). */
 export interface DecodedEnvVar {

@@ -4,7 +4,7 @@
  * @module
  */
 
-import denoJson from "../deno.json" with { type: "json" };
+import denoJson from "../../deno.json" with { type: "json" };
 
 /** The version string the agent reports: `v<deno.json version>`. */
 export const VERSION = `v${denoJson.version}`;

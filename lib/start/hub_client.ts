@@ -8,12 +8,12 @@
  * @module
  */
 
-import { HttpError } from "./errors.ts";
-import { USER_AGENT } from "./version.ts";
-import { delay, formatGoDuration } from "./delay.ts";
-import { HTTP_TIMEOUT_MS, type TimedAnswer, timedFetch } from "./timed_fetch.ts";
-import { type Logger, silentLogger } from "./agent_log.ts";
-import type { JobResult } from "./events.ts";
+import { HttpError } from "../util/errors.ts";
+import { USER_AGENT } from "../util/version.ts";
+import { delay, formatGoDuration } from "../util/delay.ts";
+import { HTTP_TIMEOUT_MS, type TimedAnswer, timedFetch } from "../util/timed_fetch.ts";
+import { type Logger, silentLogger } from "../util/agent_log.ts";
+import type { JobResult } from "../engine/events.ts";
 
 /** The state the agent reports at each sync (§8.3). */
 export type AgentState =

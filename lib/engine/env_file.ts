@@ -9,10 +9,10 @@
 
 import type { EnvVar } from "./job_request_types.ts";
 import type { EventSink } from "./events.ts";
-import type { Logger } from "./agent_log.ts";
-import { decodeBase64 } from "./base64.ts";
+import type { Logger } from "../util/agent_log.ts";
+import { decodeBase64 } from "../util/base64.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
-import { errorMessage } from "./errors.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** A variable with a text value (host variables from the agent's configuration). */
 export interface PlainEnvVar {

@@ -9,12 +9,12 @@
  * @module
  */
 
-import type { EventLog } from "./event_log.ts";
-import type { EnvVar } from "./job_request_types.ts";
-import type { Logger } from "./agent_log.ts";
+import type { EventLog } from "../engine/event_log.ts";
+import type { EnvVar } from "../engine/job_request_types.ts";
+import type { Logger } from "../util/agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
-import { decodeBase64Text } from "./base64.ts";
-import { scrubbedEnvironment } from "./agent_environment.ts";
+import { decodeBase64Text } from "../util/base64.ts";
+import { scrubbedEnvironment } from "../engine/agent_environment.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";

@@ -1,14 +1,17 @@
 /**
  * The one interface between the job engine and an executor (shell, container). Types only:
- * both sides import this module, so `lib/job.ts` never imports an executor's internals and no
- * executor imports the job engine.
+ * the engine drives an `Executor` without knowing which one it is; `executors/for_job.ts` builds
+ * it from an `ExecutorSetup`, and the mode that runs a job hands that builder to `Job.create`.
  *
  * Every method that logs writes its events to the `EventSink` the executor was built with.
  *
  * @module
  */
 
-import type { EnvVar, JobFile } from "../lib/job_request_types.ts";
+import type { EnvVar, JobFile, JobRequest } from "./job_request_types.ts";
+import type { EventSink } from "./events.ts";
+import type { Logger } from "../util/agent_log.ts";
+import type { Metrics } from "./metrics.ts";
 
 /** A host environment variable (`--env-vars NAME=VALUE`): the value is raw, not base64. */
 export interface HostEnvVar {
@@ -51,3 +54,39 @@ export interface Executor extends AsyncDisposable {
   /** Removes everything the executor made (processes, files, containers). Idempotent. */
   cleanup(): Promise<void>;
 }
+
+/** A `--files HOST:CONTAINER` entry (container executor only). */
+export interface FileInjection {
+  readonly hostPath: string;
+  readonly destination: string;
+}
+
+/** What an executor is built from: the job and the mode's settings that concern the host. */
+export interface ExecutorSetup {
+  readonly request: JobRequest;
+  /** Where events go (the event log, usually wrapped by a live printer). */
+  readonly sink: EventSink;
+  readonly logger: Logger;
+  /** Self-hosted: no jump point, authorized_keys or `.bash_profile` edits (§9.1). @default false */
+  readonly selfHosted?: boolean;
+  /** Pass `/dev/kvm` to containers. @default false */
+  readonly exposeKvmDevice?: boolean;
+  /** `--files` bind mounts (container executor). @default [] */
+  readonly fileInjections?: readonly FileInjection[];
+  /** @default false */
+  readonly failOnMissingFiles?: boolean;
+  /**
+   * The environment the job shell starts from.
+   * @default the agent's environment without `SEMAPHORE_AGENT_*` variables (DECISIONS.md 14)
+   */
+  readonly shellEnv?: Readonly<Record<string, string>>;
+  /** StatsD metrics (serve only, §7.9). @default none */
+  readonly metrics?: Metrics;
+}
+
+/**
+ * Builds the executor a job asks for.
+ *
+ * @throws {JobConstructionError} for an unknown executor or a container job without containers.
+ */
+export type CreateExecutor = (setup: ExecutorSetup) => Executor;

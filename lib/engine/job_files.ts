@@ -10,7 +10,7 @@
 
 import type { EventSink } from "./events.ts";
 import type { JobFile } from "./job_request_types.ts";
-import { decodeBase64 } from "./base64.ts";
+import { decodeBase64 } from "../util/base64.ts";
 import { CommandLog } from "./command_log.ts";
 
 /** How {@linkcode injectJobFiles} puts files in place for one executor. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Logger } from "./agent_log.ts";
+import type { Logger } from "../util/agent_log.ts";
 
 /** The reason given to the shutdown hook. */
 export type ShutdownReason =
