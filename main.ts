@@ -81,7 +81,12 @@ function addStartOptions(cmd: Command): Command {
       new Option("--kubernetes-pod-start-timeout <seconds>", "pod start timeout")
         .argParser(parseIntFlag),
     )
-    .option("--kubernetes-default-image <image>", "image for jobs without containers");
+    .option("--kubernetes-default-image <image>", "image for jobs without containers")
+    .option(
+      "--metrics-addr <host:port>",
+      "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
+    )
+    .option("--log-format <format>", "the agent log's format: text (default) or json");
 }
 
 /** The `agent serve` flags (SEMAPHORE_COMPAT.md §3.2 and DECISIONS.md 15). */
@@ -104,7 +109,12 @@ function addServeOptions(cmd: Command): Command {
     .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
     .addOption(
       boolOption("--expose-kvm-device", "pass /dev/kvm to job containers").default(true),
-    );
+    )
+    .option(
+      "--metrics-addr <host:port>",
+      "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
+    )
+    .option("--log-format <format>", "the agent log's format: text (default) or json");
 }
 
 /** Returns the options of `cmd` that were given on the command line, by flag name. */
@@ -143,6 +153,7 @@ function buildProgram(setExit: (code: number) => void): Command {
     .argument("<job-file>", "job request in Semaphore's YAML format")
     .option("--log-file <path>", "also write the JSONL event log here")
     .option("--debug", "show stack traces for unexpected errors")
+    .option("--log-format <format>", "the agent log's format on stderr: text (default) or json")
     .addHelpText(
       "after",
       `
@@ -154,9 +165,9 @@ file and the field. SEMAPHORE_AGENT_LOG_LEVEL=debug shows the agent's own log on
 Example:
   agent run examples/hello.yaml --log-file job.jsonl`,
     )
-    .action(async (path: string, opts: { logFile?: string }) => {
+    .action(async (path: string, opts: { logFile?: string; logFormat?: string }) => {
       const { runJobFile } = await import("./lib/run/local_run.ts");
-      setExit(await runJobFile({ path, logFile: opts.logFile }));
+      setExit(await runJobFile({ path, logFile: opts.logFile, logFormat: opts.logFormat }));
     });
 
   addServeOptions(

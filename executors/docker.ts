@@ -386,11 +386,13 @@ class DockerExecutor implements Executor {
     const started = performance.now();
     if (android) this.#metrics?.gauge("compose.docker.pull.rate", 1, tags);
     let exitCode = 0;
+    let pulled = false;
     try {
       const docker = await this.#docker();
       const images = [...new Set(this.#containers.map((c) => c.image))];
       for (const image of images) {
         if (await docker.inspectImage(image)) continue;
+        pulled = true;
         this.#logger.info(`${this.#subject} Pulling ${image}`);
         await docker.pullImage(image, {
           auth: findRegistryAuth(this.#auths, image),
@@ -402,13 +404,11 @@ class DockerExecutor implements Executor {
       if (!this.#stopping) log.text(`${dockerErrorText(error)}\n`);
       exitCode = 1;
     }
+    const seconds = (performance.now() - started) / 1000;
+    if (pulled) this.#metrics?.imagePull?.({ seconds, failed: exitCode !== 0 });
     if (android) {
       if (exitCode !== 0) this.#metrics?.gauge("compose.docker.error.rate", 1, tags);
-      this.#metrics?.gauge(
-        "compose.docker.pull.duration",
-        (performance.now() - started) / 1000,
-        tags,
-      );
+      this.#metrics?.gauge("compose.docker.pull.duration", seconds, tags);
     }
     this.#logger.info(`${this.#subject} Docker pull finished. Exit Code: ${exitCode}`);
     log.finish(exitCode);

@@ -36,6 +36,8 @@ import {
 } from "../lib/engine/job_request.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import type { Metrics } from "../lib/engine/metrics.ts";
+import type { AgentMetrics } from "../lib/telemetry/agent_metrics.ts";
+import { observedSink } from "../lib/telemetry/job_observer.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "../lib/reporting/callbacks.ts";
 import {
   type ArtifactUploadOptions,
@@ -119,6 +121,8 @@ export interface JobControllerOptions {
   /** `--expose-kvm-device`. @default true */
   readonly exposeKvmDevice?: boolean;
   readonly metrics?: Metrics;
+  /** Prometheus metrics (`--metrics-addr`). @default none */
+  readonly agentMetrics?: AgentMetrics;
   /** Directory of the job log file. @default the OS temp dir */
   readonly logDir?: string;
   /**
@@ -171,6 +175,11 @@ export class JobController implements JobsApi {
     this.#logger = options.logger;
     this.#createJob = options.createJob ?? ((o) => Job.create(o));
     this.#uploadJobLog = options.uploadJobLog ?? uploadJobLogArtifact;
+  }
+
+  /** The accepted job's id, for the agent log's `job_id`; undefined before a job arrives. */
+  get activeJobId(): string | undefined {
+    return this.#active?.id;
   }
 
   /** `job-received` as soon as a job was accepted, forever after (§7.6). */
@@ -280,7 +289,7 @@ export class JobController implements JobsApi {
     return {
       createExecutor,
       request: entry.request,
-      sink,
+      sink: options.agentMetrics ? observedSink(sink, options.agentMetrics) : sink,
       logger,
       selfHosted: false,
       exposeKvmDevice: options.exposeKvmDevice ?? true,
@@ -290,7 +299,7 @@ export class JobController implements JobsApi {
       sourcePreJobHook: true,
       failOnPreJobHookError: true,
       hostEnvVars: [],
-      metrics: options.metrics,
+      metrics: options.agentMetrics?.engineMetrics(options.metrics) ?? options.metrics,
       hooks: {
         beforeJobFinished: (result) => this.#beforeJobFinished(entry, result),
         afterJobFinished: () => this.#afterJobFinished(entry),

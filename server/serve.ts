@@ -9,7 +9,7 @@
 
 import { createPrivateKey } from "node:crypto";
 import { dirname } from "node:path";
-import { createLogger, type Logger, parseLogLevel } from "../lib/util/agent_log.ts";
+import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../lib/util/agent_log.ts";
 import { errorMessage, UsageError } from "../lib/util/errors.ts";
 import { osTempDir } from "../lib/engine/event_log.ts";
 import type { FileInjection } from "../lib/engine/executor.ts";
@@ -19,6 +19,8 @@ import { VERSION } from "../lib/util/version.ts";
 import { createApp } from "./app.ts";
 import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";
+import { type ListenAddress, parseListenAddress } from "../lib/telemetry/listen_address.ts";
+import type { MetricsServer } from "../lib/telemetry/metrics_server.ts";
 
 /** Options of `agent serve` as commander parses them (camelCase flag names). */
 export interface ServeOptions {
@@ -35,6 +37,15 @@ export interface ServeOptions {
   readonly preJobHookPath?: string;
   readonly files?: readonly string[];
   readonly exposeKvmDevice?: boolean;
+  /** `--metrics-addr HOST:PORT` (else `SEMAPHORE_AGENT_METRICS_ADDR`). @default off */
+  readonly metricsAddr?: string;
+  /** `--log-format text|json` (else `SEMAPHORE_AGENT_LOG_FORMAT`). @default "text" */
+  readonly logFormat?: string;
+}
+
+/** A `SEMAPHORE_AGENT_*` variable; empty counts as unset. */
+function agentEnv(name: string): string | undefined {
+  return Deno.env.get(`SEMAPHORE_AGENT_${name}`) || undefined;
 }
 
 /** The environment variable holding the JWT secret (DECISIONS.md 15). */
@@ -51,7 +62,7 @@ function fatal(message: string, cause?: unknown): UsageError {
 }
 
 /** The agent log of §2.1: `$SEMAPHORE_AGENT_LOG_FILE_PATH` or `<tmpdir>/agent_log`, plus stdout. */
-function agentLogger(): Logger {
+function agentLogger(options: ServeOptions, jobId: () => string | undefined): Logger {
   const levelName = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
   let level;
   try {
@@ -68,7 +79,13 @@ function agentLogger(): Logger {
       throw fatal(`Cannot create the directory of ${custom}: ${errorMessage(error)}`, error);
     }
   }
-  return createLogger({ level, filePath });
+  let format;
+  try {
+    format = parseLogFormat(options.logFormat ?? agentEnv("LOG_FORMAT") ?? "text");
+  } catch (error) {
+    throw fatal(errorMessage(error));
+  }
+  return createLogger({ level, filePath, format, jobId });
 }
 
 /**
@@ -199,7 +216,16 @@ export async function serve(
   options: ServeOptions,
   _explicit: Record<string, unknown>,
 ): Promise<number> {
-  const logger = agentLogger();
+  // The agent log's `job_id` (JSON format) comes from the controller once it exists.
+  let activeJobId = (): string | undefined => undefined;
+  const logger = agentLogger(options, () => activeJobId());
+  const metricsAddrText = options.metricsAddr ?? agentEnv("METRICS_ADDR");
+  let metricsAddr: ListenAddress | undefined;
+  try {
+    metricsAddr = metricsAddrText ? parseListenAddress(metricsAddrText) : undefined;
+  } catch (error) {
+    throw fatal(errorMessage(error));
+  }
   const secret = await resolveAuthTokenSecret(options);
   const port = options.port ?? 8000;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -216,6 +242,9 @@ export async function serve(
   const callbackRetryAttempts = requested > 0 ? requested : DEFAULT_CALLBACK_ATTEMPTS;
 
   const metrics = statsdFrom(options, logger);
+  // Loaded only when asked for: a server without metrics pays nothing for them.
+  const agentMetrics = metricsAddr &&
+    new (await import("../lib/telemetry/agent_metrics.ts")).AgentMetrics();
   const jobs = new JobController({
     logger,
     callbackRetryAttempts,
@@ -223,7 +252,9 @@ export async function serve(
     fileInjections,
     exposeKvmDevice: options.exposeKvmDevice ?? true,
     metrics,
+    agentMetrics: agentMetrics || undefined,
   });
+  activeJobId = () => jobs.activeJobId;
   const app = createApp({
     auth: jwtAuth({ secret }),
     jobs,
@@ -250,12 +281,33 @@ export async function serve(
     await metrics?.close();
     throw fatal(`Cannot listen on https://${host}:${port}: ${errorMessage(error)}`, error);
   }
+  // Metrics listen before the agent says it listens: whoever waits for that line can scrape.
+  let shuttingDown = false;
+  let metricsServer: MetricsServer | undefined;
+  if (metricsAddr && agentMetrics) {
+    const { startMetricsServer } = await import("../lib/telemetry/metrics_server.ts");
+    try {
+      metricsServer = startMetricsServer({
+        address: metricsAddr,
+        metrics: agentMetrics,
+        logger,
+        readiness: () =>
+          shuttingDown ? { ready: false, reason: "the agent is shutting down" } : { ready: true },
+      });
+    } catch (error) {
+      signals.dispose();
+      await server.shutdown();
+      await metrics?.close();
+      throw fatal(errorMessage(error), error);
+    }
+  }
+
   logger.info(`Agent ${VERSION} listening on https://${host}:${server.addr.port}`);
   logger.info(`Callback retry attempts: ${callbackRetryAttempts}`);
-
   const signal = await signals.signal;
   signals.dispose();
   logger.info(`Received ${signal} - stopping the job and shutting down`);
+  shuttingDown = true;
   await jobs.shutdown(SHUTDOWN_GRACE_MS);
   // Streams still open (a slow log download) must not keep the process up.
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -263,6 +315,7 @@ export async function serve(
   await Promise.race([server.shutdown(), cut]);
   clearTimeout(timer);
   await metrics?.close();
+  await metricsServer?.close();
   logger.info("Agent stopped");
   return signal === "SIGINT" ? 130 : 143;
 }

@@ -43,9 +43,11 @@ async function withConfigFile(
   }
 }
 
-Deno.test("CONFIG_KEYS lists the 25 keys, each with a flag in main.ts and an env var", async () => {
-  assert.equal(CONFIG_KEYS.length, 25);
-  assert.equal(new Set(CONFIG_KEYS).size, 25);
+Deno.test("CONFIG_KEYS lists the original's 25 keys and ours, each with a flag in main.ts and an env var", async () => {
+  // The original's 25 (§3.1), then ours: metrics-addr and log-format (issue 11).
+  assert.equal(CONFIG_KEYS.length, 27);
+  assert.equal(new Set(CONFIG_KEYS).size, 27);
+  assert.deepEqual(CONFIG_KEYS.slice(25), ["metrics-addr", "log-format"]);
   const main = await Deno.readTextFile(new URL("../main.ts", import.meta.url));
   const start = main.slice(
     main.indexOf("function addStartOptions"),
@@ -98,7 +100,33 @@ Deno.test("loadConfig() uses the defaults when only the required keys are set", 
       kubernetesPodStartTimeout: 300,
       kubernetesDefaultImage: "",
       logsFlushTimeoutSeconds: 60,
+      metricsAddr: undefined,
+      logFormat: "text",
     },
+  );
+});
+
+Deno.test("loadConfig() reads metrics-addr and log-format from flags, env and file, and rejects bad ones", async () => {
+  const fromEnv = await load(REQUIRED, {
+    SEMAPHORE_AGENT_METRICS_ADDR: "127.0.0.1:9464",
+    SEMAPHORE_AGENT_LOG_FORMAT: "JSON",
+  });
+  assert.deepEqual(fromEnv.metricsAddr, { hostname: "127.0.0.1", port: 9464 });
+  assert.equal(fromEnv.logFormat, "json");
+  const fromFlag = await load({ ...REQUIRED, "metrics-addr": ":9100" });
+  assert.deepEqual(fromFlag.metricsAddr, { hostname: "0.0.0.0", port: 9100 });
+  await assert.rejects(
+    () => load({ ...REQUIRED, "metrics-addr": "localhost" }),
+    (error: Error) =>
+      error instanceof UsageError && error.exitCode === 1 &&
+      error.message ===
+        "Cannot use metrics address 'localhost': expected HOST:PORT, e.g. 127.0.0.1:9090. Exiting...",
+  );
+  await assert.rejects(
+    () => load({ ...REQUIRED, "log-format": "xml" }),
+    (error: Error) =>
+      error instanceof UsageError &&
+      error.message === "Log format xml not supported (text, json). Exiting...",
   );
 });
 

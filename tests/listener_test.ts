@@ -6,6 +6,7 @@ import { USER_AGENT, VERSION } from "../lib/util/version.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 import { simplifyLogLines } from "./support/log_notation.ts";
 import { testShellEnv } from "./support/job_harness.ts";
+import { AgentMetrics } from "../lib/telemetry/agent_metrics.ts";
 
 const FAST: ListenerTimings = {
   syncRetryMs: [50, 100],
@@ -29,6 +30,7 @@ async function startAgent(
   hub: FakeHub,
   flags: Record<string, unknown> = {},
   timings: ListenerTimings = {},
+  metrics?: AgentMetrics,
 ): Promise<Agent> {
   const dir = await Deno.makeTempDir({ prefix: "listener_test_" });
   const home = await Deno.makeTempDir({ prefix: "listener_test_home_" });
@@ -48,6 +50,7 @@ async function startAgent(
     eventLogDir: dir,
     // Job shells get an empty HOME: the machine's login profile is not part of these tests.
     shellEnv: testShellEnv(home),
+    metrics,
   });
   return {
     listener,
@@ -614,4 +617,45 @@ Deno.test("agent start stops the job on SIGTERM and exits 0", async () => {
     );
     assert.match(agentLog, / : Agent shutting down due to: INTERRUPTED\n$/);
   });
+});
+
+Deno.test("Listener.readiness() follows registration and syncs; metrics count sync failures in a row", async () => {
+  await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
+  const metrics = new AgentMetrics();
+  const gauge = async (name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(await metrics.exposition())?.[1]);
+  try {
+    const agent = await startAgent(hub, {}, {}, metrics);
+    assert.deepEqual(agent.listener.readiness(), {
+      ready: false,
+      reason: "not registered with Semaphore",
+    });
+    await hub.waitFor("two syncs", () => hub.syncs.length >= 2);
+    assert.deepEqual(agent.listener.readiness(), { ready: true });
+    const later = performance.now() + 61_000;
+    assert.deepEqual(agent.listener.readiness(later), {
+      ready: false,
+      reason: "the last successful sync was 61 s ago",
+    });
+    await hub.goDown();
+    // No hub request marks a failed sync: the gauge is read until it shows two (bounded).
+    const deadline = performance.now() + 10_000;
+    while (await gauge("semaphore_agent_sync_failures_in_a_row") < 2) {
+      assert.ok(performance.now() < deadline, "two failed syncs within 10 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const syncsBefore = hub.syncs.length;
+    await hub.comeUp();
+    await hub.waitFor("two more syncs", () => hub.syncs.length >= syncsBefore + 2);
+    assert.equal(await gauge("semaphore_agent_sync_failures_in_a_row"), 0);
+    assert.match(
+      await metrics.exposition(),
+      /^semaphore_agent_state\{state="waiting-for-jobs"\} 1$/m,
+    );
+    hub.scheduleShutdown();
+    assert.equal(await agent.done(), 0);
+    assert.match(await metrics.exposition(), /^semaphore_agent_state\{state="shutting-down"\} 1$/m);
+  } finally {
+    metrics.close();
+  }
 });

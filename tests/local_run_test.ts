@@ -121,3 +121,34 @@ function denoDir(): string {
   return Deno.env.get("DENO_DIR") ??
     `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`}/deno`;
 }
+
+Deno.test("agent run --log-format json writes the agent log on stderr as JSON lines naming the job", async () => {
+  const path = await writeJob(`job_id: json-log-job\ncommands:\n  - directive: "true"\n`);
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const run = (format: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", main, "run", path, "--log-format", format],
+      stdout: "null",
+      stderr: "piped",
+      env: { HOME: home, DENO_DIR: denoDir(), SEMAPHORE_AGENT_LOG_LEVEL: "debug" },
+    }).output();
+  try {
+    const ok = await run("json");
+    assert.equal(ok.code, 0);
+    const lines = new TextDecoder().decode(ok.stderr).trimEnd().split("\n");
+    const entries = lines.map((l) => JSON.parse(l));
+    assert.ok(entries.length > 0);
+    for (const entry of entries) {
+      assert.deepEqual(Object.keys(entry), ["time", "level", "msg", "agent", "job_id"]);
+      assert.equal(entry.job_id, "json-log-job");
+    }
+    const bad = await run("xml");
+    assert.equal(bad.code, 2);
+    assert.equal(
+      new TextDecoder().decode(bad.stderr),
+      "agent: Log format xml not supported (text, json)\n",
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});

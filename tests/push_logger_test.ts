@@ -207,3 +207,30 @@ Deno.test("PushLogger refreshes the token after a 401 and goes on", async () => 
     assert.equal(pushes.at(-1)!.status, 200);
   }, { logToken: "expired-token" });
 });
+
+Deno.test("PushLogger.backlog() counts the unsent events, their bytes and the oldest one's age", async () => {
+  await withSetup(async (hub, log, jobId) => {
+    const statuses: (number | undefined)[] = [];
+    const logger = pusher(hub, log, jobId, {
+      onResponse: (status) => statuses.push(status),
+    });
+    assert.deepEqual(await logger.backlog(), { events: 0, bytes: 0, oldestAgeSeconds: 0 });
+    log.write({ event: "job_started", timestamp: 1700000000 });
+    log.write(outputEvent(1));
+    const lines = [
+      '{"event":"job_started","timestamp":1700000000}\n',
+      '{"event":"cmd_output","timestamp":1700000000,"output":"line 1\\n"}\n',
+    ];
+    const bytes = lines.join("").length;
+    assert.deepEqual(await logger.backlog(1700000090_000), {
+      events: 2,
+      bytes,
+      oldestAgeSeconds: 90,
+    });
+    logger.start();
+    await hub.waitUntilLogEvents(jobId, 2);
+    await logger.close();
+    assert.deepEqual(await logger.backlog(), { events: 0, bytes: 0, oldestAgeSeconds: 0 });
+    assert.ok(statuses.length >= 1 && statuses.every((s) => s === 200), `${statuses}`);
+  });
+});

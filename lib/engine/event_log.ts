@@ -146,6 +146,11 @@ export class EventLog implements EventSink, AsyncDisposable {
     return this.#byteSize;
   }
 
+  /** Where line `index` starts in the file (the byte size for an index past the end). */
+  byteOffset(index: number): number {
+    return this.#offset(index);
+  }
+
   /**
    * Appends one event: calls the live listeners, then queues its line for the disk. Never
    * throws; ignored after `close()` or after a disk error (listeners still hear of it then).

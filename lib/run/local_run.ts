@@ -16,7 +16,7 @@ import { parseJobRequestFile } from "../engine/job_request.ts";
 import { Job } from "../engine/job.ts";
 import { cleanUpAfterCrashedAgents, createExecutor } from "../../executors/for_job.ts";
 import { createLivePrinter } from "./live_printer.ts";
-import { createLogger, type Logger, parseLogLevel } from "../util/agent_log.ts";
+import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../util/agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
 import { UsageError } from "../util/errors.ts";
 
@@ -32,6 +32,8 @@ export interface RunJobFileOptions {
   readonly color?: boolean;
   /** The environment the job shell starts from. @default the agent's, scrubbed */
   readonly shellEnv?: Readonly<Record<string, string>>;
+  /** `--log-format` of the agent's own log (stderr). @default `SEMAPHORE_AGENT_LOG_FORMAT`, else text */
+  readonly logFormat?: string;
 }
 
 /** Callback attempts of `agent run` (§3.3). */
@@ -76,11 +78,14 @@ function openLogFile(path: string): EventSink & Disposable {
  * errors only (e.g. a callback URL that does not answer and is being retried), everything at
  * `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
  */
-function agentLogger(): Logger {
+function agentLogger(logFormat: string | undefined, jobId: string | undefined): Logger {
   const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
+  const format = logFormat ?? (Deno.env.get("SEMAPHORE_AGENT_LOG_FORMAT") || "text");
   const encoder = new TextEncoder();
   return createLogger({
     level: level ? parseLogLevel(level) : "warn",
+    format: parseLogFormat(format),
+    jobId: () => jobId,
     stdout: false,
     onLine: (line) => {
       try {
@@ -110,7 +115,12 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }
-  const logger = agentLogger();
+  let logger: Logger;
+  try {
+    logger = agentLogger(options.logFormat, request.job_id);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
+  }
   using file = logFile ? openLogFile(logFile) : undefined;
   const printer = createLivePrinter({ write, color });
   const sink: EventSink = {

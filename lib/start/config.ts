@@ -1,5 +1,5 @@
 /**
- * The configuration of `agent start` (SEMAPHORE_COMPAT.md §3.1): 25 keys, each a flag, a
+ * The configuration of `agent start` (SEMAPHORE_COMPAT.md §3.1): its 25 keys and ours, each a flag, a
  * `SEMAPHORE_AGENT_*` environment variable and a YAML config-file key, merged with the
  * original's precedence (explicit flag > environment > config file > default) and validated in
  * the original's order with its exact messages. The result is one frozen {@linkcode AgentConfig}.
@@ -12,6 +12,8 @@ import { parse as parseYaml } from "yaml";
 import { UsageError } from "../util/errors.ts";
 import type { HostEnvVar } from "../engine/executor.ts";
 import type { FileInjection } from "../engine/executor.ts";
+import { type ListenAddress, parseListenAddress } from "../telemetry/listen_address.ts";
+import { type LogFormat, parseLogFormat } from "../util/agent_log.ts";
 
 /** Every configuration key of `agent start`, in the original's order (§3.1). */
 export const CONFIG_KEYS = [
@@ -40,6 +42,8 @@ export const CONFIG_KEYS = [
   "kubernetes-pod-start-timeout",
   "kubernetes-labels",
   "kubernetes-default-image",
+  "metrics-addr",
+  "log-format",
 ] as const;
 
 /** One configuration key of `agent start`. */
@@ -73,6 +77,8 @@ const KEY_TYPES: Readonly<Record<ConfigKey, KeyType>> = {
   "kubernetes-pod-start-timeout": "int",
   "kubernetes-labels": "list",
   "kubernetes-default-image": "string",
+  "metrics-addr": "string",
+  "log-format": "string",
 };
 
 const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly string[]>> = {
@@ -101,6 +107,8 @@ const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly 
   "kubernetes-pod-start-timeout": 300,
   "kubernetes-labels": [],
   "kubernetes-default-image": "",
+  "metrics-addr": "",
+  "log-format": "text",
 };
 
 /** The variable that sets the push logger's flush timeout in seconds (not one of the 25 keys). */
@@ -147,6 +155,10 @@ export interface AgentConfig {
   readonly kubernetesDefaultImage: string;
   /** Push logger flush timeout in seconds, 1–900 (`SEMAPHORE_AGENT_LOGS_FLUSH_TIMEOUT`). */
   readonly logsFlushTimeoutSeconds: number;
+  /** Where `/metrics`, `/healthz` and `/readyz` are served; undefined when off. */
+  readonly metricsAddr: ListenAddress | undefined;
+  /** The agent log's format. */
+  readonly logFormat: LogFormat;
 }
 
 /** Options of {@linkcode loadConfig}. */
@@ -462,6 +474,14 @@ export async function loadConfig(
     );
   }
   const logsFlushTimeoutSeconds = readFlushTimeout(getEnv);
+  let metricsAddr: ListenAddress | undefined;
+  let logFormat: LogFormat;
+  try {
+    metricsAddr = str("metrics-addr") === "" ? undefined : parseListenAddress(str("metrics-addr"));
+    logFormat = parseLogFormat(str("log-format"));
+  } catch (error) {
+    fatal(`${(error as Error).message}. Exiting...`);
+  }
 
   return Object.freeze({
     configFile,
@@ -492,5 +512,7 @@ export async function loadConfig(
     kubernetesPodStartTimeout: int("kubernetes-pod-start-timeout"),
     kubernetesDefaultImage: str("kubernetes-default-image"),
     logsFlushTimeoutSeconds,
+    metricsAddr: metricsAddr && Object.freeze(metricsAddr),
+    logFormat,
   });
 }

@@ -99,7 +99,19 @@ export interface HubClientOptions {
   readonly timeoutMs?: number;
   /** Aborts requests and retry waits (shutdown). */
   readonly signal?: AbortSignal;
+  /**
+   * Told of every request's end: the endpoint (`register`, `sync`, `job`, `refresh`,
+   * `disconnect`), the HTTP status (undefined when no answer came) and the seconds it took.
+   */
+  readonly onResponse?: (
+    endpoint: HubEndpointName,
+    status: number | undefined,
+    seconds: number,
+  ) => void;
 }
+
+/** The endpoints of the self-hosted API the agent calls (§8). */
+export type HubEndpointName = "register" | "sync" | "job" | "refresh" | "disconnect";
 
 /** The API base URL for an endpoint such as `myorg.semaphoreci.com` (§8.1). */
 export function hubBaseUrl(endpoint: string, noHttps: boolean): string {
@@ -114,6 +126,7 @@ export class HubClient {
   readonly #retries: HubRetries;
   readonly #timeoutMs: number;
   readonly #signal?: AbortSignal;
+  readonly #onResponse: HubClientOptions["onResponse"];
   #accessToken = "";
 
   constructor(options: HubClientOptions) {
@@ -123,6 +136,7 @@ export class HubClient {
     this.#retries = { ...DEFAULT_HUB_RETRIES, ...options.retries };
     this.#timeoutMs = options.timeoutMs ?? HTTP_TIMEOUT_MS;
     this.#signal = options.signal;
+    this.#onResponse = options.onResponse;
   }
 
   /** The access token returned by registration (empty before). */
@@ -301,19 +315,29 @@ export class HubClient {
   }
 
   /** One request with the 30 s timeout. */
-  #send(
+  async #send(
     method: string,
     url: string,
     token: string,
     body?: string,
     callSignal?: AbortSignal,
   ): Promise<TimedAnswer> {
-    // A byte body keeps fetch from adding a Content-Type the original never sends (§8.1).
-    return timedFetch(url, {
-      method,
-      headers: { "Authorization": `Token ${token}`, "User-Agent": USER_AGENT },
-      body: body === undefined ? undefined : new TextEncoder().encode(body),
-    }, { timeoutMs: this.#timeoutMs, signal: this.#combined(callSignal) });
+    const started = performance.now();
+    let status: number | undefined;
+    try {
+      // A byte body keeps fetch from adding a Content-Type the original never sends (§8.1).
+      const answer = await timedFetch(url, {
+        method,
+        headers: { "Authorization": `Token ${token}`, "User-Agent": USER_AGENT },
+        body: body === undefined ? undefined : new TextEncoder().encode(body),
+      }, { timeoutMs: this.#timeoutMs, signal: this.#combined(callSignal) });
+      status = answer.status;
+      return answer;
+    } finally {
+      const path = url.slice(this.#baseUrl.length + 1);
+      const endpoint = (path.startsWith("jobs/") ? "job" : path) as HubEndpointName;
+      this.#onResponse?.(endpoint, status, (performance.now() - started) / 1000);
+    }
   }
 }
 

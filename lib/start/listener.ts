@@ -28,6 +28,8 @@ import { archName, hostName, osName } from "./os_info.ts";
 import type { PushDelays } from "./push_logger.ts";
 import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./shutdown_hook.ts";
 import { VERSION } from "../util/version.ts";
+import type { AgentMetrics } from "../telemetry/agent_metrics.ts";
+import type { MetricsServer, Readiness } from "../telemetry/metrics_server.ts";
 
 /** Waits and limits of the listener; tests shorten them. */
 export interface ListenerTimings {
@@ -59,7 +61,12 @@ export interface ListenerOptions {
   readonly eventLogDir?: string;
   /** The environment job shells start from. @default the agent's, scrubbed (DECISIONS.md 14) */
   readonly shellEnv?: Readonly<Record<string, string>>;
+  /** Prometheus metrics (`--metrics-addr`). @default none */
+  readonly metrics?: AgentMetrics;
 }
+
+/** How recent the last good sync must be for the agent to count as ready (`/readyz`). */
+export const READY_SYNC_AGE_MS = 60_000;
 
 interface Exit {
   readonly reason: ShutdownReason;
@@ -119,6 +126,8 @@ export class Listener {
   /** Aborted to abandon the sync request in flight, or registration (second signal). */
   #syncAbort = new AbortController();
   #registered = false;
+  #lastSyncSuccess: number | undefined;
+  #syncFailures = 0;
   #signalHandlers: [Deno.Signal, () => void][] = [];
 
   private constructor(options: ListenerOptions) {
@@ -139,7 +148,10 @@ export class Listener {
       retries: timings.hubRetries,
       timeoutMs: this.#timings.httpTimeoutMs,
       signal: this.#hardStop.signal,
+      onResponse: (endpoint, status, seconds) =>
+        options.metrics?.hubRequest(endpoint, status, seconds),
     });
+    options.metrics?.state("registering");
     const hardExit = new Promise<number>((resolve) => this.#resolveHardExit = resolve);
     const run = this.#run().finally(() => this.#removeSignalHandlers());
     this.done = Promise.race([run, hardExit]);
@@ -153,6 +165,32 @@ export class Listener {
   /** The state the next sync reports. */
   get state(): AgentState {
     return this.#state;
+  }
+
+  /** The id of the job being run, for the agent log's `job_id`; undefined between jobs. */
+  get runningJobId(): string | undefined {
+    return this.#current ? this.#jobId : undefined;
+  }
+
+  #setState(state: AgentState): void {
+    this.#state = state;
+    this.#options.metrics?.state(state);
+  }
+
+  /** Whether the agent can take work: registered, and a sync answered within the last 60 s. */
+  readiness(now: number = performance.now()): Readiness {
+    if (!this.#registered) return { ready: false, reason: "not registered with Semaphore" };
+    if (this.#lastSyncSuccess === undefined) {
+      return { ready: false, reason: "no sync has succeeded yet" };
+    }
+    const age = now - this.#lastSyncSuccess;
+    if (age > READY_SYNC_AGE_MS) {
+      return {
+        ready: false,
+        reason: `the last successful sync was ${Math.round(age / 1000)} s ago`,
+      };
+    }
+    return { ready: true };
   }
 
   /**
@@ -216,6 +254,7 @@ export class Listener {
       this.#registered = true;
       if (answer.name) this.#options.onName?.(answer.name);
       this.#logger.info(`Successfully registered agent. Name: ${answer.name}`);
+      this.#options.metrics?.state(this.#state);
     } catch (error) {
       if (this.#forceful) return await this.#shutdown({ reason: "INTERRUPTED", code: 0 });
       this.#logger.error(
@@ -238,6 +277,9 @@ export class Listener {
       try {
         const response = await this.#hub.sync(request, { signal: this.#syncAbort.signal });
         lastSuccess = performance.now();
+        this.#lastSyncSuccess = lastSuccess;
+        this.#syncFailures = 0;
+        this.#options.metrics?.syncFailuresInARow(0);
         this.#logger.info(describeSyncResponse(response));
         if (this.#forceful) continue;
         const exit = this.#obey(response, request);
@@ -247,6 +289,7 @@ export class Listener {
           : randomBetween(this.#timings.syncRetryMs);
       } catch (error) {
         if (this.#forceful) continue;
+        this.#options.metrics?.syncFailuresInARow(++this.#syncFailures);
         this.#logger.error(`[SYNC ERR] Failed to sync with API: ${errorMessage(error)}`);
         if (performance.now() - lastSuccess > this.#timings.unableToSyncMs) {
           this.#logger.error(
@@ -301,7 +344,7 @@ export class Listener {
           );
           return undefined;
         }
-        this.#state = "waiting-for-jobs";
+        this.#setState("waiting-for-jobs");
         this.#jobId = "";
         this.#jobResult = "";
         this.#current = undefined;
@@ -323,7 +366,7 @@ export class Listener {
       this.#logger.warn(`Ignoring run-job for ${jobId}: already in state ${this.#state}`);
       return;
     }
-    this.#state = "starting-job";
+    this.#setState("starting-job");
     this.#jobId = jobId;
     this.#jobResult = "";
     const run = ListenerJob.start({
@@ -335,16 +378,17 @@ export class Listener {
       shellEnv: this.#options.shellEnv,
       pushDelays: this.#options.timings?.pushDelays,
       httpTimeoutMs: this.#timings.httpTimeoutMs,
+      metrics: this.#options.metrics,
       onRunning: () => {
         if (this.#current === run && this.#state === "starting-job") {
-          this.#state = "running-job";
+          this.#setState("running-job");
         }
       },
     });
     this.#current = run;
     this.#currentDone = run.result.then((result) => {
       if (this.#current !== run) return;
-      this.#state = "finished-job";
+      this.#setState("finished-job");
       this.#jobResult = result;
       this.#wake.abort(); // report it at once
     });
@@ -352,7 +396,7 @@ export class Listener {
 
   #stopJob(jobId: string): void {
     if (this.#state === "finished-job" || !this.#current) return;
-    this.#state = "stopping-job";
+    this.#setState("stopping-job");
     this.#jobId = jobId || this.#jobId;
     void this.#current.stop();
   }
@@ -382,6 +426,7 @@ export class Listener {
 
   /** §8.8: disconnect, the shutdown hook, the last line, the exit code. */
   async #shutdown(exit: Exit): Promise<number> {
+    this.#options.metrics?.state("shutting-down");
     if (this.#registered) {
       this.#logger.info("Disconnecting the Agent from Semaphore");
       try {
@@ -446,16 +491,45 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
   }
   // A URL name (AWS STS) shows as [host] until the hub returns the real name (§2.1).
   let name = config.nameIsUrl ? `[${urlHost(config.name)}]` : config.name;
-  const logger = createLogger({ level, filePath, name: () => name });
+  let listener: Listener | undefined;
+  const logger = createLogger({
+    level,
+    filePath,
+    name: () => name,
+    format: config.logFormat,
+    jobId: () => listener?.runningJobId,
+  });
   await cleanUpAfterCrashedAgents(logger);
   if (config.nameSource === "random") {
     logger.info("Agent name was not assigned - using a random one.");
   }
-  const listener = Listener.start({
-    config,
-    logger,
-    signals: Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"],
-    onName: (assigned) => name = assigned,
-  });
-  return await listener.done;
+  // Metrics are loaded only when asked for: an agent without them pays nothing.
+  const telemetry = config.metricsAddr && await import("../telemetry/agent_metrics.ts");
+  const metrics = telemetry ? new telemetry.AgentMetrics() : undefined;
+  let server: MetricsServer | undefined;
+  if (config.metricsAddr && metrics) {
+    const { startMetricsServer } = await import("../telemetry/metrics_server.ts");
+    try {
+      server = startMetricsServer({
+        address: config.metricsAddr,
+        metrics,
+        logger,
+        readiness: () => listener?.readiness() ?? { ready: false, reason: "the agent is starting" },
+      });
+    } catch (error) {
+      throw new UsageError(errorMessage(error), { exitCode: 1 });
+    }
+  }
+  try {
+    listener = Listener.start({
+      config,
+      logger,
+      signals: Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"],
+      onName: (assigned) => name = assigned,
+      metrics,
+    });
+    return await listener.done;
+  } finally {
+    await server?.close();
+  }
 }

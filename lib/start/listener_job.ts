@@ -21,6 +21,8 @@ import type { JobRequest } from "../engine/job_request_types.ts";
 import { type PushDelays, PushLogger } from "./push_logger.ts";
 import { uploadJobLogArtifact } from "../reporting/artifact_upload.ts";
 import { errorMessage } from "../util/errors.ts";
+import type { AgentMetrics } from "../telemetry/agent_metrics.ts";
+import { observedSink } from "../telemetry/job_observer.ts";
 
 /** Options of {@linkcode ListenerJob.start}. */
 export interface ListenerJobOptions {
@@ -38,6 +40,8 @@ export interface ListenerJobOptions {
   readonly httpTimeoutMs?: number;
   /** Called once the job is built and about to run. */
   readonly onRunning?: () => void;
+  /** Prometheus metrics (`--metrics-addr`). @default none */
+  readonly metrics?: AgentMetrics;
 }
 
 /** A job being fetched, built or run for the hub. */
@@ -115,7 +119,7 @@ export class ListenerJob {
   }
 
   async #runWithLog(request: JobRequest, log: EventLog): Promise<JobResult> {
-    const { jobId, hub, config } = this.#options;
+    const { jobId, hub, config, metrics } = this.#options;
     let pusher: PushLogger | undefined;
     let job: Job;
     try {
@@ -129,12 +133,16 @@ export class ListenerJob {
           flushTimeoutSeconds: config.logsFlushTimeoutSeconds,
           delays: this.#options.pushDelays,
           timeoutMs: this.#options.httpTimeoutMs,
+          onResponse: (status, seconds) => metrics?.hubRequest("logs", status, seconds),
         });
+        const watched = pusher;
+        metrics?.watchLogBacklog(() => watched.backlog());
       }
       job = Job.create({
         createExecutor,
         request,
-        sink: log,
+        sink: metrics ? observedSink(log, metrics) : log,
+        metrics: metrics?.engineMetrics(),
         logger: this.#logger,
         selfHosted: true,
         exposeKvmDevice: false,
@@ -175,6 +183,7 @@ export class ListenerJob {
     } finally {
       // Normally closed by the teardown hook already; this covers a hook that never ran.
       await pusher?.close();
+      metrics?.watchLogBacklog(undefined);
     }
   }
 }

@@ -25,6 +25,18 @@ export interface PushLogSource {
   readonly lineCount: number;
   /** Lines with index >= `start`, at most `max`, each ending in `\n`. */
   readLines(start: number, max: number): Promise<readonly string[]>;
+  /** Bytes of all lines. */
+  readonly byteSize?: number;
+  /** Where line `index` starts, in bytes. */
+  byteOffset?(index: number): number;
+}
+
+/** What waits to be pushed (the metrics' log backlog). */
+export interface PushBacklog {
+  readonly events: number;
+  readonly bytes: number;
+  /** Age of the oldest line not yet accepted by the hub, from its `timestamp`; 0 when none. */
+  readonly oldestAgeSeconds: number;
 }
 
 /** Random pauses before each push, in milliseconds `[min, max)`. */
@@ -54,6 +66,8 @@ export interface PushLoggerOptions {
   readonly delays?: PushDelays;
   /** Per-request timeout. @default 30000 */
   readonly timeoutMs?: number;
+  /** Told of every push's end: HTTP status (undefined when no answer came) and seconds. */
+  readonly onResponse?: (status: number | undefined, seconds: number) => void;
 }
 
 /** What {@linkcode PushLogger.close} found. */
@@ -77,6 +91,7 @@ export class PushLogger {
   readonly #runningDelay: readonly [number, number];
   readonly #flushingDelay: readonly [number, number];
   readonly #timeoutMs: number;
+  readonly #onResponse: PushLoggerOptions["onResponse"];
   #token: string;
   #next = 0;
   #trimmed = false;
@@ -106,7 +121,9 @@ export class PushLogger {
       flushTimeoutSeconds = 60,
       delays = {},
       timeoutMs = HTTP_TIMEOUT_MS,
+      onResponse,
     } = options;
+    this.#onResponse = onResponse;
     if (
       !Number.isInteger(linesPerRequest) || linesPerRequest < 1 ||
       linesPerRequest > MAX_LINES_PER_REQUEST
@@ -159,6 +176,28 @@ export class PushLogger {
   close(): Promise<PushLoggerCloseResult> {
     this.#closing ??= this.#close();
     return this.#closing;
+  }
+
+  /** The lines not yet accepted by the hub: how many, their bytes, the oldest one's age. */
+  async backlog(now: number = Date.now()): Promise<PushBacklog> {
+    const source = this.#source;
+    const next = this.#next;
+    const events = Math.max(0, source.lineCount - next);
+    if (events === 0) return { events, bytes: 0, oldestAgeSeconds: 0 };
+    const bytes = source.byteOffset && source.byteSize !== undefined
+      ? source.byteSize - source.byteOffset(next)
+      : 0;
+    let oldestAgeSeconds = 0;
+    const [line] = await source.readLines(next, 1);
+    try {
+      const timestamp = (JSON.parse(line) as { timestamp?: unknown }).timestamp;
+      if (typeof timestamp === "number") {
+        oldestAgeSeconds = Math.max(0, now / 1000 - timestamp);
+      }
+    } catch {
+      // not an event line: the age stays unknown (0)
+    }
+    return { events, bytes, oldestAgeSeconds };
   }
 
   async #close(): Promise<PushLoggerCloseResult> {
@@ -225,6 +264,7 @@ export class PushLogger {
     const url = `${this.#url}${this.#url.includes("?") ? "&" : "?"}start_from=${start}`;
     let status: number;
     let body: string;
+    const started = performance.now();
     try {
       ({ status, body } = await timedFetch(url, {
         method: "POST",
@@ -236,11 +276,13 @@ export class PushLogger {
         body: new TextEncoder().encode(lines.join("")),
       }, { timeoutMs: this.#timeoutMs, signal: this.#stop.signal }));
     } catch (error) {
+      this.#onResponse?.(undefined, (performance.now() - started) / 1000);
       if (!this.#stop.signal.aborted) {
         this.#logger.error(`Error pushing logs: ${(error as Error).message}`);
       }
       return true;
     }
+    this.#onResponse?.(status, (performance.now() - started) / 1000);
     if (status === 200) {
       this.#next = start + lines.length;
       return true;

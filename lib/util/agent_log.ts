@@ -1,7 +1,9 @@
 /**
  * The agent's own diagnostic log (SEMAPHORE_COMPAT.md §2.1), separate from the job log. Lines
- * look like `Aug 11 21:07:26.242 <name> : <message>` (UTC, day space-padded) and go to a file
- * and to stdout. Modules receive a {@linkcode Logger}; only this module writes the lines.
+ * look like `Aug 11 21:07:26.242 <name> : <message>` (UTC, day space-padded), or with
+ * `--log-format json` one JSON object a line (`time`, `level`, `msg`, `agent`, `job_id` while a
+ * job runs), and go to a file and to stdout. Modules receive a {@linkcode Logger}; only this
+ * module writes the lines.
  *
  * @module
  */
@@ -10,6 +12,20 @@
 export type LogLevel = "panic" | "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 
 const LEVELS: readonly LogLevel[] = ["panic", "fatal", "error", "warn", "info", "debug", "trace"];
+
+/** How lines are written: the original's text, or one JSON object a line. */
+export type LogFormat = "text" | "json";
+
+/**
+ * Parses `--log-format` / `SEMAPHORE_AGENT_LOG_FORMAT` (case-insensitive).
+ *
+ * @throws {RangeError} `Log format <value> not supported (text, json)` for anything else.
+ */
+export function parseLogFormat(value: string): LogFormat {
+  const lower = value.trim().toLowerCase();
+  if (lower === "text" || lower === "json") return lower;
+  throw new RangeError(`Log format ${value} not supported (text, json)`);
+}
 
 /** What every module that logs receives. */
 export interface Logger {
@@ -38,6 +54,10 @@ export interface LoggerOptions {
   readonly name?: () => string;
   /** Receives every line (tests). */
   readonly onLine?: (line: string) => void;
+  /** @default "text" */
+  readonly format?: LogFormat;
+  /** The running job's id, shown as `job_id` in JSON lines. @default none */
+  readonly jobId?: () => string | undefined;
 }
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -64,9 +84,17 @@ export function parseLogLevel(value: string): LogLevel {
   return level as LogLevel;
 }
 
+function hostName(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "";
+  }
+}
+
 /** Creates a logger that writes synchronously, so no line is lost when the process exits. */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const { level = "info", filePath, stdout = true, name, onLine } = options;
+  const { level = "info", filePath, stdout = true, name, onLine, format = "text", jobId } = options;
   const max = LEVELS.indexOf(level);
   const encoder = new TextEncoder();
   let file: Deno.FsFile | undefined;
@@ -93,8 +121,24 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       }
     }
   };
+  let host: string | undefined;
+  const json = (lvl: LogLevel, message: string) => {
+    const job = jobId?.();
+    // Without a name (serve, run) the host names the agent.
+    const agent = name?.() || (host ??= hostName());
+    return `${
+      JSON.stringify({
+        time: new Date().toISOString(),
+        level: lvl,
+        msg: message,
+        agent,
+        ...(job ? { job_id: job } : {}),
+      })
+    }\n`;
+  };
   const emit = (lvl: LogLevel, message: string) => {
     if (LEVELS.indexOf(lvl) > max) return;
+    if (format === "json") return write(json(lvl, message));
     const who = name?.() ?? "";
     write(`${formatLogTime(new Date())}${who ? ` ${who}` : ""} : ${message}\n`);
   };
@@ -104,7 +148,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: (m) => emit("info", m),
     debug: (m) => emit("debug", m),
     debugEnabled: max >= LEVELS.indexOf("debug"),
-    raw: (line) => write(`${line}\n`),
+    raw: (line) => write(format === "json" ? json("info", line) : `${line}\n`),
   };
 }
 

@@ -69,6 +69,7 @@ export interface ExtraBench {
 export const EXTRA_BENCHES: readonly ExtraBench[] = [
   { module: "./serve_bench.ts", exportName: "serveBench" },
   { module: "./docker_bench.ts", exportName: "dockerBench" },
+  { module: "./metrics_bench.ts", exportName: "metricsBench" },
 ];
 
 interface Timed {

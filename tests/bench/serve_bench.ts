@@ -24,25 +24,26 @@ import type { BenchContext, BenchRow } from "./bench.ts";
 import { AUTH, makeLeafCert, SECRET, startCallbackReceiver } from "../support/serve_agent.ts";
 
 /** A running `agent serve` started from the bench's agent command line. */
-interface BenchAgent extends AsyncDisposable {
+export interface BenchAgent extends AsyncDisposable {
   readonly pid: number;
   readonly base: string;
   fetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
 /** The TLS material shared by the agents and the floor server of one bench run. */
-interface Tls {
+export interface Tls {
   readonly certPath: string;
   readonly keyPath: string;
   readonly cert: string;
 }
 
-/** Starts `agent serve` on a free port of 127.0.0.1 and waits until it listens. */
-async function startAgent(
+/** Starts `agent serve` on a free port of 127.0.0.1 (with `args`) and waits until it listens. */
+export async function startAgent(
   context: BenchContext,
   tls: Tls,
   home: string,
   tmpdir: string,
+  args: readonly string[] = [],
 ): Promise<BenchAgent> {
   const [cmd, ...base] = context.agent;
   const child = new Deno.Command(cmd, {
@@ -57,6 +58,7 @@ async function startAgent(
       tls.certPath,
       "--tls-key-path",
       tls.keyPath,
+      ...args,
     ],
     cwd: context.root,
     env: { ...context.env, HOME: home, TMPDIR: tmpdir, SEMAPHORE_AGENT_AUTH_TOKEN_SECRET: SECRET },
@@ -116,7 +118,7 @@ async function startAgent(
 }
 
 /** A `POST /jobs` body: one job of `commands`, callbacks to `callbacks` (or none). */
-function jobBody(id: string, commands: readonly string[], callbacks = ""): string {
+export function jobBody(id: string, commands: readonly string[], callbacks = ""): string {
   return JSON.stringify({
     job_id: id,
     commands: commands.map((directive) => ({ directive })),
@@ -175,7 +177,7 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
   }
 }
 
-async function freshDir(context: BenchContext, name: string): Promise<string> {
+export async function freshDir(context: BenchContext, name: string): Promise<string> {
   const dir = join(context.tmp, `${name}-${crypto.randomUUID().slice(0, 8)}`);
   await Deno.mkdir(dir);
   return dir;
@@ -467,7 +469,7 @@ Deno.serve({
   }
 }
 
-function median(values: readonly number[]): number {
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;

@@ -10,12 +10,13 @@
  * | engine      | `lib/engine/`    | util                                                      |
  * | executors   | `executors/`     | engine, util                                              |
  * | reporting   | `lib/reporting/` | engine, util                                              |
- * | start, run, serve (the modes: `lib/start/`, `lib/run/`, `server/`) | | engine, util, reporting, and `executors/for_job.ts` alone |
+ * | telemetry   | `lib/telemetry/` | engine, util (Prometheus metrics, health, readiness)      |
+ * | start, run, serve (the modes: `lib/start/`, `lib/run/`, `server/`) | | engine, util, reporting, telemetry, and `executors/for_job.ts` alone |
  * | main        | `main.ts`        | util, and each mode only through a dynamic `import()`     |
  *
  * So the arrows run one way (main → modes → executors → engine → util), no mode imports
  * another, and who builds a job's executor is decided in `executors/for_job.ts` alone.
- * Packages: `hono` and `jose` belong to serve, `commander` to main. No product module imports
+ * Packages: `hono` and `jose` belong to serve, `commander` to main, `prom-client` to telemetry. No product module imports
  * `tests/`, and `lib/` has no files outside its areas.
  *
  * Prints one line per violation and exits 1 when there is any.
@@ -114,7 +115,16 @@ function resolveTarget(file: string, specifier: string): string {
 }
 
 /** The areas of the product tree (see the module comment). */
-type Area = "util" | "engine" | "executors" | "reporting" | "start" | "run" | "serve" | "main";
+type Area =
+  | "util"
+  | "engine"
+  | "executors"
+  | "reporting"
+  | "telemetry"
+  | "start"
+  | "run"
+  | "serve"
+  | "main";
 
 const MODES: readonly Area[] = ["start", "run", "serve"];
 
@@ -124,9 +134,10 @@ const ALLOWED: Readonly<Record<Area, readonly Area[]>> = {
   engine: ["engine", "util"],
   executors: ["executors", "engine", "util"],
   reporting: ["reporting", "engine", "util"],
-  start: ["start", "reporting", "engine", "util", "executors"],
-  run: ["run", "reporting", "engine", "util", "executors"],
-  serve: ["serve", "reporting", "engine", "util", "executors"],
+  telemetry: ["telemetry", "engine", "util"],
+  start: ["start", "reporting", "telemetry", "engine", "util", "executors"],
+  run: ["run", "reporting", "telemetry", "engine", "util", "executors"],
+  serve: ["serve", "reporting", "telemetry", "engine", "util", "executors"],
   main: ["main", "util", "start", "run", "serve"],
 };
 
@@ -135,6 +146,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Area>> = {
   "pkg:hono": "serve",
   "pkg:jose": "serve",
   "pkg:commander": "main",
+  "pkg:prom-client": "telemetry",
 };
 
 /** The one module of `executors/` that the modes may import. */
@@ -145,7 +157,7 @@ function areaOf(path: string): Area | undefined {
   if (path === "main.ts") return "main";
   if (path.startsWith("executors/")) return "executors";
   if (path.startsWith("server/")) return "serve";
-  const lib = /^lib\/(util|engine|reporting|start|run)\//.exec(path);
+  const lib = /^lib\/(util|engine|reporting|telemetry|start|run)\//.exec(path);
   return lib ? lib[1] as Area : undefined;
 }
 
@@ -159,7 +171,7 @@ export function checkFile(file: string, imports: readonly ImportRecord[]): Viola
         file,
         line: 1,
         specifier: "",
-        rule: "every file of lib/ lives in util/, engine/, reporting/, start/ or run/",
+        rule: "every file of lib/ lives in util/, engine/, reporting/, telemetry/, start/ or run/",
       });
     }
     return violations;
