@@ -22,6 +22,7 @@ import type {
 } from "../lib/engine/job_request_types.ts";
 import { JobConstructionError } from "../lib/util/errors.ts";
 import { Job } from "../lib/engine/job.ts";
+import { BOOT_MARKER } from "../lib/engine/shell_session.ts";
 import { createExecutor } from "../executors/for_job.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
 import { silentLogger } from "../lib/util/agent_log.ts";
@@ -387,6 +388,49 @@ dockerTest("stty echo inside the job does not break the marker protocol", async 
   assert.ok(run.log.includes("after echo on\n"), run.log.join("|"));
   assert.ok(run.log.includes("3\n"), run.log.join("|"));
 });
+
+dockerTest(
+  "a prompt with echo and the marker's text, and exec > file in a command, hang nothing",
+  async () => {
+    const request = makeRequest({
+      containers: [
+        container(mainName(), TEST_IMAGES.bash, {
+          env_vars: [{ name: "PS1", value: encodeBase64(`echo ${BOOT_MARKER} \\w\\$ `) }],
+        }),
+      ],
+      commands: commands(
+        "echo before",
+        // Only stdout: readline (on in the container) writes its bracketed-paste codes on stderr.
+        "exec > /tmp/out",
+        "echo after",
+        "exec 1>&-",
+        "echo closed",
+      ),
+      epilogue_always_commands: commands("cat /tmp/out >/dev/tty"),
+    });
+    const run = await runJob(request);
+    assert.equal(run.result, "failed");
+    assert.deepEqual(run.log.slice(START.length + 4), [
+      "directive: echo before",
+      "before\n",
+      "Exit Code: 0",
+      "directive: exec > /tmp/out",
+      "Exit Code: 0",
+      "directive: echo after",
+      "Exit Code: 0",
+      "directive: exec 1>&-",
+      "Exit Code: 0",
+      "directive: echo closed",
+      "bash: echo: write error: Bad file descriptor\n",
+      "Exit Code: 1",
+      ...epilogueExport(),
+      "directive: cat /tmp/out >/dev/tty",
+      "after\n",
+      "Exit Code: 0",
+      "job_finished: failed",
+    ]);
+  },
+);
 
 dockerTest(
   "stopping during a command ends it with exit code 1 and removes everything",

@@ -650,3 +650,54 @@ Deno.test("job: a file that cannot be written shows Go's error wording", async (
       "Failed to create directory '/proc/nope': mkdir /proc/nope: no such file or directory\n",
   );
 });
+
+Deno.test("job: a command that takes the shell's output away (exec > file) does not hang it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-job-test-" });
+  const { result, events } = await runTestJob({
+    request: {
+      commands: [
+        cmd("echo before"),
+        cmd(`exec > ${dir}/out 2>&1`),
+        cmd("echo after"),
+        cmd("exec 1>&-"),
+        cmd("echo closed"),
+      ],
+      epilogue_always_commands: [cmd("echo epilogue >&2")],
+    },
+  });
+  assert.equal(result, "failed");
+  assert.deepEqual(simplify(events).slice(5), [
+    "directive: echo before",
+    "before\n",
+    "Exit Code: 0",
+    `directive: exec > ${dir}/out 2>&1`,
+    "Exit Code: 0",
+    "directive: echo after",
+    "Exit Code: 0",
+    "directive: exec 1>&-",
+    "Exit Code: 0",
+    "directive: echo closed",
+    "Exit Code: 1",
+    ...epilogueExport(),
+    "directive: echo epilogue >&2",
+    "Exit Code: 0",
+    "job_finished: failed",
+  ]);
+  // stderr still went to the file: the write error of `echo closed` is there, not in the log
+  // (and, when the shell saw its terminal close before it was killed, bash's `logout`).
+  const written = await Deno.readTextFile(`${dir}/out`);
+  const expected = "after\nbash: echo: write error: Bad file descriptor\nepilogue\n";
+  assert.ok([expected, `${expected}logout\n`].includes(written), written);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("job: set -x traces the end marker's echo as the original does", async () => {
+  const { events } = await runTestJob({ request: { commands: [cmd("set -x"), cmd("true")] } });
+  const lines = simplify(events);
+  const at = lines.indexOf("directive: true");
+  assert.match(
+    lines[at + 1],
+    /^\+ source \S+\/current-agent-cmd\n\+\+ true\n\+ AGENT_CMD_RESULT=0\n\+ echo -e '\\001 949556c7-\d+-end 0'\n$/,
+  );
+  assert.equal(lines[at + 2], "Exit Code: 0");
+});

@@ -9,6 +9,11 @@
  * processes per command. We `source` a file holding `return $AGENT_CMD_RESULT`, which sets
  * `$?` the same way (and trips `set -e` the same way) without forking.
  *
+ * Two more, also invisible in the log of an ordinary job: the boot marker is recognised as an
+ * exact token with a nonce, under a deadline ({@linkcode ShellSession.start}), and the command
+ * markers are printed on the job's terminal, where a command's own redirections cannot take
+ * them (`toTerminal`).
+ *
  * @module
  */
 
@@ -39,6 +44,8 @@ export interface SessionOutput {
 
 /** The boot marker of the handshake (§9.2). */
 export const BOOT_MARKER = "87d140552e404df69f6472729d2b2c3";
+/** How long the shell gets to answer the handshake (login profiles included). */
+export const SHELL_START_TIMEOUT_MS = 60_000;
 const COMMAND_FILE = "current-agent-cmd";
 const RETURN_FILE = "current-agent-return";
 const SOH = 0x01;
@@ -78,6 +85,22 @@ class ByteReader {
     this.#done = true;
     await this.#reader.cancel().catch(() => {});
   }
+}
+
+/**
+ * The shell code that prints a protocol marker (`echo -e` of `quoted`) on the job's terminal,
+ * `/dev/tty`, rather than on its standard output: a command that redirected its output
+ * (`exec > file 2>&1`, `exec 1>&-`) takes its later output away from the log, but not the
+ * markers, so the job goes on. When the terminal cannot be opened, standard output is used.
+ * On a shell whose output is its terminal, the bytes and their order are those of the original.
+ */
+function toTerminal(quoted: string): string {
+  // No braces: `set -x` traces the first `echo` as the original's (a group's `2>` would hide it).
+  return `echo -e ${quoted} 2>/dev/null >/dev/tty || echo -e ${quoted}`;
+}
+
+function formatSeconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -133,30 +156,52 @@ export class ShellSession {
    * The §9.2 handshake: turns off the prompt and echo, goes home, and waits for the boot
    * marker. A stream that ends first counts as started, as in the original.
    *
-   * @throws {Error} with the offending line when a line contains one of `failurePatterns`.
+   * The marker is recognised as an exact token: it is printed followed by a nonce of this
+   * session (`<marker> <nonce>`), and only a line that ends with exactly that counts. The
+   * original takes any line that contains the marker and not `echo`, which a first prompt
+   * landing on the marker's line (`user@host:/tmp/echo$ 87d1...`) defeats, and which a prompt
+   * printing the marker's text fakes. The echo of our own input ends with a quote; a prompt
+   * printed before our input arrived cannot hold the nonce.
+   *
+   * @throws {Error} with the offending line when a line contains one of `failurePatterns`,
+   *   and when the shell does not answer within `timeoutMs`.
    */
-  async start(options: { failurePatterns?: readonly string[] } = {}): Promise<void> {
-    const { failurePatterns = [] } = options;
+  async start(
+    options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
+  ): Promise<void> {
+    const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
     await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n");
+    const nonce = crypto.randomUUID().replaceAll("-", "");
+    const token = `${BOOT_MARKER} ${nonce}`;
     await this.#write(
       "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
-        `echo '${BOOT_MARKER}'\n`,
+        `echo '${BOOT_MARKER}' '${nonce}'\n`,
     );
-    let line = "";
-    while (true) {
-      const nl = this.#rest.indexOf(0x0a);
-      if (nl === -1) {
-        const chunk = await this.#reader.read();
-        if (chunk === undefined) return;
-        this.#rest = concat(this.#rest, chunk);
-        continue;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    try {
+      while (true) {
+        const nl = this.#rest.indexOf(0x0a);
+        if (nl === -1) {
+          const chunk = await Promise.race([this.#reader.read(), timedOut]);
+          if (chunk === "timeout") {
+            throw new Error(`the shell did not answer within ${formatSeconds(timeoutMs)}`);
+          }
+          if (chunk === undefined) return;
+          this.#rest = concat(this.#rest, chunk);
+          continue;
+        }
+        const line = latin1.decode(this.#rest.subarray(0, nl + 1)).replace(/\r*\n$/, "");
+        this.#rest = this.#rest.slice(nl + 1);
+        for (const pattern of failurePatterns) {
+          if (line.includes(pattern)) throw new Error(line);
+        }
+        if (line.endsWith(token)) return;
       }
-      line = latin1.decode(this.#rest.subarray(0, nl + 1));
-      this.#rest = this.#rest.slice(nl + 1);
-      for (const pattern of failurePatterns) {
-        if (line.includes(pattern)) throw new Error(line.replace(/\r?\n$/, ""));
-      }
-      if (line.includes(BOOT_MARKER) && !line.includes("echo")) return;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -176,8 +221,8 @@ export class ShellSession {
     try {
       Deno.writeTextFileSync(`${this.#hostDir}/${COMMAND_FILE}`, command);
       await this.#write(
-        `echo -e "\\001 ${startMarker}"; source ${this.#shellDir}/${COMMAND_FILE}; ` +
-          `AGENT_CMD_RESULT=$?; echo -e "\\001 ${end} $AGENT_CMD_RESULT"; ` +
+        `${toTerminal(`"\\001 ${startMarker}"`)}; source ${this.#shellDir}/${COMMAND_FILE}; ` +
+          `AGENT_CMD_RESULT=$?; ${toTerminal(`"\\001 ${end} $AGENT_CMD_RESULT"`)}; ` +
           `source ${this.#shellDir}/${RETURN_FILE}\n`,
       );
     } catch {
