@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { runJobFile } from "../lib/run/local_run.ts";
 import { UsageError } from "../lib/util/errors.ts";
 import { makeHome, testShellEnv } from "./support/job_harness.ts";
+import { DockerClient } from "../executors/docker_api.ts";
+import { JOB_LABEL } from "../executors/docker_leftovers.ts";
+import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 
 /** Job shells get an empty HOME: the machine's login profile is not part of these tests. */
 const home = await makeHome();
@@ -151,4 +154,148 @@ Deno.test("agent run --log-format json writes the agent log on stderr as JSON li
   } finally {
     await Deno.remove(path);
   }
+});
+
+/** `agent run` as a child process: the real CLI, with its own TMPDIR and HOME. */
+function spawnAgentRun(
+  args: readonly string[],
+  options: { tmp: string; home?: string; cwd?: string },
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", ...args],
+    cwd: options.cwd,
+    stdout: "piped",
+    stderr: "piped",
+    env: { HOME: options.home ?? home, DENO_DIR: denoDir(), TMPDIR: options.tmp },
+  }).spawn();
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return await new Response(stream).text();
+}
+
+/** Reads `stream` until `text` shows, then closes it (a reader such as `head` going away). */
+async function closeAfter(stream: ReadableStream<Uint8Array>, text: string): Promise<string> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes(text)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  await reader.cancel();
+  return out;
+}
+
+Deno.test("agent run runs a job from a directory named echo under a login prompt", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "agent-run-test-" });
+  await Deno.mkdir(`${parent}/echo`);
+  await Deno.mkdir(`${parent}/tmp`);
+  const profileHome = await makeHome();
+  // The prompt of Debian's profile: it lands on the handshake marker's line.
+  await Deno.writeTextFile(`${profileHome}/.bash_profile`, "PS1='\\u@\\h:\\w\\$ '\n");
+  const path = await writeJob("commands:\n  - directive: echo from-echo-dir\n");
+  const child = spawnAgentRun([path], {
+    tmp: `${parent}/tmp`,
+    home: profileHome,
+    cwd: `${parent}/echo`,
+  });
+  const [status, out] = await Promise.all([
+    child.status,
+    readAll(child.stdout),
+    child.stderr.cancel(),
+  ]);
+  assert.equal(status.code, 0, out);
+  assert.match(out, /\$ echo from-echo-dir\nfrom-echo-dir\n✓ exit 0/);
+  await Deno.remove(parent, { recursive: true });
+  await Deno.remove(profileHome, { recursive: true });
+  await Deno.remove(path);
+});
+
+Deno.test("agent run stops the job, cleans up and exits 1 with one line when stdout closes", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "agent-run-test-" });
+  const marker = `agent-closed-stdout-${crypto.randomUUID()}`;
+  const path = await writeJob(
+    `env_vars:\n  - name: A\n    value: YQ==\n` +
+      `commands:\n  - directive: "while true; do echo line; sleep 0.01; done; : ${marker}"\n` +
+      `epilogue_always_commands:\n  - directive: echo epilogue-ran\n`,
+  );
+  const logFile = `${tmp}/job.jsonl`;
+  const child = spawnAgentRun([path, "--log-file", logFile], { tmp });
+  const [shown, stderr, status] = await Promise.all([
+    closeAfter(child.stdout, "line\nline\n"),
+    readAll(child.stderr),
+    child.status,
+  ]);
+  assert.match(shown, /\$ while true/);
+  assert.equal(status.code, 1);
+  assert.equal(
+    stderr,
+    "agent: Cannot write the job's output: Broken pipe (os error 32); the job was stopped\n",
+  );
+  const events = (await Deno.readTextFile(logFile)).trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(events.at(-1).result, "stopped");
+  assert.ok(!events.some((e) => e.directive === "echo epilogue-ran"), "no epilogue runs");
+  // The job's env file and command directory are gone; only the log file stays.
+  assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), ["job.jsonl"]);
+  assert.ok(!psContains(marker), "no process of the job is left");
+  await Deno.remove(tmp, { recursive: true });
+  await Deno.remove(path);
+});
+
+Deno.test("agent run stops the job and exits 1 with one line when --log-file is full", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "agent-run-test-" });
+  const path = await writeJob(
+    "env_vars:\n  - name: A\n    value: YQ==\ncommands:\n  - directive: echo hello\n",
+  );
+  const child = spawnAgentRun([path, "--log-file", "/dev/full"], { tmp });
+  const [out, stderr, status] = await Promise.all([
+    readAll(child.stdout),
+    readAll(child.stderr),
+    child.status,
+  ]);
+  assert.equal(status.code, 1);
+  assert.equal(
+    stderr,
+    "agent: Cannot write the log file '/dev/full': No space left on device (os error 28); " +
+      "the job was stopped\n",
+  );
+  assert.match(out, /\nJob stopped in /);
+  assert.deepEqual([...Deno.readDirSync(tmp)], []);
+  await Deno.remove(tmp, { recursive: true });
+  await Deno.remove(path);
+});
+
+const dockerSkip = await dockerSkipReason();
+
+Deno.test({
+  name: "agent run removes a container job's containers when stdout closes",
+  ignore: dockerSkip !== undefined,
+  async fn() {
+    await ensureTestImages();
+    const tmp = await Deno.makeTempDir({ prefix: "agent-run-test-" });
+    const jobId = `run-closed-stdout-${crypto.randomUUID()}`;
+    const path = await writeJob(
+      `job_id: ${jobId}\nexecutor: dockercompose\ncompose:\n  containers:\n` +
+        `    - name: main-${jobId.slice(-8)}\n      image: ${TEST_IMAGES.bash}\n` +
+        `commands:\n  - directive: "while true; do echo line; sleep 0.01; done"\n`,
+    );
+    const child = spawnAgentRun([path], { tmp });
+    const [, stderr, status] = await Promise.all([
+      closeAfter(child.stdout, "line\nline\n"),
+      readAll(child.stderr),
+      child.status,
+    ]);
+    assert.equal(status.code, 1);
+    // The agent's own warnings (no /dev/kvm here) come before its one closing line.
+    assert.deepEqual(stderr.split("\n").filter((line) => line.startsWith("agent:")), [
+      "agent: Cannot write the job's output: Broken pipe (os error 32); the job was stopped",
+    ]);
+    await using client = await DockerClient.connect();
+    const filters = { label: [`${JOB_LABEL}=${jobId}`] };
+    assert.deepEqual(await client.listContainers(filters), [], "containers left behind");
+    assert.deepEqual(await client.listNetworks(filters), [], "networks left behind");
+    await Deno.remove(tmp, { recursive: true });
+    await Deno.remove(path);
+  },
 });

@@ -2,7 +2,8 @@
  * `agent run JOB.yaml` (SEMAPHORE_COMPAT.md §3.3 with DECISIONS.md 13): one local job, shown
  * live in readable form, optionally written as a JSONL event log; the exit code is the result
  * (0 passed, 1 failed, 130 stopped). SIGINT/SIGTERM stop the job, which runs no epilogue and
- * cleans up.
+ * cleans up. Output that cannot be written (stdout closed by `| head`, a full disk under
+ * `--log-file`) stops the job the same way; the run then fails with one line saying so.
  *
  * Unlike the original, a local run leaves the user's home alone: no `authorized_keys`, no
  * `/tmp/ssh_jump_point`, no `source` lines appended to `~/.bash_profile` (those serve hosted
@@ -18,7 +19,7 @@ import { cleanUpAfterCrashedAgents, createExecutor } from "../../executors/for_j
 import { createLivePrinter } from "./live_printer.ts";
 import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../util/agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
@@ -121,11 +122,32 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }
+  let job: Job | undefined;
   using file = logFile ? openLogFile(logFile) : undefined;
-  const printer = createLivePrinter({ write, color });
+  // A sink that fails (stdout closed by `| head`, a full disk under --log-file) stops the job,
+  // which then ends and is cleaned up as usual; nothing is written to that sink any more.
+  let outputFailure: string | undefined;
+  const guard = <T extends unknown[]>(what: string, fn: (...args: T) => void) => {
+    let broken = false;
+    return (...args: T): void => {
+      if (broken) return;
+      try {
+        fn(...args);
+      } catch (error) {
+        broken = true;
+        outputFailure ??= `Cannot write ${what}: ${errorMessage(error)}`;
+        job?.stop();
+      }
+    };
+  };
+  const show = guard("the job's output", write);
+  const printer = createLivePrinter({ write: show, color });
+  const writeFile = file && guard(`the log file '${logFile}'`, (event: JobEvent) => {
+    file.write(event);
+  });
   const sink: EventSink = {
     write(event) {
-      file?.write(event);
+      writeFile?.(event);
       printer.write(event);
     },
   };
@@ -134,7 +156,6 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   const { callbacks } = request;
   // A signal also ends the callbacks' retries, which can otherwise take a minute each.
   const interrupted = new AbortController();
-  let job: Job;
   try {
     job = Job.create({
       createExecutor,
@@ -169,16 +190,22 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   }
 
   if (request.executor === "dockercompose") await cleanUpAfterCrashedAgents(logger);
+  const started = job;
   const onSignal = () => {
-    if (reporting) write("\nInterrupted: not waiting for the callbacks\n");
-    else if (!job.stopped) write("\nStopping the job...\n");
+    if (reporting) show("\nInterrupted: not waiting for the callbacks\n");
+    else if (!started.stopped) show("\nStopping the job...\n");
     interrupted.abort(new Error("interrupted"));
-    job.stop();
+    started.stop();
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   try {
-    const result = await job.run();
+    const result = await started.run();
+    if (outputFailure !== undefined) {
+      throw new Error(
+        `${outputFailure}; ${result === "stopped" ? "the job was stopped" : `the job ${result}`}`,
+      );
+    }
     return EXIT_CODES[result];
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
