@@ -45,6 +45,32 @@ Deno.test("runJobFile() prints the job readably and exits 0 when it passes", asy
   await Deno.remove(logFile);
 });
 
+Deno.test("runJobFile() shows output without escape sequences and logs it unchanged", async () => {
+  const path = await writeJob(
+    "commands:\n  - directive: printf '\\033]52;c;QUFB\\007\\033[2J\\033[32mgreen\\033[0m\\n'\n",
+  );
+  const logFile = await Deno.makeTempFile({ suffix: ".jsonl" });
+  let out = "";
+  const code = await runJobFile({
+    path,
+    logFile,
+    write: (t) => out += t,
+    color: false,
+    shellEnv: await env(),
+  });
+  assert.equal(code, 0);
+  assert.match(out, /\n\x1b\[32mgreen\x1b\[0m\n\x1b\[0m✓ exit 0/);
+  assert.ok(!out.includes("\x1b]") && !out.includes("\x07"), JSON.stringify(out));
+  assert.ok(!out.includes("\x1b[2J"), JSON.stringify(out));
+  const log = await Deno.readTextFile(logFile);
+  assert.ok(
+    log.includes('"output":"\\u001b]52;c;QUFB\\u0007\\u001b[2J\\u001b[32mgreen\\u001b[0m\\n"'),
+    log,
+  );
+  await Deno.remove(path);
+  await Deno.remove(logFile);
+});
+
 Deno.test("runJobFile() exits 1 for a failed job and 130 for a stopped one", async () => {
   const failing = await writeJob("commands:\n  - directive: exit 3\n");
   assert.equal(await runJobFile({ path: failing, write: () => {}, shellEnv: await env() }), 1);

@@ -1,12 +1,14 @@
 /**
  * Shows a job to a person as it runs (DECISIONS.md 13): each command, its output, its exit
  * code and duration, then the result. A pure formatter over events: it writes text through
- * the function it is given and never touches stdout itself.
+ * the function it is given and never touches stdout itself. What the job controls (its output,
+ * its commands) is shown without escape sequences other than colours (`escape_filter.ts`).
  *
  * @module
  */
 
 import { type EventSink, INVALID_BYTE, type JobEvent } from "../engine/events.ts";
+import { EscapeFilter, stripEscapes } from "./escape_filter.ts";
 
 /** Options of {@linkcode createLivePrinter}. */
 export interface LivePrinterOptions {
@@ -32,6 +34,7 @@ export function createLivePrinter(options: LivePrinterOptions): EventSink {
   let jobStart = now();
   let commandStart = jobStart;
   let atLineStart = true;
+  const output = new EscapeFilter();
   return {
     write(event: JobEvent): void {
       switch (event.event) {
@@ -40,17 +43,24 @@ export function createLivePrinter(options: LivePrinterOptions): EventSink {
           break;
         case "cmd_started":
           commandStart = now();
-          write(paint("1;36", `$ ${event.directive.trimEnd().replaceAll("\n", "\n  ")}`) + "\n");
+          output.reset();
+          write(
+            paint("1;36", `$ ${stripEscapes(event.directive).trimEnd().replaceAll("\n", "\n  ")}`) +
+              "\n",
+          );
           atLineStart = true;
           break;
         case "cmd_output": {
-          const text = event.output.replaceAll(INVALID_BYTE, "\ufffd");
+          const text = output.push(event.output.replaceAll(INVALID_BYTE, "\ufffd"));
           if (text.length === 0) break;
           write(text);
           atLineStart = text.endsWith("\n");
           break;
         }
         case "cmd_finished": {
+          // The job's colours and attributes (hidden text too) end with its output.
+          if (output.styled) write("\x1b[0m");
+          output.reset();
           if (!atLineStart) write("\n");
           atLineStart = true;
           const ok = event.exit_code === 0;
