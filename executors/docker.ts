@@ -104,6 +104,8 @@ export interface DockerExecutorOptions {
   readonly homeDir?: string;
   /** Writes `/tmp/ssh_jump_point` (tests turn it off). @default true */
   readonly writeJumpPoint?: boolean;
+  /** How long bash in the main container gets to answer. @default SHELL_START_TIMEOUT_MS */
+  readonly shellStartTimeoutMs?: number;
 }
 
 /**
@@ -163,6 +165,7 @@ class DockerExecutor implements Executor {
   readonly #awsCommand: string;
   readonly #homeDir: string | undefined;
   readonly #writeJumpPoint: boolean;
+  readonly #shellStartTimeoutMs: number | undefined;
   readonly #subject: string;
   readonly #instance = crypto.randomUUID();
   readonly #abort = new AbortController();
@@ -196,6 +199,7 @@ class DockerExecutor implements Executor {
     this.#awsCommand = options.awsCommand ?? "aws";
     this.#homeDir = options.homeDir;
     this.#writeJumpPoint = options.writeJumpPoint ?? true;
+    this.#shellStartTimeoutMs = options.shellStartTimeoutMs;
     this.#subject = `[job=${this.#request.job_id}]`;
     this.#containers = [...this.#request.compose.containers];
   }
@@ -529,6 +533,7 @@ class DockerExecutor implements Executor {
     await docker.startContainer(this.#mainId);
     await session.start({
       failurePatterns: ["executable file not found", `The container name "/${main.name}"`],
+      timeoutMs: this.#shellStartTimeoutMs,
     });
     if (terminal.ended && !this.#stopping) {
       const status = await terminal.exited;

@@ -432,6 +432,29 @@ dockerTest(
   },
 );
 
+dockerTest("a main container whose bash never answers fails the start in time", async () => {
+  const request = makeRequest({
+    containers: [
+      container(mainName(), TEST_IMAGES.bash, {
+        env_vars: [{ name: "PROMPT_COMMAND", value: encodeBase64("sleep 600") }],
+      }),
+    ],
+    commands: commands("echo never"),
+  });
+  const run = await runJob(request, { shellStartTimeoutMs: 1000 });
+  assert.equal(run.result, "failed");
+  assert.deepEqual(run.log, [
+    "job_started",
+    "directive: Pulling docker images...",
+    "Exit Code: 0",
+    "directive: Starting the docker image...",
+    "Starting a new bash session.\nFailed to start the docker image\n" +
+    "the shell did not answer within 1 s",
+    "Exit Code: 1",
+    "job_finished: failed",
+  ]);
+});
+
 dockerTest(
   "stopping during a command ends it with exit code 1 and removes everything",
   async () => {
