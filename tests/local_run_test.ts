@@ -292,6 +292,36 @@ Deno.test("agent run stops the job and exits 1 with one line when --log-file is 
   await Deno.remove(path);
 });
 
+Deno.test("agent run stops a running job when --log-file fails in the middle", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "agent-run-test-" });
+  const fifo = `${tmp}/log.fifo`;
+  assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+  const path = await writeJob(
+    "commands:\n  - directive: while true; do echo line; sleep 0.01; done\n" +
+      "epilogue_always_commands:\n  - directive: echo epilogue-ran\n",
+  );
+  const child = spawnAgentRun([path, "--log-file", fifo], { tmp });
+  // The log's reader goes away once the command's output flows, as a full disk would fail.
+  const reader = await Deno.open(fifo, { read: true });
+  await closeAfter(reader.readable, '"output":"line\\n');
+  const [out, stderr, status] = await Promise.all([
+    readAll(child.stdout),
+    readAll(child.stderr),
+    child.status,
+  ]);
+  assert.equal(status.code, 1);
+  assert.equal(
+    stderr,
+    `agent: Cannot write the log file '${fifo}': Broken pipe (os error 32); the job was stopped\n`,
+  );
+  assert.match(out, /\nline\n/);
+  assert.ok(!out.includes("epilogue-ran"));
+  assert.match(out, /\n✗ exit 1 \(\d+(ms|\.\d+s)\)\n\nJob stopped in /);
+  assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), ["log.fifo"]);
+  await Deno.remove(tmp, { recursive: true });
+  await Deno.remove(path);
+});
+
 const dockerSkip = await dockerSkipReason();
 
 Deno.test({
