@@ -114,3 +114,12 @@ Deno.test("ShellSession.run() goes on after a command redirects the shell's outp
     await Deno.remove(home, { recursive: true });
   });
 });
+
+Deno.test("ShellSession.start() starts after a profile prints megabytes without a newline", async () => {
+  // 8 MB without a newline, then the prompt and the marker on the same line.
+  const home = await homeWithProfile("head -c 8000000 /dev/zero | tr '\\0' x\n");
+  await using shell = await openSession(home);
+  await shell.session.start();
+  assert.deepEqual(await shell.session.output("echo ok"), { output: "ok\n", exitCode: 0 });
+  await Deno.remove(home, { recursive: true });
+});

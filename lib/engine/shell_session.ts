@@ -46,6 +46,9 @@ export interface SessionOutput {
 export const BOOT_MARKER = "87d140552e404df69f6472729d2b2c3";
 /** How long the shell gets to answer the handshake (login profiles included). */
 export const SHELL_START_TIMEOUT_MS = 60_000;
+/** Bytes of one handshake line kept before only its end is. */
+const MAX_START_LINE = 64 * 1024;
+const KEPT_LINE_END = 4096;
 const COMMAND_FILE = "current-agent-cmd";
 const RETURN_FILE = "current-agent-return";
 const SOH = 0x01;
@@ -190,6 +193,9 @@ export class ShellSession {
             throw new Error(`the shell did not answer within ${formatSeconds(timeoutMs)}`);
           }
           if (chunk === undefined) return;
+          // A line that never ends (a profile printing without newlines) is not kept whole:
+          // its end is enough to find the marker or a failure pattern.
+          if (this.#rest.length > MAX_START_LINE) this.#rest = this.#rest.slice(-KEPT_LINE_END);
           this.#rest = concat(this.#rest, chunk);
           continue;
         }
