@@ -26,6 +26,12 @@ const SUB = "\x1a";
 const ST_C1 = "\x9c";
 /** Bytes of SGR parameters. */
 const SGR_PARAMS = /^[0-9;:]*$/;
+/** The characters that are not shown as they are (see {@linkcode isPlain}). */
+const CONTROL = /[\x00-\x07\x0b\x0c\x0e-\x1f\x7f-\x9f]/g;
+/** The characters that can end an OSC, DCS, SOS, PM or APC string. */
+const STRING_END = /[\x07\x18\x1a\x1b\x9c]/g;
+/** A complete SGR sequence at `lastIndex`. */
+const WHOLE_SGR = /\x1b\[[0-9;:]*m/y;
 /** Longest CSI whose parameters are kept (an SGR is far shorter). */
 const MAX_CSI = 256;
 
@@ -48,23 +54,38 @@ export class EscapeFilter {
   /** Returns what of `text` is safe to show; an unfinished sequence waits for the next call. */
   push(text: string): string {
     let out = "";
-    let plainFrom = -1; // start of a run of plain characters, copied in one slice
-    for (let i = 0; i < text.length; i++) {
-      const ch = text[i];
-      const code = ch.charCodeAt(0);
-      if (this.#state === "ground") {
-        if (isPlain(ch, code)) {
-          if (plainFrom === -1) plainFrom = i;
-          continue;
+    let i = 0;
+    while (i < text.length) {
+      // Plain text and the inside of strings are skipped over with one regex scan each.
+      const skip = this.#state === "ground"
+        ? CONTROL
+        : this.#state === "string"
+        ? STRING_END
+        : null;
+      if (skip) {
+        skip.lastIndex = i;
+        const next = skip.exec(text)?.index ?? text.length;
+        if (this.#state === "ground" && next > i) {
+          if (i === 0 && next === text.length) return text;
+          out += text.slice(i, next);
         }
-        if (plainFrom !== -1) {
-          out += text.slice(plainFrom, i);
-          plainFrom = -1;
+        i = next;
+        if (i === text.length) break;
+        if (this.#state === "ground" && text[i] === ESC) {
+          // A whole colour sequence, the common case, in one go.
+          WHOLE_SGR.lastIndex = i;
+          const sgr = WHOLE_SGR.exec(text)?.[0];
+          if (sgr !== undefined && sgr.length <= MAX_CSI + 3) {
+            out += sgr;
+            this.#styled = true;
+            i += sgr.length;
+            continue;
+          }
         }
       }
-      out += this.#step(ch, code);
+      out += this.#step(text[i], text.charCodeAt(i));
+      i++;
     }
-    if (plainFrom !== -1) out += text.slice(plainFrom);
     return out;
   }
 
