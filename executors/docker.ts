@@ -95,8 +95,10 @@ export interface DockerExecutorOptions {
   readonly metrics?: Metrics;
   /** @default dockerSocketPath() (`DOCKER_HOST=unix://...` or `/var/run/docker.sock`) */
   readonly dockerSocketPath?: string;
-  /** The environment of host setup commands and the `aws` CLI.
-   * @default the agent's, less `SEMAPHORE_AGENT_*` (DECISIONS.md 14) */
+  /**
+   * The environment of host setup commands and the `aws` CLI, less its `SEMAPHORE_AGENT_*`
+   * variables (DECISIONS.md 14). @default the agent's
+   */
   readonly hostEnv?: Readonly<Record<string, string>>;
   /** The `aws` CLI used for `AWS_ECR` credentials. @default "aws" (found on PATH) */
   readonly awsCommand?: string;
@@ -254,7 +256,7 @@ class DockerExecutor implements Executor {
   }
 
   async #runHostSetupCommands(): Promise<boolean> {
-    const env = this.#hostEnv ?? scrubbedEnvironment();
+    const env = scrubbedEnvironment(this.#hostEnv);
     for (const command of this.#request.compose.host_setup_commands) {
       this.#logger.debug(`${this.#subject} Running host setup command: ${command.directive}`);
       let output: Deno.CommandOutput;
@@ -362,7 +364,7 @@ class DockerExecutor implements Executor {
 
   async #login(log: CommandLog, credentials: ImagePullCredentials): Promise<number> {
     const auth = await resolveRegistryAuth(log, credentials, {
-      hostEnv: this.#hostEnv ?? scrubbedEnvironment(),
+      hostEnv: scrubbedEnvironment(this.#hostEnv),
       awsCommand: this.#awsCommand,
       signal: this.#abort.signal,
     });

@@ -32,7 +32,10 @@ export interface ShellExecutorOptions {
   readonly logger: Logger;
   /** Self-hosted: no authorized_keys, jump point or `.bash_profile` edits. @default false */
   readonly selfHosted?: boolean;
-  /** The environment the job shell starts from. @default the agent's, less `SEMAPHORE_AGENT_*` */
+  /**
+   * The environment the job shell starts from, less its `SEMAPHORE_AGENT_*` variables
+   * (DECISIONS.md 14). @default the agent's
+   */
   readonly baseEnv?: Readonly<Record<string, string>>;
 }
 
@@ -86,7 +89,7 @@ class ShellExecutor implements Executor {
     this.#sink = options.sink;
     this.#logger = options.logger;
     this.#selfHosted = options.selfHosted ?? false;
-    this.#baseEnv = options.baseEnv ?? scrubbedEnvironment();
+    this.#baseEnv = scrubbedEnvironment(options.baseEnv);
   }
 
   /** The job shell's home: where `~` and relative file paths point. */

@@ -121,29 +121,19 @@ Deno.test("job: a passing job runs the always and on-pass epilogues", async () =
     },
   });
   assert.equal(result, "passed");
-  assert.deepEqual(
-    simplify(events).slice(-8),
-    [
-        ...epilogueExport(),
-        "directive: echo -n $SEMAPHORE_JOB_RESULT",
-        "passed",
-        "Exit Code: 0",
-        "directive: echo -n on pass",
-        "on pass",
-        "Exit Code: 0",
-      ].concat([]).slice(-8).length === 8
-      ? [
-        "Exit Code: 0",
-        "directive: echo -n $SEMAPHORE_JOB_RESULT",
-        "passed",
-        "Exit Code: 0",
-        "directive: echo -n on pass",
-        "on pass",
-        "Exit Code: 0",
-        "job_finished: passed",
-      ]
-      : [],
-  );
+  assert.deepEqual(simplify(events), [
+    ...START,
+    "directive: true",
+    "Exit Code: 0",
+    ...epilogueExport(),
+    "directive: echo -n $SEMAPHORE_JOB_RESULT",
+    "passed",
+    "Exit Code: 0",
+    "directive: echo -n on pass",
+    "on pass",
+    "Exit Code: 0",
+    "job_finished: passed",
+  ]);
 });
 
 Deno.test("job: an alias is shown as the directive with a Running line", async () => {
@@ -212,15 +202,15 @@ Deno.test("job: stop during an epilogue ends the job stopped", async () => {
     epilogue_on_pass_commands: [cmd("echo never")],
   });
   assert.equal(result, "stopped");
-  assert.deepEqual(
-    simplify(events).slice(-6),
-    [
-      ...epilogueExport(),
-      "directive: sleep 60",
-      "Exit Code: 1",
-      "job_finished: stopped",
-    ].slice(-6),
-  );
+  assert.deepEqual(simplify(events), [
+    ...START,
+    "directive: true",
+    "Exit Code: 0",
+    ...epilogueExport(),
+    "directive: sleep 60",
+    "Exit Code: 1",
+    "job_finished: stopped",
+  ]);
 });
 
 for (
@@ -246,27 +236,16 @@ for (
       },
     });
     assert.equal(result, expected);
-    assert.deepEqual(
-      simplify(events).slice(-7),
-      [
-          "directive: echo 'exit 130' | sh",
-          "Exit Code: 130",
-          "directive: Checking job result",
-          output,
-          "Exit Code: 0",
-          `job_finished: ${expected}`,
-        ].slice(-7).length === 6
-        ? [
-          simplify(events).at(-7)!,
-          "directive: echo 'exit 130' | sh",
-          "Exit Code: 130",
-          "directive: Checking job result",
-          output,
-          "Exit Code: 0",
-          `job_finished: ${expected}`,
-        ]
-        : [],
-    );
+    assert.deepEqual(simplify(events), [
+      ...START,
+      ...setup.flatMap((c) => [`directive: ${c.directive}`, "Exit Code: 0"]),
+      "directive: echo 'exit 130' | sh",
+      "Exit Code: 130",
+      "directive: Checking job result",
+      output,
+      "Exit Code: 0",
+      `job_finished: ${expected}`,
+    ]);
     const check = events.filter((e) => e.event === "cmd_finished").at(-1)!;
     assert.ok(check.event === "cmd_finished" && check.started_at === check.finished_at);
   });

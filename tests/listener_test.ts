@@ -31,6 +31,7 @@ async function startAgent(
   flags: Record<string, unknown> = {},
   timings: ListenerTimings = {},
   metrics?: AgentMetrics,
+  agentEnv: Readonly<Record<string, string>> = {},
 ): Promise<Agent> {
   const dir = await Deno.makeTempDir({ prefix: "listener_test_" });
   const home = await Deno.makeTempDir({ prefix: "listener_test_home_" });
@@ -49,7 +50,7 @@ async function startAgent(
     timings: { ...FAST, ...timings, hubRetries: { ...FAST.hubRetries, ...timings.hubRetries } },
     eventLogDir: dir,
     // Job shells get an empty HOME: the machine's login profile is not part of these tests.
-    shellEnv: testShellEnv(home),
+    shellEnv: { ...agentEnv, ...testShellEnv(home) },
     metrics,
   });
   return {
@@ -374,15 +375,17 @@ Deno.test("Listener exposes host env vars to the job, over the job's own", async
 
 Deno.test("Listener job does not see the agent's own SEMAPHORE_AGENT_* variables", async () => {
   await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
-  Deno.env.set("SEMAPHORE_AGENT_TOKEN", "very-secret");
-  try {
-    const jobId = hub.assignJob({ commands: ["echo token=$SEMAPHORE_AGENT_TOKEN"] });
-    const agent = await startAgent(hub, { "disconnect-after-job": true });
-    assert.equal(await agent.done(), 0);
-    assert.ok(simplified(hub, jobId).includes("output: token=\n"));
-  } finally {
-    Deno.env.delete("SEMAPHORE_AGENT_TOKEN");
-  }
+  const jobId = hub.assignJob({
+    commands: ["echo token=$SEMAPHORE_AGENT_TOKEN other=$OTHER_VARIABLE"],
+  });
+  // The environment the job shell starts from, as the agent's own would be: the executor
+  // drops the agent's variables from it (DECISIONS.md 14).
+  const agent = await startAgent(hub, { "disconnect-after-job": true }, {}, undefined, {
+    SEMAPHORE_AGENT_TOKEN: "very-secret",
+    OTHER_VARIABLE: "kept",
+  });
+  assert.equal(await agent.done(), 0);
+  assert.ok(simplified(hub, jobId).includes("output: token= other=kept\n"));
 });
 
 Deno.test("Listener refreshes the job log token", async () => {

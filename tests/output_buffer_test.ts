@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { OutputBuffer } from "../lib/engine/output_buffer.ts";
 import { INVALID_BYTE } from "../lib/engine/events.ts";
+import { FakeTime } from "./support/fake_time.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -69,6 +70,21 @@ Deno.test("OutputBuffer does not split UTF-8 sequences across chunks", () => {
   buffer.close();
   assert.equal(chunks.join(""), text);
   assert.ok(chunks.every((c) => !c.includes(INVALID_BYTE) && !c.includes("\ufffd")));
+});
+
+Deno.test("OutputBuffer keeps a UTF-8 sequence split across a pause whole", () => {
+  // DECISIONS.md 17: the age flush after a pause must not emit the first bytes of a character
+  // whose last byte comes in the next terminal read (it would show as U+FFFD).
+  using time = new FakeTime();
+  const { buffer, chunks } = collect();
+  buffer.append(new Uint8Array([0x61, 0xe2, 0x9c]));
+  time.tick(500);
+  assert.deepEqual(chunks, ["a"]);
+  buffer.append(new Uint8Array([0x93, ...bytes(" done\n")]));
+  time.tick(100);
+  assert.deepEqual(chunks, ["a", "\u2713 done\n"]);
+  buffer.close();
+  assert.deepEqual(chunks, ["a", "\u2713 done\n"]);
 });
 
 Deno.test("OutputBuffer emits invalid bytes one marker each on close", () => {

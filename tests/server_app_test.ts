@@ -557,7 +557,8 @@ Deno.test("teardown: finished callback, archivator fetch, log deleted, teardown 
 
 Deno.test("an archivator fetch during the job does not count for the teardown", async () => {
   await using receiver = startCallbackReceiver();
-  await using t = await setup();
+  const logger = recordingLogger();
+  await using t = await setup({ logger });
   await (await t.app.request(post("/jobs", jobRequest("A", ["block"], receiver.base)))).body
     ?.cancel();
   const early = await t.app.request("/jobs/A/log", {
@@ -565,9 +566,14 @@ Deno.test("an archivator fetch during the job does not count for the teardown", 
   });
   assert.match(await early.text(), /"directive":"block"/);
   ScriptedJob.created[0].release();
-  await receiver.waitFor(1);
-  // Give the teardown a chance to (wrongly) go on.
-  await new Promise((r) => setTimeout(r, 50));
+  // After job_finished the teardown either waits for an archivator fetch (the early one did
+  // not count) or, wrongly, goes on to the teardown_finished callback.
+  const waiting = await Promise.race([
+    logger.waitForLine((l) => l === "info: [job=A] Waiting for the job log to be archived")
+      .then(() => true),
+    receiver.waitFor(2).then(() => false),
+  ]);
+  assert.ok(waiting, "the teardown went on without an archivator fetch after the job");
   assert.equal(receiver.received.length, 1);
   const late = await t.app.request("/jobs/A/log", {
     headers: { ...AUTH, "X-Client-Name": "archivator" },

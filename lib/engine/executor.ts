@@ -76,8 +76,8 @@ export interface ExecutorSetup {
   /** @default false */
   readonly failOnMissingFiles?: boolean;
   /**
-   * The environment the job shell starts from.
-   * @default the agent's environment without `SEMAPHORE_AGENT_*` variables (DECISIONS.md 14)
+   * The environment the job shell starts from; its `SEMAPHORE_AGENT_*` variables are dropped
+   * (DECISIONS.md 14). @default the agent's environment
    */
   readonly shellEnv?: Readonly<Record<string, string>>;
   /** StatsD metrics (serve only, §7.9). @default none */
