@@ -8,6 +8,11 @@ import {
   startServeAgent,
 } from "./support/serve_agent.ts";
 import { USER_AGENT, VERSION } from "../lib/util/version.ts";
+import { DockerClient } from "../executors/docker_api.ts";
+import { dockerSkipReason, TEST_IMAGES, testImagesReady } from "./support/test_images.ts";
+import { startStatsdReceiver } from "./support/statsd_receiver.ts";
+
+const dockerSkip = await dockerSkipReason();
 
 /** Timestamps replaced by `T`, as SEMAPHORE_COMPAT.md §6.2 writes the typical log. */
 function normalize(log: string): string {
@@ -316,4 +321,67 @@ Deno.test("agent serve streams a large log completely", async () => {
   assert.ok(log.endsWith('"result":"passed"}\n'));
   console.log(`streamed ${(log.length / 1e6).toFixed(1)} MB in ${seconds.toFixed(2)} s`);
   await receiver.waitFor(2);
+});
+
+Deno.test({
+  name: "agent serve sends a container job's pull metrics to StatsD with its namespace and tags",
+  ignore: dockerSkip !== undefined,
+  async fn() {
+    await testImagesReady();
+    await using statsd = await startStatsdReceiver();
+    await using docker = await DockerClient.connect();
+    // An image of its own: docker_executor_test tags and removes another android image.
+    const image = "agent-test/semaphoreci/android:serve-e2e";
+    await docker.tagImage(TEST_IMAGES.bash, image);
+    try {
+      await using dir = await tempDir();
+      await using receiver = startCallbackReceiver();
+      await using agent = await startServeAgent({
+        dir: dir.path,
+        env: { HOME: `${dir.path}/home` },
+        args: [
+          "--statsd-host",
+          "127.0.0.1",
+          "--statsd-port",
+          String(statsd.port),
+          "--statsd-namespace",
+          "serve.e2e",
+        ],
+      });
+      const res = await agent.fetch("/jobs", {
+        method: "POST",
+        headers: AUTH,
+        body: jobBody("statsd-1", ["true"], receiver.base, {
+          executor: "dockercompose",
+          compose: {
+            containers: [{ name: `main-${crypto.randomUUID().slice(0, 8)}`, image }],
+          },
+        }),
+      });
+      assert.equal(await res.text(), '{"message": "ok"}');
+      const [finished] = await receiver.waitFor(1);
+      assert.equal(finished.body, '{"result": "passed"}');
+      const packets = await statsd.received(2);
+      const prefix = "tagged.serve.e2e.semaphoreci_android.no_tag.no_tag.";
+      assert.equal(packets.length, 2, packets.join("\n"));
+      assert.equal(packets[0], `${prefix}compose.docker.pull.rate:1|g`);
+      assert.match(
+        packets[1],
+        new RegExp(
+          `^${
+            prefix.replaceAll(".", "\\.")
+          }compose\\.docker\\.pull\\.duration:\\d+(\\.\\d+)?(e-\\d+)?\\|g$`,
+        ),
+      );
+      // The archivator's fetch lets the teardown (and the container removal) finish.
+      const log = await agent.fetch("/jobs/statsd-1/log", {
+        headers: { ...AUTH, "X-Client-Name": "archivator" },
+      });
+      await log.text();
+      await receiver.waitFor(2);
+      await agent.waitForLine(/Job finished with result: passed/);
+    } finally {
+      await docker.removeImage(image);
+    }
+  },
 });

@@ -77,7 +77,11 @@ class AgentProcess implements AsyncDisposable {
   readonly pid: number;
   readonly hookPath: string;
   readonly #child: Deno.ChildProcess;
-  readonly #output: Promise<Deno.CommandOutput>;
+  readonly #output: Promise<{ code: number; stderr: string }>;
+  /** What the agent printed so far (its log lines go to stdout too). */
+  #stdout = "";
+  /** Called whenever stdout grows or the agent exits. */
+  readonly #listeners = new Set<() => void>();
   #exited = false;
 
   private constructor(work: string, home: string, child: Deno.ChildProcess) {
@@ -86,8 +90,48 @@ class AgentProcess implements AsyncDisposable {
     this.#child = child;
     this.pid = child.pid;
     this.hookPath = join(work, "shutdown_hook.sh");
-    this.#output = child.output();
-    this.#output.then(() => this.#exited = true, () => this.#exited = true);
+    this.#output = this.#collect(child);
+    this.#output.finally(() => {
+      this.#exited = true;
+      for (const listener of this.#listeners) listener();
+    }).catch(() => {});
+  }
+
+  async #collect(child: Deno.ChildProcess): Promise<{ code: number; stderr: string }> {
+    const readStdout = async () => {
+      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+        this.#stdout += text;
+        for (const listener of this.#listeners) listener();
+      }
+    };
+    const [status, stderr] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+      readStdout(),
+    ]);
+    return { code: status.code, stderr };
+  }
+
+  /** Resolves once the agent printed `text`; throws if it exits first or after `timeoutMs`. */
+  async waitForOutput(text: string, timeoutMs = WAIT_MS): Promise<void> {
+    let timedOut = false;
+    let wake = () => {};
+    const timer = setTimeout(() => {
+      timedOut = true;
+      wake();
+    }, timeoutMs);
+    const listener = () => wake();
+    this.#listeners.add(listener);
+    try {
+      while (!this.#stdout.includes(text)) {
+        if (this.#exited) throw new Error(`The agent exited without printing '${text}'`);
+        if (timedOut) throw new Error(`The agent did not print '${text}' within ${timeoutMs} ms`);
+        await new Promise<void>((resolve) => wake = resolve);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.#listeners.delete(listener);
+    }
   }
 
   /** Starts `dist/agent start` with the shutdown hook and the hub's flags. */
@@ -155,11 +199,10 @@ class AgentProcess implements AsyncDisposable {
     clearTimeout(timer);
     if (timedOut) this.#child.kill("SIGKILL");
     const output = await this.#output;
-    const text = new TextDecoder();
     const exit: AgentExit = {
       code: output.code,
-      stdout: text.decode(output.stdout),
-      stderr: text.decode(output.stderr),
+      stdout: this.#stdout,
+      stderr: output.stderr,
       log: await Deno.readTextFile(join(this.work, "agent.log")).catch(() => ""),
       hookRuns: await Deno.readTextFile(join(this.work, "hook_runs.txt")).catch(() => ""),
     };
@@ -1157,7 +1200,8 @@ async function hubDownLongerThanTheFlushTimeout(): Promise<void> {
   await hub.waitUntilLogEvents(id, 1, WAIT_MS);
   await hub.goDown();
   const endedEarly = hub.eventNames(id).includes("job_finished");
-  await new Promise((resolve) => setTimeout(resolve, 16_000)); // job end + 2 s flush + margin
+  // The job ends while the hub is down, and the flush gives up after 2 s.
+  await agent.waitForOutput(`: Could not push all logs to ${hub.logUrl(id)} - giving up\n`);
   await hub.comeUp();
   const exit = await agent.exit();
 

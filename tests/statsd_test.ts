@@ -1,29 +1,7 @@
 import assert from "node:assert/strict";
-import { createSocket } from "node:dgram";
 import { createStatsdMetrics, taggedMetricName } from "../server/statsd.ts";
 import { silentLogger } from "../lib/util/agent_log.ts";
-
-/** A real UDP StatsD receiver on 127.0.0.1 (node:dgram: Deno's own UDP API is unstable). */
-async function startReceiver() {
-  const socket = createSocket("udp4");
-  const packets: string[] = [];
-  const waiters: Array<() => void> = [];
-  socket.on("message", (data) => {
-    packets.push(new TextDecoder().decode(data));
-    waiters.shift()?.();
-  });
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
-  return {
-    port: socket.address().port,
-    packets,
-    /** Resolves once `n` packets arrived. */
-    async received(n: number): Promise<string[]> {
-      while (packets.length < n) await new Promise<void>((resolve) => waiters.push(resolve));
-      return packets;
-    },
-    [Symbol.asyncDispose]: () => new Promise<void>((resolve) => socket.close(() => resolve())),
-  };
-}
+import { startStatsdReceiver } from "./support/statsd_receiver.ts";
 
 Deno.test("taggedMetricName() pads tags with no_tag and cleans them", () => {
   assert.equal(
@@ -37,7 +15,7 @@ Deno.test("taggedMetricName() pads tags with no_tag and cleans them", () => {
 });
 
 Deno.test("createStatsdMetrics() sends gauges over UDP in StatsD format", async () => {
-  await using receiver = await startReceiver();
+  await using receiver = await startStatsdReceiver();
   await using metrics = createStatsdMetrics({
     host: "127.0.0.1",
     port: receiver.port,
@@ -54,7 +32,7 @@ Deno.test("createStatsdMetrics() sends gauges over UDP in StatsD format", async 
 });
 
 Deno.test("createStatsdMetrics() uses the agent.prod namespace by default", async () => {
-  await using receiver = await startReceiver();
+  await using receiver = await startStatsdReceiver();
   await using metrics = createStatsdMetrics({
     host: "127.0.0.1",
     port: receiver.port,

@@ -164,6 +164,18 @@ async function importRootfs(
   if (!status.success) throw new Error(`Cannot build ${reference}: tar failed`);
 }
 
+let ready: Promise<typeof TEST_IMAGES> | undefined;
+
+/**
+ * {@linkcode ensureTestImages} once per test process. Each Docker test awaits it first (not the
+ * module at load), so that without a daemon under `AGENT_TEST_REQUIRE_ALL=1` every test fails
+ * on its own instead of one load error standing for all of them.
+ */
+export function testImagesReady(): Promise<typeof TEST_IMAGES> {
+  ready ??= ensureTestImages();
+  return ready;
+}
+
 /** Builds whichever test images are missing; returns their tags. */
 export async function ensureTestImages(): Promise<typeof TEST_IMAGES> {
   await using client = await DockerClient.connect();
