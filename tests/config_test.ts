@@ -9,6 +9,7 @@ import {
   randomAgentName,
 } from "../lib/start/config.ts";
 import { UsageError } from "../lib/util/errors.ts";
+import { FakeHub } from "./support/fake_hub.ts";
 
 const REQUIRED = { endpoint: "myorg.semaphoreci.com", token: "tok" } as const;
 
@@ -212,6 +213,34 @@ Deno.test("loadConfig() reads booleans with Go ParseBool semantics from env", as
     load(REQUIRED, { SEMAPHORE_AGENT_DISCONNECT_AFTER_JOB: "yes" }),
     "Cannot read SEMAPHORE_AGENT_DISCONNECT_AFTER_JOB: 'yes' is not a boolean",
   );
+});
+
+Deno.test("loadConfig() treats an empty SEMAPHORE_AGENT_* variable as unset, as viper does", async (t) => {
+  // viper.getEnv: `return val, ok && (v.allowEmptyEnv || val != "")`; the agent never calls
+  // AllowEmptyEnv(true), so `SEMAPHORE_AGENT_X=` falls through to the config file / default.
+  const file = 'endpoint: "myorg.semaphoreci.com"\ntoken: "tok"\nupload-job-logs: always\n';
+  await withConfigFile(file, async (path) => {
+    const load = (env: Record<string, string>) =>
+      loadConfig({ "config-file": path }, { getEnv: (name) => env[name] });
+    await t.step("an empty string variable does not hide the config file value", async () => {
+      const config = await load({
+        SEMAPHORE_AGENT_ENDPOINT: "",
+        SEMAPHORE_AGENT_UPLOAD_JOB_LOGS: "",
+      });
+      assert.equal(config.endpoint, "myorg.semaphoreci.com");
+      assert.equal(config.uploadJobLogs, "always");
+    });
+    await t.step("an empty bool or int variable is the default, not an error", async () => {
+      const config = await load({
+        SEMAPHORE_AGENT_DISCONNECT_AFTER_JOB: "",
+        SEMAPHORE_AGENT_DISCONNECT_AFTER_IDLE_TIMEOUT: "",
+        SEMAPHORE_AGENT_NO_HTTPS: "",
+      });
+      assert.equal(config.disconnectAfterJob, false);
+      assert.equal(config.disconnectAfterIdleTimeout, 0);
+      assert.equal(config.noHttps, false);
+    });
+  });
 });
 
 Deno.test("loadConfig() ignores SEMAPHORE_AGENT_CONFIG_FILE", async () => {
@@ -496,6 +525,42 @@ Deno.test("agent start exits 1 on a bad configuration and 2 on a bad flag", asyn
     const { code } = await runAgent(["--disconnect-after-idle-timeout", "soon"]);
     assert.equal(code, 2);
   });
+});
+
+Deno.test("agent start never takes the argument after a bool flag as its value (pflag NoOptDefVal)", async () => {
+  // pflag: `--disconnect-after-job false` sets the flag to true and leaves `false` as a
+  // positional argument; only `--disconnect-after-job=false` sets false.
+  const home = await Deno.makeTempDir();
+  const tmp = await Deno.makeTempDir();
+  try {
+    await using hub = await FakeHub.start({ nextSyncAfterMs: 200 });
+    hub.scheduleShutdown();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../main.ts", import.meta.url).pathname,
+        "start",
+        "--endpoint",
+        hub.endpoint,
+        "--token",
+        hub.registrationToken,
+        "--no-https",
+        "--disconnect-after-job",
+        "false",
+      ],
+      env: { HOME: home, TMPDIR: tmp },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(hub.registrations.length, 1);
+    assert.equal(hub.registrations[0].single_job, true);
+  } finally {
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
 });
 
 Deno.test("examples/agent-config.yaml is a valid configuration", async () => {

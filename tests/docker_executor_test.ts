@@ -1,169 +1,97 @@
+/**
+ * The container executor (executors/docker.ts) driven by the real job lifecycle: each job runs
+ * through `Job.create` with the `createExecutor` of executors/for_job.ts, as every mode runs
+ * it, and the test checks the job log, the result and that Docker holds nothing of the job.
+ *
+ * @module
+ */
+
 import assert from "node:assert/strict";
 import {
   containerFilePath,
   createDockerExecutor,
   type DockerExecutorOptions,
 } from "../executors/docker.ts";
-import {
-  createJobHostDir,
-  HOST_DIR_LABEL,
-  JOB_LABEL,
-  OWNER_LABEL,
-  removeLeftovers,
-} from "../executors/docker_leftovers.ts";
-import type { Executor } from "../lib/engine/executor.ts";
+import { JOB_LABEL } from "../executors/docker_leftovers.ts";
+import type { CreateExecutor, ExecutorSetup } from "../lib/engine/executor.ts";
 import { DockerClient } from "../executors/docker_api.ts";
-import { encodeEvent, type JobEvent, type JobResult, unixSeconds } from "../lib/engine/events.ts";
-import type {
-  Command,
-  Container,
-  ImagePullCredentials,
-  JobRequest,
-} from "../lib/engine/job_request_types.ts";
+import { encodeEvent, type JobEvent, type JobResult } from "../lib/engine/events.ts";
+import type { ImagePullCredentials, JobRequest } from "../lib/engine/job_request_types.ts";
 import { JobConstructionError } from "../lib/util/errors.ts";
 import { Job } from "../lib/engine/job.ts";
 import { BOOT_MARKER } from "../lib/engine/shell_session.ts";
 import { createExecutor } from "../executors/for_job.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
-import { silentLogger } from "../lib/util/agent_log.ts";
+import { type Logger, silentLogger } from "../lib/util/agent_log.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
 import { simplify } from "./support/job_harness.ts";
-import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
+import { dockerSkipReason, TEST_IMAGES, testImagesReady } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
+import {
+  assertNothingLeft,
+  commands,
+  container,
+  containerRequest as makeRequest,
+  mainName,
+} from "./support/container_jobs.ts";
 
 const dockerSkip = await dockerSkipReason();
 const registrySkip = dockerSkip ?? await registrySkipReason();
-if (dockerSkip === undefined) await ensureTestImages();
-
-/**
- * A main container name of its own: container names are global on the daemon, and other test
- * processes may run container jobs at the same time.
- */
-function mainName(prefix = "main"): string {
-  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
-}
-
-function container(name: string, image: string, extra: Partial<Container> = {}): Container {
-  return { name, image, command: "", entrypoint: "", user: "", env_vars: [], ...extra };
-}
-
-function commands(...directives: string[]): Command[] {
-  return directives.map((directive) => ({ directive, alias: "" }));
-}
-
-function makeRequest(overrides: Partial<JobRequest> & {
-  containers?: Container[];
-  credentials?: ImagePullCredentials[];
-  hostSetup?: Command[];
-} = {}): JobRequest {
-  const { containers, credentials, hostSetup, ...rest } = overrides;
-  return {
-    job_id: `test-${crypto.randomUUID()}`,
-    executor: "dockercompose",
-    compose: {
-      containers: containers ?? [container(mainName(), TEST_IMAGES.bash)],
-      image_pull_credentials: credentials ?? [],
-      host_setup_commands: hostSetup ?? [],
-    },
-    commands: [],
-    epilogue_always_commands: [],
-    epilogue_on_pass_commands: [],
-    epilogue_on_fail_commands: [],
-    env_vars: [],
-    files: [],
-    ssh_public_keys: [],
-    callbacks: { finished: "", teardown_finished: "", token: "" },
-    logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
-    ...rest,
-  };
-}
 
 interface JobRun {
   readonly result: JobResult;
   readonly events: JobEvent[];
   readonly log: string[];
-  readonly prepared: number;
 }
 
-interface RunOptions extends Partial<Omit<DockerExecutorOptions, "request" | "sink">> {
+/** Options of {@linkcode runJob}: the mode's executor settings, plus test hooks. */
+interface RunOptions extends Partial<Omit<ExecutorSetup, "request" | "sink" | "logger">> {
+  /** @default silentLogger */
+  readonly logger?: Logger;
   /** Called with each event; may stop the job. */
-  readonly onEvent?: (event: JobEvent, stop: () => void) => void;
+  readonly onEvent?: (event: JobEvent, job: Job) => void;
+  /**
+   * Container-executor settings no mode sets (Docker socket, `aws` CLI, home directory, shell
+   * start deadline): the job's executor is then `createDockerExecutor` with these instead of
+   * for_job.ts's choice.
+   */
+  readonly dockerOnly?: Partial<DockerExecutorOptions>;
+}
+
+/** The executor builder for `dockerOnly` settings. */
+function dockerExecutorWith(settings: Partial<DockerExecutorOptions>): CreateExecutor {
+  return (setup) =>
+    createDockerExecutor({
+      request: setup.request,
+      sink: setup.sink,
+      logger: setup.logger,
+      ...settings,
+    });
 }
 
 /**
- * Drives an executor through the job lifecycle of SEMAPHORE_COMPAT.md §5.2 (without hooks),
- * then checks that Docker holds nothing of the job.
+ * Runs a container job through `Job` (lib/engine/job.ts) as every mode does, then checks that
+ * Docker holds nothing of the job (unless the job was pointed at another Docker socket).
  */
 async function runJob(request: JobRequest, options: RunOptions = {}): Promise<JobRun> {
-  const { onEvent, ...executorOptions } = options;
+  const { onEvent, dockerOnly, logger = silentLogger, ...setup } = options;
   const events: JobEvent[] = [];
-  let stopped = false;
-  const stop = () => {
-    stopped = true;
-    executor.stop();
-  };
-  const sink = {
-    write(event: JobEvent) {
-      events.push(event);
-      onEvent?.(event, stop);
-    },
-  };
-  const executor: Executor = createDockerExecutor({
+  let job: Job | undefined = undefined;
+  job = Job.create({
+    createExecutor: dockerOnly ? dockerExecutorWith(dockerOnly) : createExecutor,
     request,
-    sink,
-    logger: silentLogger,
-    writeJumpPoint: false,
-    ...executorOptions,
+    logger,
+    ...setup,
+    sink: {
+      write(event: JobEvent) {
+        events.push(event);
+        if (job) onEvent?.(event, job);
+      },
+    },
   });
-  sink.write({ event: "job_started", timestamp: unixSeconds() });
-  let result: JobResult = "failed";
-  let prepared = -1;
-  try {
-    prepared = await executor.prepare();
-    if (prepared === 0 && await executor.start() === 0) {
-      let exitCode = await executor.exportEnvVars(request.env_vars, []);
-      if (exitCode === 0) exitCode = await executor.injectFiles(request.files);
-      if (exitCode === 0) {
-        for (const command of request.commands) {
-          exitCode = await executor.runCommand(command.directive, { alias: command.alias });
-          if (exitCode !== 0) break;
-        }
-      }
-      result = stopped ? "stopped" : exitCode === 0 ? "passed" : "failed";
-      if (!stopped) {
-        await executor.exportEnvVars([{
-          name: "SEMAPHORE_JOB_RESULT",
-          value: encodeBase64(result),
-        }], []);
-        const lists = [
-          request.epilogue_always_commands,
-          result === "passed"
-            ? request.epilogue_on_pass_commands
-            : request.epilogue_on_fail_commands,
-        ];
-        for (const list of lists) {
-          for (const command of list) {
-            if (stopped) break;
-            if (await executor.runCommand(command.directive, { alias: command.alias }) !== 0) break;
-          }
-        }
-        if (stopped) result = "stopped";
-      }
-    }
-    sink.write({ event: "job_finished", timestamp: unixSeconds(), result });
-  } finally {
-    await executor.cleanup();
-  }
-  await assertNothingLeft(request.job_id, options.dockerSocketPath);
-  return { result, events, log: simplify(events), prepared };
-}
-
-async function assertNothingLeft(jobId: string, socketPath?: string): Promise<void> {
-  if (socketPath !== undefined) return;
-  await using client = await DockerClient.connect();
-  const filters = { label: [`${JOB_LABEL}=${jobId}`] };
-  assert.deepEqual(await client.listContainers(filters), [], "containers left behind");
-  assert.deepEqual(await client.listNetworks(filters), [], "networks left behind");
+  const result = await job.run();
+  if (dockerOnly?.dockerSocketPath === undefined) await assertNothingLeft(request.job_id);
+  return { result, events, log: simplify(events) };
 }
 
 const START = [
@@ -183,8 +111,19 @@ function epilogueExport(): string[] {
   ];
 }
 
-function dockerTest(name: string, fn: () => Promise<void>, skip = dockerSkip): void {
-  Deno.test({ name, ignore: skip !== undefined, fn });
+/**
+ * A test that needs Docker and the test images: skipped without Docker, unless
+ * AGENT_TEST_REQUIRE_ALL=1, where each such test fails on its own.
+ */
+function dockerTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name,
+    ignore: dockerSkip !== undefined,
+    async fn() {
+      await testImagesReady();
+      await fn();
+    },
+  });
 }
 
 // ---- pure helpers --------------------------------------------------------------------------
@@ -441,7 +380,7 @@ dockerTest("a main container whose bash never answers fails the start in time", 
     ],
     commands: commands("echo never"),
   });
-  const run = await runJob(request, { shellStartTimeoutMs: 1000 });
+  const run = await runJob(request, { dockerOnly: { shellStartTimeoutMs: 1000 } });
   assert.equal(run.result, "failed");
   assert.deepEqual(run.log, [
     "job_started",
@@ -465,8 +404,8 @@ dockerTest(
     });
     const started = performance.now();
     const run = await runJob(request, {
-      onEvent: (event, stop) => {
-        if (event.event === "cmd_output" && event.output.includes("started")) stop();
+      onEvent: (event, job) => {
+        if (event.event === "cmd_output" && event.output.includes("started")) job.stop();
       },
     });
     assert.ok(performance.now() - started < 30_000);
@@ -487,8 +426,8 @@ dockerTest("stopping during an epilogue marks the job stopped", async () => {
       epilogue_always_commands: commands("echo epilogue; sleep 300", "echo never"),
     }),
     {
-      onEvent: (event, stop) => {
-        if (event.event === "cmd_output" && event.output.includes("epilogue")) stop();
+      onEvent: (event, job) => {
+        if (event.event === "cmd_output" && event.output.includes("epilogue")) job.stop();
       },
     },
   );
@@ -521,19 +460,22 @@ dockerTest("a command that ends the shell reports its status; later ones get 1",
 });
 
 dockerTest(
-  "stopping while the containers start fails the start and removes everything",
+  "stopping while the containers start stops the job and removes everything",
   async () => {
     // Stopped before any container exists.
     const early = await runJob(makeRequest({ commands: commands("echo never") }), {
-      onEvent: (event, stop) => {
-        if (event.event === "cmd_output" && event.output.startsWith("Starting a new bash")) stop();
+      onEvent: (event, job) => {
+        if (event.event === "cmd_output" && event.output.startsWith("Starting a new bash")) {
+          job.stop();
+        }
       },
     });
-    assert.deepEqual(early.log.slice(3), [
-      "directive: Starting the docker image...",
+    assert.equal(early.result, "stopped");
+    assert.deepEqual(early.log, [
+      ...START.slice(0, 4),
       "Starting a new bash session.\nFailed to start the docker image\nthe job was stopped",
       "Exit Code: 1",
-      "job_finished: failed",
+      "job_finished: stopped",
     ]);
 
     // Stopped while the main container runs but bash has not answered yet.
@@ -546,7 +488,7 @@ dockerTest(
     });
     await using client = await DockerClient.connect();
     const late = await runJob(request, {
-      onEvent: (event, stop) => {
+      onEvent: (event, job) => {
         if (event.event !== "cmd_output" || !event.output.startsWith("Starting a new bash")) return;
         (async () => {
           const filters = { label: [`${JOB_LABEL}=${request.job_id}`] };
@@ -555,15 +497,32 @@ dockerTest(
             if (running.filter((c) => c.State === "running").length === 2) break;
             await new Promise((resolve) => setTimeout(resolve, 20));
           }
-          stop();
+          await job.stop();
         })();
       },
     });
-    assert.deepEqual(late.log.slice(3), [
-      "directive: Starting the docker image...",
+    assert.equal(late.result, "stopped");
+    assert.deepEqual(late.log, [
+      ...START.slice(0, 4),
       "Starting a new bash session.\nFailed to start the docker image\nthe job was stopped",
       "Exit Code: 1",
-      "job_finished: failed",
+      "job_finished: stopped",
+    ]);
+  },
+);
+
+dockerTest(
+  "a UTF-8 character split across two reads with a pause is not replaced by U+FFFD",
+  async () => {
+    // DECISIONS.md 17: no UTF-8 sequence is split (tests/output_buffer_test.ts pins the logic).
+    const directive = "printf '\\xe2\\x9c'; sleep 0.5; printf '\\x93 done\\n'";
+    const run = await runJob(makeRequest({ commands: commands(directive) }));
+    assert.equal(run.result, "passed");
+    const at = run.log.indexOf(`directive: ${directive}`);
+    assert.deepEqual(run.log.slice(at, at + 3), [
+      `directive: ${directive}`,
+      "\u2713 done\n",
+      "Exit Code: 0",
     ]);
   },
 );
@@ -594,7 +553,9 @@ dockerTest("an image that exists nowhere fails the pull with a readable reason",
 });
 
 Deno.test("a daemon that is not running fails the job naming the socket", async () => {
-  const run = await runJob(makeRequest(), { dockerSocketPath: "/nonexistent/docker.sock" });
+  const run = await runJob(makeRequest(), {
+    dockerOnly: { dockerSocketPath: "/nonexistent/docker.sock" },
+  });
   assert.equal(run.result, "failed");
   assert.deepEqual(run.log, [
     "job_started",
@@ -629,12 +590,21 @@ dockerTest(
         logger.lines.join("\n"),
       );
 
+      const failingLogger = recordingLogger();
       const failing = await runJob(makeRequest({ commands: commands("echo never") }), {
+        logger: failingLogger,
         fileInjections: [{ hostPath: `${dir}/missing.txt`, destination: "/x" }],
         failOnMissingFiles: true,
       });
-      assert.equal(failing.prepared, 1);
+      assert.equal(failing.result, "failed");
       assert.deepEqual(failing.log, ["job_started", "job_finished: failed"]);
+      assert.ok(
+        failingLogger.lines.some((l) =>
+          l.includes(`Cannot inject file ${dir}/missing.txt: `) &&
+          l.endsWith("(--fail-on-missing-files is set)")
+        ),
+        failingLogger.lines.join("\n"),
+      );
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -652,7 +622,7 @@ dockerTest("host setup commands run on the host first; a failing one fails the j
         ssh_public_keys: [encodeBase64("ssh-ed25519 AAAA test@example")],
         commands: commands("true"),
       }),
-      { homeDir: home },
+      { dockerOnly: { homeDir: home } },
     );
     assert.equal(run.result, "passed");
     assert.equal(await Deno.readTextFile(`${dir}/marker`), "set-up\n");
@@ -661,9 +631,17 @@ dockerTest("host setup commands run on the host first; a failing one fails the j
       "ssh-ed25519 AAAA test@example\n",
     );
 
-    const failing = await runJob(makeRequest({ hostSetup: commands("exit 3") }), { homeDir: home });
-    assert.equal(failing.prepared, 1);
+    const logger = recordingLogger();
+    const failing = await runJob(makeRequest({ hostSetup: commands("exit 3") }), {
+      logger,
+      dockerOnly: { homeDir: home },
+    });
+    assert.equal(failing.result, "failed");
     assert.deepEqual(failing.log, ["job_started", "job_finished: failed"]);
+    assert.ok(
+      logger.lines.some((l) => l.endsWith("Cannot run host setup command 'exit 3': exit code 3")),
+      logger.lines.join("\n"),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -743,7 +721,7 @@ dockerTest(
           files: [],
         }],
       }),
-      { awsCommand: "/nonexistent/aws" },
+      { dockerOnly: { awsCommand: "/nonexistent/aws" } },
     );
     assert.deepEqual(ecr.log, [
       "job_started",
@@ -761,6 +739,7 @@ Deno.test({
   name: "a private image is pulled with good credentials and refused with bad ones",
   ignore: registrySkip !== undefined,
   async fn() {
+    await testImagesReady();
     await using registry = await startRegistry();
     const image = await registry.push(TEST_IMAGES.bash, "agent-test/private-bash:1");
     const credentials = (password: string): ImagePullCredentials[] => [{
@@ -812,6 +791,7 @@ Deno.test({
   name: "GCR credentials log in as _json_key with the key file's content",
   ignore: registrySkip !== undefined,
   async fn() {
+    await testImagesReady();
     const key = JSON.stringify({ type: "service_account", private_key: "-----x-----" });
     await using registry = await startRegistry({ username: "_json_key", password: key });
     const image = await registry.push(TEST_IMAGES.nobash, "agent-test/gcr-private:1");
@@ -840,153 +820,38 @@ Deno.test({
   },
 });
 
-/** A job host dir as a dead agent leaves it: its owner file is there but nobody locks it. */
-async function deadAgentHostDir(): Promise<string> {
-  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
-  await Deno.writeTextFile(`${dir}/.owner`, `${Deno.hostname()}/${Deno.pid}`);
-  return dir;
-}
-
-dockerTest("removeLeftovers() removes what dead agents left and spares live ones", async () => {
-  await using client = await DockerClient.connect();
-  const jobId = `leftover-${crypto.randomUUID()}`;
-  const make = async (labels: Record<string, string>) => {
-    labels = { [JOB_LABEL]: jobId, ...labels };
-    const network = await client.createNetwork(`agent-test-${crypto.randomUUID()}`, { labels });
-    const id = await client.createContainer(undefined, {
-      Image: TEST_IMAGES.nobash,
-      Cmd: ["sleep", "60"],
-      Labels: labels,
-      HostConfig: { NetworkMode: "none" },
-    });
-    return { network, id };
-  };
-  // The owner label names this (live) process in both: only the lock on the host dir counts.
-  await using liveDir = await createJobHostDir();
-  const deadDir = await deadAgentHostDir();
-  const ownLabel = `${Deno.hostname()}/${Deno.pid}`;
-  const dead = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: deadDir });
-  const live = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: liveDir.path });
-  const gone = await make({ [OWNER_LABEL]: ownLabel, [HOST_DIR_LABEL]: `${deadDir}-missing` });
-  // Older agents' resources (no host dir label) are judged by `<hostname>/<pid>`.
-  const oldDead = await make({ [OWNER_LABEL]: `${Deno.hostname()}/999999999` });
-  const oldLive = await make({ [OWNER_LABEL]: ownLabel });
-  try {
-    // Agents started by other tests running at the same time may remove the dead owner's
-    // resources first, so check what is left rather than what this call counted.
-    await removeLeftovers({ logger: silentLogger });
-    for (const { id } of [dead, gone, oldDead]) {
-      assert.equal(await client.inspectContainer(id), undefined);
-    }
-    const networks = (await client.listNetworks({ label: [`${JOB_LABEL}=${jobId}`] }))
-      .map((n) => n.Id);
-    assert.deepEqual(networks.toSorted(), [live.network, oldLive.network].toSorted());
-    assert.ok(await client.inspectContainer(live.id));
-    assert.ok(await client.inspectContainer(oldLive.id));
-    await assert.rejects(() => Deno.stat(deadDir), Deno.errors.NotFound);
-    assert.ok((await Deno.stat(liveDir.path)).isDirectory);
-  } finally {
-    for (const { id, network } of [dead, live, gone, oldDead, oldLive]) {
-      await client.removeContainer(id).catch(() => {});
-      await client.removeNetwork(network).catch(() => {});
-    }
-    await Deno.remove(deadDir, { recursive: true }).catch(() => {});
-  }
-  await assertNothingLeft(jobId);
-});
-
-dockerTest("removeLeftovers() deletes the host job directories of dead agents", async () => {
-  const dead = await deadAgentHostDir();
-  await using live = await createJobHostDir();
-  // Being made: no owner file yet.
-  const unowned = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
-  try {
-    await Deno.writeTextFile(`${dead}/.env`, "export SECRET=x\n");
-    await removeLeftovers({ logger: silentLogger });
-    await assert.rejects(() => Deno.stat(dead), Deno.errors.NotFound);
-    assert.ok((await Deno.stat(live.path)).isDirectory);
-    assert.ok((await Deno.stat(unowned)).isDirectory);
-    // The owner file stays locked (the job is still this agent's) after the check.
-    await using owner = await Deno.open(`${live.path}/.owner`);
-    assert.equal(await owner.tryLock(true), false);
-  } finally {
-    await Deno.remove(dead, { recursive: true }).catch(() => {});
-    await Deno.remove(unowned, { recursive: true });
-  }
-  await live.remove();
-  await assert.rejects(() => Deno.stat(live.path), Deno.errors.NotFound);
-});
-
-// ---- through the job engine ----------------------------------------------------------------
-
-/** Runs a container job through `Job` (lib/job.ts), as every mode does. */
-async function runThroughJob(
-  request: JobRequest,
-  onEvent?: (event: JobEvent, job: Job) => void,
-): Promise<{ result: JobResult; log: string[] }> {
-  const events: JobEvent[] = [];
-  let job: Job | undefined = undefined;
-  const sink = {
-    write(event: JobEvent) {
-      events.push(event);
-      if (job) onEvent?.(event, job);
-    },
-  };
-  job = Job.create({ createExecutor, request, sink, logger: silentLogger });
-  const result = await job.run();
-  await assertNothingLeft(request.job_id);
-  return { result, log: simplify(events) };
-}
-
-dockerTest("Job runs a container job end to end with the §10.8 log", async () => {
-  const { result, log } = await runThroughJob(makeRequest({
-    env_vars: [{ name: "GREETING", value: encodeBase64("Hello") }],
-    commands: commands("echo $GREETING World"),
-    epilogue_always_commands: commands("echo result=$SEMAPHORE_JOB_RESULT"),
-  }));
-  assert.equal(result, "passed");
-  assert.deepEqual(log, [
-    ...START,
-    "directive: Exporting environment variables",
-    "Exporting GREETING\n",
-    "Exit Code: 0",
-    "directive: Injecting Files",
-    "Exit Code: 0",
-    "directive: echo $GREETING World",
-    "Hello World\n",
-    "Exit Code: 0",
-    ...epilogueExport(),
-    "directive: echo result=$SEMAPHORE_JOB_RESULT",
-    "result=passed\n",
-    "Exit Code: 0",
-    "job_finished: passed",
-  ]);
-});
+// ---- through the job engine: hooks of the lifecycle --------------------------------------
 
 dockerTest(
-  "Job.stop() during a container command stops the job and removes everything",
+  "a container job exports env vars and runs the epilogue with the §10.8 log",
   async () => {
-    const { result, log } = await runThroughJob(
-      makeRequest({
-        containers: [container(mainName(), TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
-        commands: commands("echo started; sleep 300"),
-      }),
-      (event, job) => {
-        if (event.event === "cmd_output" && event.output.includes("started")) job.stop();
-      },
-    );
-    assert.equal(result, "stopped");
-    assert.deepEqual(log.slice(-4), [
-      "directive: echo started; sleep 300",
-      "started\n",
-      "Exit Code: 1",
-      "job_finished: stopped",
+    const { result, log } = await runJob(makeRequest({
+      env_vars: [{ name: "GREETING", value: encodeBase64("Hello") }],
+      commands: commands("echo $GREETING World"),
+      epilogue_always_commands: commands("echo result=$SEMAPHORE_JOB_RESULT"),
+    }));
+    assert.equal(result, "passed");
+    assert.deepEqual(log, [
+      ...START,
+      "directive: Exporting environment variables",
+      "Exporting GREETING\n",
+      "Exit Code: 0",
+      "directive: Injecting Files",
+      "Exit Code: 0",
+      "directive: echo $GREETING World",
+      "Hello World\n",
+      "Exit Code: 0",
+      ...epilogueExport(),
+      "directive: echo result=$SEMAPHORE_JOB_RESULT",
+      "result=passed\n",
+      "Exit Code: 0",
+      "job_finished: passed",
     ]);
   },
 );
 
-dockerTest("Job reads SEMAPHORE_JOB_RESULT in the container after exit code 130", async () => {
-  const { result, log } = await runThroughJob(makeRequest({
+dockerTest("a container job reads SEMAPHORE_JOB_RESULT after exit code 130", async () => {
+  const { result, log } = await runJob(makeRequest({
     commands: commands("export SEMAPHORE_JOB_RESULT=passed", "echo 'exit 130' | sh"),
   }));
   assert.equal(result, "passed");
@@ -996,67 +861,4 @@ dockerTest("Job reads SEMAPHORE_JOB_RESULT in the container after exit code 130"
     "Exit Code: 0",
     "job_finished: passed",
   ]);
-});
-
-dockerTest("removeLeftovers() clears what a killed agent left in the middle of a job", async () => {
-  const jobId = `killed-${crypto.randomUUID()}`;
-  const script = await Deno.makeTempFile({ suffix: ".ts" });
-  const executorModule = new URL("../executors/docker.ts", import.meta.url).href;
-  const logModule = new URL("../lib/util/agent_log.ts", import.meta.url).href;
-  await Deno.writeTextFile(
-    script,
-    `import { createDockerExecutor } from "${executorModule}";
-import { silentLogger } from "${logModule}";
-const request = JSON.parse(Deno.args[0]);
-const executor = createDockerExecutor({
-  request, logger: silentLogger, writeJumpPoint: false,
-  sink: { write: (e) => e.event === "cmd_output" && e.output.includes("running") && console.log("running") },
-});
-await executor.prepare();
-await executor.start();
-await executor.runCommand("echo running; sleep 300");
-`,
-  );
-  const request = makeRequest({
-    job_id: jobId,
-    containers: [container(mainName(), TEST_IMAGES.bash), container("db", TEST_IMAGES.pong)],
-  });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--config",
-      new URL("../deno.json", import.meta.url).pathname,
-      script,
-      JSON.stringify(request),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    let seen = "";
-    while (!seen.includes("running")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the child agent ended before its job ran");
-      seen += value;
-    }
-    child.kill("SIGKILL");
-    await child.status;
-    await using client = await DockerClient.connect();
-    const filters = { label: [`${JOB_LABEL}=${jobId}`] };
-    assert.equal((await client.listContainers(filters)).length, 2);
-    await removeLeftovers({ logger: silentLogger });
-    await assertNothingLeft(jobId);
-  } finally {
-    await reader.cancel().catch(() => {});
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.status;
-    await removeLeftovers({ logger: silentLogger });
-    await Deno.remove(script);
-  }
 });

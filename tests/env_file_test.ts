@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { buildEnvironment, formatEnvFile, quoteEnvValue } from "../lib/engine/env_file.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
+import { runTestJob, simplify } from "./support/job_harness.ts";
 
 Deno.test("quoteEnvValue() quotes as the original does", () => {
   assert.equal(quoteEnvValue(""), "''");
@@ -49,4 +50,16 @@ Deno.test("buildEnvironment() names the variable it cannot decode", () => {
     () => buildEnvironment([{ name: "BAR", value: "!!" }]),
     { message: "error decoding 'BAR'" },
   );
+});
+
+Deno.test("formatEnvFile() gets an env var value that is not UTF-8 to the job byte for byte (§9.4)", async () => {
+  // The original writes `string(decoded)`: raw bytes, no U+FFFD replacement.
+  const { result, events } = await runTestJob({
+    request: {
+      env_vars: [{ name: "LATIN1", value: btoa("caf\xe9") }],
+      commands: [{ directive: 'printf %s "$LATIN1" | od -An -tx1', alias: "" }],
+    },
+  });
+  assert.equal(result, "passed");
+  assert.equal(simplify(events)[7], " 63 61 66 e9\n");
 });

@@ -680,3 +680,18 @@ Deno.test("job: set -x traces the end marker's echo as the original does", async
   );
   assert.equal(lines[at + 2], "Exit Code: 0");
 });
+
+Deno.test("job: `exit 130` ends the shell: the job fails as in the original, it is not 'stopped' (§5.4, DECISIONS.md 8)", async () => {
+  const { result, events } = await runTestJob({
+    request: {
+      commands: [cmd("export SEMAPHORE_JOB_RESULT=passed"), cmd("exit 130")],
+      epilogue_always_commands: [cmd("echo epilogue")],
+    },
+  });
+  // DECISIONS.md 8 changes only the exit code the command reports (130, not 1). The shell is
+  // gone, so `$SEMAPHORE_JOB_RESULT` cannot be read: the original ends this job `failed` and
+  // runs the epilogues (each reporting exit code 1); we end it `stopped` with
+  // "SEMAPHORE_JOB_RESULT is set to ''", ignoring the `passed` the job exported.
+  assert.ok(!simplify(events).includes("directive: Checking job result"));
+  assert.equal(result, "failed");
+});

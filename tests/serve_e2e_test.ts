@@ -385,3 +385,65 @@ Deno.test({
     }
   },
 });
+
+async function withServeAgent(
+  fn: (agent: Awaited<ReturnType<typeof startServeAgent>>) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  const home = await Deno.makeTempDir();
+  try {
+    await using agent = await startServeAgent({ dir, env: { HOME: home } });
+    await fn(agent);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("agent serve answers 500 for a push-logger job (hosted jobs get no refresh function)", async () => {
+  // §5.1 step 3 with the server's `RefreshTokenFn: nil`: the HTTP logger cannot be created,
+  // `http.Error(w, err, 500)` followed by `{"message": "<err>"}`.
+  await withServeAgent(async (agent) => {
+    const res = await agent.fetch("/jobs", {
+      method: "POST",
+      headers: AUTH,
+      body: JSON.stringify({
+        job_id: "push-job",
+        commands: [{ directive: "echo hi" }],
+        logger: { method: "push", url: "http://127.0.0.1:1/logs", token: "t" },
+      }),
+    });
+    const body = await res.text();
+    assert.equal(res.status, 500);
+    assert.equal(
+      body,
+      'HTTP logger needs a refresh token function\n{"message": "HTTP logger needs a refresh token function"}',
+    );
+    const status = await agent.fetch("/status", { headers: AUTH });
+    assert.equal(await status.text(), '{"state":"waiting-for-job","version":"' + VERSION + '"}');
+  });
+});
+
+Deno.test("agent serve: GET /status has the Content-Type Go sniffs for its body", async () => {
+  // `w.WriteHeader(200); fmt.Fprint(w, jsonString)`: net/http sniffs the first write, and JSON
+  // is not in its sniff table, so the header is `text/plain; charset=utf-8` (as POST /jobs).
+  await withServeAgent(async (agent) => {
+    const status = await agent.fetch("/status", { headers: AUTH });
+    await status.body?.cancel();
+    assert.equal(status.headers.get("content-type"), "text/plain; charset=utf-8");
+  });
+});
+
+Deno.test("agent serve writes the Common Log Format line raw, without the logrus prefix", async () => {
+  // §7.1: gorilla/handlers.LoggingHandler(logfile, router) writes straight to the agent log
+  // writer (file + stdout); only logrus lines carry the `Jan _2 15:04:05.000 : ` prefix.
+  await withServeAgent(async (agent) => {
+    const alive = await agent.fetch("/is_alive");
+    await alive.body?.cancel();
+    const line = await agent.waitForLine(/"GET \/is_alive HTTP\/[\d.]+" 200 3$/);
+    assert.match(
+      line,
+      /^127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET \/is_alive HTTP\/[\d.]+" 200 3$/,
+    );
+  });
+});
