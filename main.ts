@@ -175,7 +175,7 @@ Example:
       .allowExcessArguments(true), // pflag allows positional arguments anywhere
   ).action(async (_opts, cmd: Command) => {
     const { serve } = await import("./server/serve.ts");
-    setExit(await serve(cmd.opts(), explicitFlags(cmd)));
+    setExit(await serve(cmd.opts()));
   });
 
   addStartOptions(

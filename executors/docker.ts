@@ -47,6 +47,7 @@ import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
 import { ShellSession } from "../lib/engine/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";
+import { parentDir } from "../lib/util/clean_path.ts";
 import {
   type ContainerConfig,
   type DeviceMapping,
@@ -146,12 +147,6 @@ function quotePath(path: string): string {
   if (path === "~") return "~";
   if (path.startsWith("~/")) return `~/${shellQuote(path.slice(2))}`;
   return shellQuote(path);
-}
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  if (i === -1) return ".";
-  return i === 0 ? "/" : path.slice(0, i);
 }
 
 class DockerExecutor implements Executor {
@@ -600,7 +595,7 @@ class DockerExecutor implements Executor {
     const target = quotePath(destination);
     const steps: readonly [string, string][] = [
       [
-        `mkdir -p ${quotePath(dirname(destination))}`,
+        `mkdir -p ${quotePath(parentDir(destination))}`,
         `Failed to create destination path ${destination}\n`,
       ],
       [

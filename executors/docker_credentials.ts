@@ -11,6 +11,7 @@
 import type { EnvVar, ImagePullCredentials } from "../lib/engine/job_request_types.ts";
 import type { CommandLog } from "../lib/engine/command_log.ts";
 import { decodeBase64Text } from "../lib/util/base64.ts";
+import { findJobEnvVar } from "../lib/engine/job_request_values.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 import { parseImageReference, type RegistryAuth } from "./docker_api.ts";
 
@@ -118,14 +119,8 @@ export function findRegistryAuth(
  * @throws {Error} `DOCKER_CREDENTIAL_TYPE not set` or `unknown DOCKER_CREDENTIAL_TYPE: '<v>'`.
  */
 function resolveLoginKind(envVars: readonly EnvVar[]): LoginKind {
-  const entry = [...envVars].reverse().find((v) => v.name === "DOCKER_CREDENTIAL_TYPE");
-  if (!entry) throw new Error("DOCKER_CREDENTIAL_TYPE not set");
-  let value: string;
-  try {
-    value = decodeBase64Text(entry.value);
-  } catch {
-    throw new Error("error decoding 'DOCKER_CREDENTIAL_TYPE'");
-  }
+  const value = findJobEnvVar(envVars, "DOCKER_CREDENTIAL_TYPE");
+  if (value === undefined) throw new Error("DOCKER_CREDENTIAL_TYPE not set");
   if (
     value === "DockerHub" || value === "GenericDocker" || value === "AWS_ECR" || value === "GCR"
   ) {

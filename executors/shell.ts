@@ -17,7 +17,7 @@ import type { EventSink } from "../lib/engine/events.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { type CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
 import { exportEnvironment } from "../lib/engine/env_file.ts";
-import { cleanPath } from "../lib/util/clean_path.ts";
+import { cleanPath, parentDir } from "../lib/util/clean_path.ts";
 import { injectJobFiles } from "../lib/engine/job_files.ts";
 import { ShellSession } from "../lib/engine/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
@@ -60,11 +60,6 @@ function goFileMode(n: number): number {
   if (n & (1 << 22)) mode |= 0o2000; // fs.ModeSetgid
   if (n & (1 << 20)) mode |= 0o1000; // fs.ModeSticky
   return mode;
-}
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
 }
 
 /** Builds a shell executor; nothing runs until `start()`. */
@@ -208,7 +203,7 @@ async function writeHostFile(
   home: string,
 ): Promise<number> {
   const path = resolveHostFilePath(file.path, home);
-  const dir = dirname(path);
+  const dir = parentDir(path);
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
   } catch (error) {

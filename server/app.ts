@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Context, Hono, type MiddlewareHandler } from "hono";
+import { type Context, type Handler, Hono, type MiddlewareHandler } from "hono";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { VERSION } from "../lib/util/version.ts";
 import { cleanPath } from "../lib/util/clean_path.ts";
@@ -38,20 +38,23 @@ export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024;
 
 const TEXT_UTF8 = "text/plain; charset=utf-8";
 
+/** An endpoint of the API; one list of them feeds both the routing check and Hono's router. */
 interface Route {
-  readonly pattern: RegExp;
-  readonly methods: readonly string[];
+  readonly method: "GET" | "POST";
+  /** A Hono path; a `:name` segment matches any one segment. */
+  readonly path: string;
+  /** Served without the JWT check (`/is_alive` only). @default false */
+  readonly open?: boolean;
+  readonly handler: Handler<AppEnv>;
 }
 
-const ROUTES: readonly Route[] = [
-  { pattern: /^\/is_alive$/, methods: ["GET"] },
-  { pattern: /^\/status$/, methods: ["GET"] },
-  { pattern: /^\/jobs$/, methods: ["POST"] },
-  { pattern: /^\/jobs\/[^/]+\/log$/, methods: ["GET"] },
-  { pattern: /^\/stop$/, methods: ["POST"] },
-  { pattern: /^\/jobs\/terminate$/, methods: ["POST"] },
-  { pattern: /^\/agent_logs$/, methods: ["GET"] },
-];
+/** The paths a route path template matches, as gorilla/mux matches its templates. */
+function pathPattern(path: string): RegExp {
+  const segments = path.split("/").map((segment) =>
+    segment.startsWith(":") ? "[^/]+" : segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+  );
+  return new RegExp(`^${segments.join("/")}$`);
+}
 
 const encoder = new TextEncoder();
 
@@ -88,8 +91,15 @@ export function muxCleanPath(path: string): string {
   return rooted.endsWith("/") && clean !== "/" ? `${clean}/` : clean;
 }
 
-function findRoute(path: string): Route | undefined {
-  return ROUTES.find((route) => route.pattern.test(path));
+/** Each route path as a pattern, with the methods it answers (in the order of the routes). */
+type RouteTable = readonly { readonly pattern: RegExp; readonly methods: readonly string[] }[];
+
+function routeTable(routes: readonly Route[]): RouteTable {
+  const byPath = new Map<string, string[]>();
+  for (const route of routes) {
+    byPath.set(route.path, [...byPath.get(route.path) ?? [], route.method]);
+  }
+  return [...byPath].map(([path, methods]) => ({ pattern: pathPattern(path), methods }));
 }
 
 /** The path and query of a URL as the request line had them. */
@@ -98,7 +108,9 @@ function requestUri(url: URL): string {
 }
 
 /** Routing as gorilla/mux with `StrictSlash(true)` does it: 301, 404 or 405 before any handler. */
-function routing(): MiddlewareHandler<AppEnv> {
+function routing(routes: readonly Route[]): MiddlewareHandler<AppEnv> {
+  const table = routeTable(routes);
+  const findRoute = (path: string) => table.find((route) => route.pattern.test(path));
   return async function routingMiddleware(c, next) {
     const url = new URL(c.req.url);
     const path = url.pathname;
@@ -292,77 +304,93 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { auth, jobs, agentLogPath, logger, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = deps;
   const app = new Hono<AppEnv>();
   app.use("*", accessLog(logger));
-  app.use("*", routing());
-
-  app.get("/is_alive", () => fixed(200, "yes", { "Content-Type": TEXT_UTF8 }));
-
-  app.get(
-    "/status",
-    auth,
-    () =>
-      // Go sniffs the type of a body written with Fprint: JSON is text/plain to it.
-      fixed(200, JSON.stringify({ state: jobs.state, version: VERSION }), {
-        "Content-Type": TEXT_UTF8,
-      }),
-  );
-
-  app.post("/jobs", auth, async (c) => {
-    const body = await readBody(c.req.raw, maxBodyBytes);
-    if (!body.ok) {
-      logger.error(
-        `Failed to read the content of the job, returning ${body.status}: ${body.message}`,
-      );
-      return fixed(body.status, `${body.message}\n`, {
-        "Content-Type": TEXT_UTF8,
-        "X-Content-Type-Options": "nosniff",
-      });
-    }
-    const outcome = await jobs.submit(body.text);
-    switch (outcome.state) {
-      case "ok":
-        return jsonMessage(200, "ok");
-      case "already-running":
-        return jsonMessage(200, "job is already running");
-      case "another-job":
-        return jsonMessage(422, "another job is already running");
-      case "invalid":
-        return errorWithMessage(422, outcome.message);
-      case "cannot-build":
-        return errorWithMessage(500, outcome.message);
-    }
-  });
-
-  app.get("/jobs/:job_id/log", auth, async (c: Context<AppEnv>) => {
-    const jobId = c.req.param("job_id") ?? "";
-    const outcome = await jobs.openLog(jobId, parseStartFrom(c.req.query("start_from")), {
-      archivator: c.req.header("X-Client-Name") === "archivator",
-      delivered: c.env?.completed,
-    });
-    switch (outcome.state) {
-      case "no-job":
-        return jsonMessage(404, `job ${jobId} is not running`, "text/plain");
-      case "other-job":
-        return jsonMessage(403, `job ${jobId} is not running`, "text/plain");
-      case "error":
-        return errorWithMessage(500, outcome.message);
-      case "stream":
-        return new Response(outcome.body, {
-          headers: {
-            "Content-Type": "text/plain",
-            ...(outcome.length === undefined ? {} : { "Content-Length": String(outcome.length) }),
-          },
-        });
-    }
-  });
-
   const stop = () => {
     jobs.stop();
     return fixed(200, "");
   };
-  app.post("/stop", auth, stop);
-  app.post("/jobs/terminate", auth, stop);
+  const routes: readonly Route[] = [
+    {
+      method: "GET",
+      path: "/is_alive",
+      open: true,
+      handler: () => fixed(200, "yes", { "Content-Type": TEXT_UTF8 }),
+    },
+    {
+      method: "GET",
+      path: "/status",
+      handler: () =>
+        // Go sniffs the type of a body written with Fprint: JSON is text/plain to it.
+        fixed(200, JSON.stringify({ state: jobs.state, version: VERSION }), {
+          "Content-Type": TEXT_UTF8,
+        }),
+    },
+    {
+      method: "POST",
+      path: "/jobs",
+      handler: async (c) => {
+        const body = await readBody(c.req.raw, maxBodyBytes);
+        if (!body.ok) {
+          logger.error(
+            `Failed to read the content of the job, returning ${body.status}: ${body.message}`,
+          );
+          return fixed(body.status, `${body.message}\n`, {
+            "Content-Type": TEXT_UTF8,
+            "X-Content-Type-Options": "nosniff",
+          });
+        }
+        const outcome = await jobs.submit(body.text);
+        switch (outcome.state) {
+          case "ok":
+            return jsonMessage(200, "ok");
+          case "already-running":
+            return jsonMessage(200, "job is already running");
+          case "another-job":
+            return jsonMessage(422, "another job is already running");
+          case "invalid":
+            return errorWithMessage(422, outcome.message);
+          case "cannot-build":
+            return errorWithMessage(500, outcome.message);
+        }
+      },
+    },
+    {
+      method: "GET",
+      path: "/jobs/:job_id/log",
+      handler: async (c: Context<AppEnv>) => {
+        const jobId = c.req.param("job_id") ?? "";
+        const outcome = await jobs.openLog(jobId, parseStartFrom(c.req.query("start_from")), {
+          archivator: c.req.header("X-Client-Name") === "archivator",
+          delivered: c.env?.completed,
+        });
+        switch (outcome.state) {
+          case "no-job":
+            return jsonMessage(404, `job ${jobId} is not running`, "text/plain");
+          case "other-job":
+            return jsonMessage(403, `job ${jobId} is not running`, "text/plain");
+          case "error":
+            return errorWithMessage(500, outcome.message);
+          case "stream":
+            return new Response(outcome.body, {
+              headers: {
+                "Content-Type": "text/plain",
+                ...(outcome.length === undefined
+                  ? {}
+                  : { "Content-Length": String(outcome.length) }),
+              },
+            });
+        }
+      },
+    },
+    { method: "POST", path: "/stop", handler: stop },
+    { method: "POST", path: "/jobs/terminate", handler: stop },
+    { method: "GET", path: "/agent_logs", handler: () => agentLogs(agentLogPath) },
+  ];
 
-  app.get("/agent_logs", auth, () => agentLogs(agentLogPath));
+  app.use("*", routing(routes));
+  for (const route of routes) {
+    if (route.open) app.on(route.method, route.path, route.handler);
+    else app.on(route.method, route.path, auth, route.handler);
+  }
 
   app.onError((error) => {
     logger.error(`Cannot handle request: ${error.message}`);

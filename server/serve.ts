@@ -8,10 +8,9 @@
  */
 
 import { createPrivateKey } from "node:crypto";
-import { dirname } from "node:path";
-import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../lib/util/agent_log.ts";
+import { agentLogFromEnv, type Logger } from "../lib/util/agent_log.ts";
 import { errorMessage, UsageError } from "../lib/util/errors.ts";
-import { osTempDir } from "../lib/engine/event_log.ts";
+import { osTempDir } from "../lib/util/temp_dir.ts";
 import type { FileInjection } from "../lib/engine/executor.ts";
 import { cleanUpAfterCrashedAgents } from "../executors/for_job.ts";
 import { createStatsdMetrics, type StatsdMetrics } from "./statsd.ts";
@@ -59,33 +58,6 @@ const SHUTDOWN_GRACE_MS = 10_000;
 
 function fatal(message: string, cause?: unknown): UsageError {
   return new UsageError(message, { exitCode: 1, cause });
-}
-
-/** The agent log of §2.1: `$SEMAPHORE_AGENT_LOG_FILE_PATH` or `<tmpdir>/agent_log`, plus stdout. */
-function agentLogger(options: ServeOptions, jobId: () => string | undefined): Logger {
-  const levelName = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
-  let level;
-  try {
-    level = levelName ? parseLogLevel(levelName) : "info";
-  } catch (error) {
-    throw fatal(errorMessage(error));
-  }
-  const custom = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH");
-  const filePath = custom || `${osTempDir()}/agent_log`;
-  if (custom) {
-    try {
-      Deno.mkdirSync(dirname(custom), { recursive: true });
-    } catch (error) {
-      throw fatal(`Cannot create the directory of ${custom}: ${errorMessage(error)}`, error);
-    }
-  }
-  let format;
-  try {
-    format = parseLogFormat(options.logFormat ?? agentEnv("LOG_FORMAT") ?? "text");
-  } catch (error) {
-    throw fatal(errorMessage(error));
-  }
-  return createLogger({ level, filePath, format, jobId });
 }
 
 /**
@@ -212,13 +184,10 @@ function waitForSignal(): { signal: Promise<Deno.Signal>; dispose: () => void } 
  *
  * @throws {UsageError} (exit code 1) for configuration errors and a failed listen
  */
-export async function serve(
-  options: ServeOptions,
-  _explicit: Record<string, unknown>,
-): Promise<number> {
+export async function serve(options: ServeOptions): Promise<number> {
   // The agent log's `job_id` (JSON format) comes from the controller once it exists.
   let activeJobId = (): string | undefined => undefined;
-  const logger = agentLogger(options, () => activeJobId());
+  const logger = agentLogFromEnv({ format: options.logFormat, jobId: () => activeJobId() });
   const metricsAddrText = options.metricsAddr ?? agentEnv("METRICS_ADDR");
   let metricsAddr: ListenAddress | undefined;
   try {

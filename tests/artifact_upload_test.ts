@@ -4,7 +4,6 @@ import {
   type ArtifactUploadOptions,
   compressionThreshold,
   DEFAULT_COMPRESSION_SIZE,
-  findJobEnvVar,
   uploadJobLogArtifact,
   uploadPolicyFromJobEnv,
 } from "../lib/reporting/artifact_upload.ts";
@@ -202,13 +201,6 @@ Deno.test("uploadPolicyFromJobEnv() reads the base64 job variable, never by defa
   assert.equal(uploadPolicyFromJobEnv(env(encodeBase64("when-trimmed"))), "when-trimmed");
   assert.equal(uploadPolicyFromJobEnv(env(encodeBase64("sometimes"))), "never");
   assert.equal(uploadPolicyFromJobEnv(env("always")), "never", "not base64");
-  assert.equal(
-    findJobEnvVar([{ name: "A", value: encodeBase64("1") }, {
-      name: "A",
-      value: encodeBase64("2"),
-    }], "A"),
-    "2",
-  );
 });
 
 Deno.test("compressionThreshold() accepts 1 MiB to 1 GiB, else 100 MiB", () => {

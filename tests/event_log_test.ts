@@ -6,7 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { EventLog, osTempDir } from "../lib/engine/event_log.ts";
+import { EventLog } from "../lib/engine/event_log.ts";
+import { osTempDir } from "../lib/util/temp_dir.ts";
 import { decodeUtf8PerByte, type JobEvent } from "../lib/engine/events.ts";
 import { gzipFile, writePlainTextLog } from "../lib/reporting/plain_text_log.ts";
 

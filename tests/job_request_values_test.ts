@@ -1,37 +1,32 @@
 import assert from "node:assert/strict";
-import { decodeEnvVars, findEnvVar, findFile } from "../lib/engine/job_request_values.ts";
+import { findJobEnvVar } from "../lib/engine/job_request_values.ts";
+import { encodeBase64 } from "../lib/util/base64.ts";
 
-Deno.test("decodeEnvVars() decodes values and names the bad one", () => {
-  assert.deepEqual(
-    decodeEnvVars([{ name: "FOO", value: "Rk9PX1ZBTFVF" }, { name: "BAR", value: "QkFSX1ZBTFVF" }]),
-    [{ name: "FOO", value: "FOO_VALUE" }, { name: "BAR", value: "BAR_VALUE" }],
+Deno.test("findJobEnvVar() decodes the last env var of that name, undefined when missing", () => {
+  const vars = [
+    { name: "DOCKER_CREDENTIAL_TYPE", value: "RG9ja2VySHVi" },
+    { name: "U", value: "/w==" },
+    { name: "DOCKER_CREDENTIAL_TYPE", value: "R0NS" },
+  ];
+  assert.equal(findJobEnvVar(vars, "DOCKER_CREDENTIAL_TYPE"), "GCR");
+  assert.equal(findJobEnvVar(vars, "U"), "\ufffd");
+  assert.equal(findJobEnvVar(vars, "DOCKERHUB_USERNAME"), undefined);
+  assert.equal(
+    findJobEnvVar([{ name: "A", value: encodeBase64("1") }, {
+      name: "A",
+      value: encodeBase64("2"),
+    }], "A"),
+    "2",
   );
-  assert.deepEqual(decodeEnvVars([{ name: "E", value: "" }, { name: "U", value: "/w==" }]), [
-    { name: "E", value: "" },
-    { name: "U", value: "\ufffd" },
-  ]);
+});
+
+Deno.test("findJobEnvVar() names the variable whose value is not base64", () => {
   assert.throws(
-    () => decodeEnvVars([{ name: "FOO", value: "Rk9P" }, { name: "BAR", value: "BAR_VALUE" }]),
+    () => findJobEnvVar([{ name: "BAR", value: "BAR_VALUE" }], "BAR"),
     (error: Error) => {
       assert.equal(error.message, "error decoding 'BAR'");
       assert.ok(error.cause instanceof SyntaxError);
       return true;
     },
   );
-});
-
-Deno.test("findEnvVar() and findFile() find the first match or say what is missing", () => {
-  const vars = [
-    { name: "DOCKER_CREDENTIAL_TYPE", value: "RG9ja2VySHVi" },
-    { name: "BAD", value: "!!" },
-    { name: "DOCKER_CREDENTIAL_TYPE", value: "R0NS" },
-  ];
-  assert.equal(findEnvVar(vars, "DOCKER_CREDENTIAL_TYPE"), "DockerHub");
-  assert.throws(() => findEnvVar(vars, "DOCKERHUB_USERNAME"), {
-    message: "no env var 'DOCKERHUB_USERNAME' found",
-  });
-  assert.throws(() => findEnvVar(vars, "BAD"), { message: "error decoding 'BAD'" });
-  const files = [{ path: "/tmp/gcr/keyfile.json", content: "e30=", mode: "0600" }];
-  assert.equal(findFile(files, "/tmp/gcr/keyfile.json"), files[0]);
-  assert.throws(() => findFile(files, "x"), { message: "no file 'x' found" });
 });

@@ -13,6 +13,7 @@
  */
 
 import { encodeEvent, type EventSink, type JobEvent } from "./events.ts";
+import { osTempDir } from "../util/temp_dir.ts";
 
 /** Options of {@linkcode EventLog.create}. */
 export interface EventLogOptions {
@@ -30,17 +31,6 @@ export interface EventLogOptions {
 const CHUNK_SIZE = 256 * 1024;
 
 const encoder = new TextEncoder();
-
-/** The OS temp dir as Go's `os.TempDir()` (and `Deno.makeTempDir`) see it. */
-export function osTempDir(): string {
-  try {
-    const dir = Deno.env.get("TMPDIR");
-    if (dir) return dir;
-  } catch {
-    // No env permission: fall back to the default like Go does for an empty $TMPDIR.
-  }
-  return "/tmp";
-}
 
 function unixNanoseconds(): bigint {
   // Microsecond precision fits a double; the name only needs to be unique and increasing.

@@ -12,6 +12,7 @@
  */
 
 import { decodeUtf8PerByte } from "./events.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Options of {@linkcode OutputBuffer}. */
 export interface OutputBufferOptions {
@@ -63,7 +64,7 @@ export class OutputBuffer {
       this.#pending = bytes;
       this.#pendingSince = performance.now();
     } else {
-      this.#pending = concat(this.#pending, bytes);
+      this.#pending = concatBytes(this.#pending, bytes);
     }
     if (this.#pending.length >= this.#minChunk) this.#emit("complete");
     if (this.#pending.length > 0) this.#armTimer();
@@ -118,11 +119,4 @@ export class OutputBuffer {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

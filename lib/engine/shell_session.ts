@@ -17,6 +17,8 @@
  * @module
  */
 
+import { concatBytes } from "../util/bytes.ts";
+
 /** A terminal a shell runs on. */
 export interface Terminal {
   /** The terminal's output: what the shell prints, echo included. */
@@ -106,14 +108,6 @@ function formatSeconds(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from = 0): number {
   const first = needle[0];
   for (let i = haystack.indexOf(first, from); i !== -1; i = haystack.indexOf(first, i + 1)) {
@@ -196,7 +190,7 @@ export class ShellSession {
           // A line that never ends (a profile printing without newlines) is not kept whole:
           // its end is enough to find the marker or a failure pattern.
           if (this.#rest.length > MAX_START_LINE) this.#rest = this.#rest.slice(-KEPT_LINE_END);
-          this.#rest = concat(this.#rest, chunk);
+          this.#rest = concatBytes(this.#rest, chunk);
           continue;
         }
         const line = latin1.decode(this.#rest.subarray(0, nl + 1)).replace(/\r*\n$/, "");
@@ -247,7 +241,7 @@ export class ShellSession {
       if (buffer.length > start.length) buffer = buffer.slice(buffer.length - start.length);
       const chunk = await this.#reader.read();
       if (chunk === undefined) return this.#shellGone();
-      buffer = concat(buffer, chunk);
+      buffer = concatBytes(buffer, chunk);
     }
 
     const endPrefix = `\x01 ${end} `;
@@ -276,7 +270,7 @@ export class ShellSession {
         if (buffer.length > 0) onOutput(buffer);
         return this.#shellGone();
       }
-      buffer = concat(buffer, chunk);
+      buffer = concatBytes(buffer, chunk);
     }
   }
 
@@ -285,7 +279,7 @@ export class ShellSession {
     const parts: Uint8Array[] = [];
     const exitCode = await this.run(command, (bytes) => parts.push(bytes.slice()));
     let all: Uint8Array = new Uint8Array(0);
-    for (const part of parts) all = concat(all, part);
+    for (const part of parts) all = concatBytes(all, part);
     return { output: new TextDecoder().decode(all).replaceAll("\r\n", "\n"), exitCode };
   }
 

@@ -13,7 +13,7 @@ import type { EventLog } from "../engine/event_log.ts";
 import type { EnvVar } from "../engine/job_request_types.ts";
 import type { Logger } from "../util/agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
-import { decodeBase64Text } from "../util/base64.ts";
+import { findJobEnvVar } from "../engine/job_request_values.ts";
 import { scrubbedEnvironment } from "../engine/agent_environment.ts";
 
 /** When the job log is uploaded as an artifact. */
@@ -33,26 +33,18 @@ export function parseUploadPolicy(value: string | undefined): UploadJobLogsPolic
   return value === "never" || value === "always" || value === "when-trimmed" ? value : undefined;
 }
 
-/**
- * Decodes the last job env var named `name` (later duplicates win, §4.2).
- *
- * @returns the decoded value, or `undefined` if missing or not valid base64
- */
-export function findJobEnvVar(envVars: readonly EnvVar[], name: string): string | undefined {
-  for (let i = envVars.length - 1; i >= 0; i--) {
-    if (envVars[i].name !== name) continue;
-    try {
-      return decodeBase64Text(envVars[i].value);
-    } catch {
-      return undefined;
-    }
+/** A job env var's decoded value; `undefined` when it is missing or not base64. */
+function jobEnvValue(envVars: readonly EnvVar[], name: string): string | undefined {
+  try {
+    return findJobEnvVar(envVars, name);
+  } catch {
+    return undefined;
   }
-  return undefined;
 }
 
 /** The hosted policy: the job's `SEMAPHORE_AGENT_UPLOAD_JOB_LOGS`; missing or invalid is `never`. */
 export function uploadPolicyFromJobEnv(envVars: readonly EnvVar[]): UploadJobLogsPolicy {
-  return parseUploadPolicy(findJobEnvVar(envVars, UPLOAD_JOB_LOGS_ENV)) ?? "never";
+  return parseUploadPolicy(jobEnvValue(envVars, UPLOAD_JOB_LOGS_ENV)) ?? "never";
 }
 
 /**
@@ -132,14 +124,14 @@ export async function uploadJobLogArtifact(
       "upload-job-logs=when-trimmed - logs were not trimmed, not uploading job logs as job artifact.",
     );
   }
-  const token = findJobEnvVar(envVars, "SEMAPHORE_ARTIFACT_TOKEN");
+  const token = jobEnvValue(envVars, "SEMAPHORE_ARTIFACT_TOKEN");
   if (!token) {
     return skip(
       "SEMAPHORE_ARTIFACT_TOKEN is not set - not uploading job logs as job artifact.",
       true,
     );
   }
-  const organizationUrl = findJobEnvVar(envVars, "SEMAPHORE_ORGANIZATION_URL");
+  const organizationUrl = jobEnvValue(envVars, "SEMAPHORE_ORGANIZATION_URL");
   if (!organizationUrl) {
     return skip(
       "SEMAPHORE_ORGANIZATION_URL is not set - not uploading job logs as job artifact.",

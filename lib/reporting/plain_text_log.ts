@@ -7,7 +7,8 @@
  * @module
  */
 
-import { type EventLog, osTempDir } from "../engine/event_log.ts";
+import type { EventLog } from "../engine/event_log.ts";
+import { osTempDir } from "../util/temp_dir.ts";
 
 /** Options of {@linkcode writePlainTextLog}. */
 export interface PlainTextLogOptions {

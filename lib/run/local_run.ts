@@ -17,7 +17,7 @@ import { parseJobRequestFile } from "../engine/job_request.ts";
 import { Job } from "../engine/job.ts";
 import { cleanUpAfterCrashedAgents, createExecutor } from "../../executors/for_job.ts";
 import { createLivePrinter } from "./live_printer.ts";
-import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../util/agent_log.ts";
+import { agentLogFromEnv, type Logger } from "../util/agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 
@@ -75,30 +75,6 @@ function openLogFile(path: string): EventSink & Disposable {
 }
 
 /**
- * The diagnostic log of a local run goes to stderr, so stdout is the job alone: warnings and
- * errors only (e.g. a callback URL that does not answer and is being retried), everything at
- * `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
- */
-function agentLogger(logFormat: string | undefined, jobId: string | undefined): Logger {
-  const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
-  const format = logFormat ?? (Deno.env.get("SEMAPHORE_AGENT_LOG_FORMAT") || "text");
-  const encoder = new TextEncoder();
-  return createLogger({
-    level: level ? parseLogLevel(level) : "warn",
-    format: parseLogFormat(format),
-    jobId: () => jobId,
-    stdout: false,
-    onLine: (line) => {
-      try {
-        Deno.stderr.writeSync(encoder.encode(line));
-      } catch {
-        // stderr closed: nothing better to do
-      }
-    },
-  });
-}
-
-/**
  * Runs one job file and resolves with the exit code.
  *
  * @throws {UsageError} (exit code 2) for an unreadable or invalid job file or log file.
@@ -116,9 +92,17 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }
+  // The diagnostic log goes to stderr, so stdout is the job alone: warnings and errors only
+  // (e.g. a callback URL that does not answer and is being retried), everything at
+  // `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
   let logger: Logger;
   try {
-    logger = agentLogger(options.logFormat, request.job_id);
+    logger = agentLogFromEnv({
+      defaultLevel: "warn",
+      destination: "stderr",
+      format: options.logFormat,
+      jobId: () => request.job_id,
+    });
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }

@@ -8,11 +8,10 @@
  * @module
  */
 
-import { createLogger, type Logger, parseLogLevel } from "../util/agent_log.ts";
+import { agentLogFromEnv, type Logger } from "../util/agent_log.ts";
 import { type AgentConfig, loadConfig } from "./config.ts";
 import { delay, formatGoDuration, randomBetween } from "../util/delay.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
-import { osTempDir } from "../engine/event_log.ts";
 import { type JobResult, unixSeconds } from "../engine/events.ts";
 import {
   type AgentState,
@@ -471,30 +470,10 @@ function urlHost(name: string): string {
  */
 export async function startAgent(explicitFlags: Record<string, unknown>): Promise<number> {
   const config = await loadConfig(explicitFlags);
-  let level;
-  try {
-    level = parseLogLevel(Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL") || "info");
-  } catch (error) {
-    throw new UsageError(errorMessage(error), { exitCode: 1 });
-  }
-  const filePath = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH") || `${osTempDir()}/agent_log`;
-  const parent = filePath.includes("/") ? filePath.slice(0, filePath.lastIndexOf("/")) : "";
-  if (parent) {
-    try {
-      await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
-    } catch (error) {
-      throw new UsageError(
-        `Cannot create the agent log directory ${parent}: ${errorMessage(error)}`,
-        { exitCode: 1 },
-      );
-    }
-  }
   // A URL name (AWS STS) shows as [host] until the hub returns the real name (§2.1).
   let name = config.nameIsUrl ? `[${urlHost(config.name)}]` : config.name;
   let listener: Listener | undefined;
-  const logger = createLogger({
-    level,
-    filePath,
+  const logger = agentLogFromEnv({
     name: () => name,
     format: config.logFormat,
     jobId: () => listener?.runningJobId,

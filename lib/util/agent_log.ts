@@ -3,10 +3,14 @@
  * look like `Aug 11 21:07:26.242 <name> : <message>` (UTC, day space-padded), or with
  * `--log-format json` one JSON object a line (`time`, `level`, `msg`, `agent`, `job_id` while a
  * job runs), and go to a file and to stdout. Modules receive a {@linkcode Logger}; only this
- * module writes the lines.
+ * module writes the lines, and {@linkcode agentLogFromEnv} is how every mode sets the log up.
  *
  * @module
  */
+
+import { UsageError } from "./errors.ts";
+import { osTempDir } from "./temp_dir.ts";
+import { parentDir } from "./clean_path.ts";
 
 /** Levels in increasing verbosity, as logrus names them. */
 export type LogLevel = "panic" | "fatal" | "error" | "warn" | "info" | "debug" | "trace";
@@ -150,6 +154,80 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     debugEnabled: max >= LEVELS.indexOf("debug"),
     raw: (line) => write(format === "json" ? json("info", line) : `${line}\n`),
   };
+}
+
+/** Options of {@linkcode agentLogFromEnv}. */
+export interface AgentLogFromEnvOptions {
+  /** The level when `SEMAPHORE_AGENT_LOG_LEVEL` is unset or empty. @default "info" */
+  readonly defaultLevel?: LogLevel;
+  /**
+   * `file`: `$SEMAPHORE_AGENT_LOG_FILE_PATH`, else `<tmpdir>/agent_log`, plus stdout (§2.1).
+   * `stderr`: stderr alone (`agent run`, whose stdout is the job). @default "file"
+   */
+  readonly destination?: "file" | "stderr";
+  /** The name shown after the timestamp (self-hosted). @default none */
+  readonly name?: () => string;
+  /**
+   * The format, as `--log-format` gives it or already parsed.
+   * @default `$SEMAPHORE_AGENT_LOG_FORMAT`, else "text"
+   */
+  readonly format?: string;
+  /** The running job's id, shown as `job_id` in JSON lines. @default none */
+  readonly jobId?: () => string | undefined;
+}
+
+/**
+ * The agent log of a mode as the environment configures it (SEMAPHORE_COMPAT.md §2.1): the
+ * level from `$SEMAPHORE_AGENT_LOG_LEVEL`, the format from the option or
+ * `$SEMAPHORE_AGENT_LOG_FORMAT`, the file from `$SEMAPHORE_AGENT_LOG_FILE_PATH` (its directory
+ * created when missing).
+ *
+ * @throws {UsageError} (exit code 1) `Log level <value> not supported`, `Log format <value> not
+ *   supported (text, json)`, or a log directory that cannot be created.
+ */
+export function agentLogFromEnv(options: AgentLogFromEnvOptions = {}): Logger {
+  const { defaultLevel = "info", destination = "file", name, jobId } = options;
+  let level: LogLevel;
+  let format: LogFormat;
+  try {
+    level = parseLogLevel(Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL") || defaultLevel);
+    format = parseLogFormat(
+      options.format ?? (Deno.env.get("SEMAPHORE_AGENT_LOG_FORMAT") || "text"),
+    );
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), {
+      exitCode: 1,
+    });
+  }
+  if (destination === "stderr") {
+    const encoder = new TextEncoder();
+    return createLogger({
+      level,
+      format,
+      jobId,
+      stdout: false,
+      onLine: (line) => {
+        try {
+          Deno.stderr.writeSync(encoder.encode(line));
+        } catch {
+          // stderr closed: nothing better to do
+        }
+      },
+    });
+  }
+  const filePath = Deno.env.get("SEMAPHORE_AGENT_LOG_FILE_PATH") || `${osTempDir()}/agent_log`;
+  const dir = parentDir(filePath);
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  } catch (error) {
+    throw new UsageError(
+      `Cannot create the agent log directory ${dir}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { exitCode: 1, cause: error },
+    );
+  }
+  return createLogger({ level, filePath, name, format, jobId });
 }
 
 /** A logger that drops everything (tests, library use). */
