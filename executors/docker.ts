@@ -44,7 +44,7 @@ import { CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
 import { exportEnvironment } from "../lib/engine/env_file.ts";
 import { injectJobFiles } from "../lib/engine/job_files.ts";
 import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
-import { ShellSession } from "../lib/engine/shell_session.ts";
+import { sessionOutput, ShellSession } from "../lib/engine/shell_session.ts";
 import { appendAuthorizedKeys, dockerJumpPoint, homeDir, writeJumpPoint } from "./host_setup.ts";
 import { shellQuote } from "./pty.ts";
 import { parentDir } from "../lib/util/clean_path.ts";
@@ -617,13 +617,11 @@ class DockerExecutor implements Executor {
   // ---- commands ---------------------------------------------------------------------------
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
-    if (!this.#session) return Promise.resolve(1);
     return runLoggedCommand(this.#session, this.#sink, command, options);
   }
 
-  async getOutputFromCommand(command: string): Promise<CommandOutput> {
-    if (!this.#session) return { output: "", exitCode: 1 };
-    return await this.#session.output(command);
+  getOutputFromCommand(command: string): Promise<CommandOutput> {
+    return sessionOutput(this.#session, command);
   }
 
   // ---- stop and cleanup (§10.7) -----------------------------------------------------------

@@ -585,14 +585,8 @@ export class DockerClient implements AsyncDisposable {
   }
 
   /** `GET /images/{name}/json`; `undefined` when the image is not present. */
-  async inspectImage(reference: string): Promise<ImageInspect | undefined> {
-    const response = await this.#send("GET", `/images/${encodeURIComponent(reference)}/json`);
-    if (response.status === 404) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    if (!response.ok) throw await responseError(response, "Cannot inspect image");
-    return await response.json() as ImageInspect;
+  inspectImage(reference: string): Promise<ImageInspect | undefined> {
+    return this.#inspect(`/images/${encodeURIComponent(reference)}/json`, "image");
   }
 
   /**
@@ -738,14 +732,19 @@ export class DockerClient implements AsyncDisposable {
   }
 
   /** `GET /containers/{id}/json`; `undefined` when there is no such container. */
-  async inspectContainer(id: string): Promise<ContainerInspect | undefined> {
-    const response = await this.#send("GET", `/containers/${encodeURIComponent(id)}/json`);
+  inspectContainer(id: string): Promise<ContainerInspect | undefined> {
+    return this.#inspect(`/containers/${encodeURIComponent(id)}/json`, "container");
+  }
+
+  /** `GET <path>` of an inspect endpoint; `undefined` on 404. */
+  async #inspect<T>(path: string, what: "image" | "container"): Promise<T | undefined> {
+    const response = await this.#send("GET", path);
     if (response.status === 404) {
       await response.body?.cancel();
       return undefined;
     }
-    if (!response.ok) throw await responseError(response, "Cannot inspect container");
-    return await response.json() as ContainerInspect;
+    if (!response.ok) throw await responseError(response, `Cannot inspect ${what}`);
+    return await response.json() as T;
   }
 
   /** `GET /containers/json`, all states, optionally filtered by label. */

@@ -19,7 +19,7 @@ import { type CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts"
 import { exportEnvironment } from "../lib/engine/env_file.ts";
 import { cleanPath, parentDir } from "../lib/util/clean_path.ts";
 import { injectJobFiles } from "../lib/engine/job_files.ts";
-import { ShellSession } from "../lib/engine/shell_session.ts";
+import { sessionOutput, ShellSession } from "../lib/engine/shell_session.ts";
 import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
 import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
@@ -153,13 +153,11 @@ class ShellExecutor implements Executor {
   }
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
-    if (!this.#session) return Promise.resolve(1);
     return runLoggedCommand(this.#session, this.#sink, command, options);
   }
 
-  async getOutputFromCommand(command: string): Promise<CommandOutput> {
-    if (!this.#session) return { output: "", exitCode: 1 };
-    return await this.#session.output(command);
+  getOutputFromCommand(command: string): Promise<CommandOutput> {
+    return sessionOutput(this.#session, command);
   }
 
   async stop(): Promise<void> {

@@ -75,13 +75,17 @@ export interface CommandRunner {
   run(command: string, onOutput: (bytes: Uint8Array) => void): Promise<number>;
 }
 
-/** Runs one command in a session and logs it: directive or alias, lines, output, exit code. */
+/**
+ * Runs one command in a session and logs it: directive or alias, lines, output, exit code.
+ * Without a session (the job shell never started) it logs nothing and resolves with 1.
+ */
 export async function runLoggedCommand(
-  session: CommandRunner,
+  session: CommandRunner | undefined,
   sink: EventSink,
   command: string,
   options: LoggedCommandOptions = {},
 ): Promise<number> {
+  if (!session) return 1;
   const { alias = "", warning = "", silent = false } = options;
   if (silent) return await session.run(command, () => {});
   const log = CommandLog.start(sink, alias || command);

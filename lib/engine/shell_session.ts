@@ -44,6 +44,18 @@ export interface SessionOutput {
   readonly exitCode: number;
 }
 
+/**
+ * What a silently run command printed and its exit code (§9.8); without a session (the job
+ * shell never started) no output and exit code 1.
+ */
+export async function sessionOutput(
+  session: ShellSession | undefined,
+  command: string,
+): Promise<SessionOutput> {
+  if (!session) return { output: "", exitCode: 1 };
+  return await session.output(command);
+}
+
 /** The boot marker of the handshake (§9.2). */
 export const BOOT_MARKER = "87d140552e404df69f6472729d2b2c3";
 /** How long the shell gets to answer the handshake (login profiles included). */
