@@ -35,12 +35,19 @@ const dockerSkip = await dockerSkipReason();
 
 async function unshareSkipReason(): Promise<string | undefined> {
   if (dockerSkip !== undefined) return dockerSkip;
-  const probe = await new Deno.Command("unshare", {
-    args: ["-p", "-f", "-m", "--mount-proc", "true"],
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => undefined);
-  if (probe?.success) return undefined;
+  let works = false;
+  try {
+    // Throws at once (not a rejected promise) when `unshare` is not installed.
+    const probe = await new Deno.Command("unshare", {
+      args: ["-p", "-f", "-m", "--mount-proc", "true"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    works = probe.success;
+  } catch {
+    works = false;
+  }
+  if (works) return undefined;
   if (Deno.env.get("AGENT_TEST_REQUIRE_ALL") === "1") return undefined;
   const reason = "unshare -p -m --mount-proc is not available (needs util-linux and root)";
   console.log(`Skipping PID namespace tests: ${reason}`);
