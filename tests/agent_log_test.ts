@@ -3,17 +3,17 @@ import { createLogger, parseLogFormat } from "../lib/util/agent_log.ts";
 
 Deno.test("createLogger() with format json writes one object a line with time, level, msg, agent, job_id", () => {
   const lines: string[] = [];
-  let job: string | undefined;
+  const running: { job?: string } = {};
   const logger = createLogger({
     stdout: false,
     level: "debug",
     format: "json",
     name: () => "agent-7",
-    jobId: () => job,
+    jobId: () => running.job,
     onLine: (l) => lines.push(l),
   });
   logger.info("Starting Agent");
-  job = "job-42";
+  running.job = "job-42";
   logger.warn('quote " and newline\n');
   logger.raw?.('127.0.0.1 - - "GET /is_alive HTTP/1.1" 200 0');
   assert.equal(lines.length, 3);

@@ -59,6 +59,7 @@ Deno.test("runJobFile() shows output without escape sequences and logs it unchan
     shellEnv: await env(),
   });
   assert.equal(code, 0);
+  // deno-lint-ignore no-control-regex -- the escape sequences are what is checked
   assert.match(out, /\n\x1b\[32mgreen\x1b\[0m\n\x1b\[0m✓ exit 0/);
   assert.ok(!out.includes("\x1b]") && !out.includes("\x07"), JSON.stringify(out));
   assert.ok(!out.includes("\x1b[2J"), JSON.stringify(out));

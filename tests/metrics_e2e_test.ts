@@ -12,7 +12,7 @@ import { prometheusSkipReason, promtool, startPrometheus } from "./support/prome
 const skip = await prometheusSkipReason();
 
 /** `agent start` as a child process, its agent log lines collected. */
-async function startAgentProcess(hub: FakeHub, dir: string, extra: string[] = []) {
+function startAgentProcess(hub: FakeHub, dir: string, extra: string[] = []) {
   const { cmd, args } = agentCommand();
   const child = new Deno.Command(cmd, {
     args: [
@@ -79,7 +79,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "metrics_e2e_" });
     await Deno.mkdir(`${dir}/home`);
     await using hub = await FakeHub.start({ nextSyncAfterMs: 200 });
-    const agent = await startAgentProcess(hub, dir);
+    const agent = startAgentProcess(hub, dir);
     try {
       const port = metricsPort(await agent.waitForLine(/Serving metrics on/));
       const base = `http://127.0.0.1:${port}`;

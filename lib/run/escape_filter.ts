@@ -27,10 +27,13 @@ const ST_C1 = "\x9c";
 /** Bytes of SGR parameters. */
 const SGR_PARAMS = /^[0-9;:]*$/;
 /** The characters that are not shown as they are (see {@linkcode isPlain}). */
+// deno-lint-ignore no-control-regex -- control characters are what this filter finds
 const CONTROL = /[\x00-\x07\x0b\x0c\x0e-\x1f\x7f-\x9f]/g;
 /** The characters that can end an OSC, DCS, SOS, PM or APC string. */
+// deno-lint-ignore no-control-regex -- as above
 const STRING_END = /[\x07\x18\x1a\x1b\x9c]/g;
 /** A complete SGR sequence at `lastIndex`. */
+// deno-lint-ignore no-control-regex -- as above
 const WHOLE_SGR = /\x1b\[[0-9;:]*m/y;
 /** Longest CSI whose parameters are kept (an SGR is far shorter). */
 const MAX_CSI = 256;
