@@ -281,12 +281,12 @@ Deno.test("parse functions give zero values for missing and null fields", async 
   });
   await t.step("null everywhere", () => {
     const nulls = `{"job_id": null, "executor": null, "compose": null, "commands": null,
-      "env_vars": [null, {"name": null, "value": null}], "files": [{"mode": null}],
+      "env_vars": [{"name": "N", "value": null}], "files": [{"mode": null}],
       "ssh_public_keys": [null], "callbacks": null,
       "logger": {"method": null, "max_size_in_bytes": null}}`;
     const expected: JobRequest = {
       ...EMPTY,
-      env_vars: [{ name: "", value: "" }, { name: "", value: "" }],
+      env_vars: [{ name: "N", value: "" }],
       files: [{ path: "", content: "", mode: "" }],
       ssh_public_keys: [""],
     };
@@ -361,6 +361,53 @@ Deno.test("parseJobRequestYaml() reads a numeric mode as the user meant it", asy
   await t.step("in JSON a numeric mode is a type error (§4)", () => {
     const error = parseError(() => parseJobRequestJson('{"files": [{"mode": 644}]}'));
     assert.equal(error.message, "files[0].mode: expected a string");
+  });
+});
+
+Deno.test("parse functions reject a job env var name that is not a shell variable name", async (t) => {
+  const rejected: [string, string][] = [
+    ["A;touch /tmp/x", '"A;touch /tmp/x"'],
+    ["$(touch /tmp/x)", '"$(touch /tmp/x)"'],
+    ["A\ntouch /tmp/x", '"A\\ntouch /tmp/x"'],
+    ["1A", '"1A"'],
+    ["A-B", '"A-B"'],
+    ["A=B", '"A=B"'],
+    ["", '""'],
+    ["Ä", '"Ä"'],
+    [`${"x".repeat(100)};${"y".repeat(1000)}`, `"${"x".repeat(100)}..."`],
+  ];
+  for (const [name, shown] of rejected) {
+    await t.step(JSON.stringify(name).slice(0, 50), () => {
+      const vars = [{ name: "OK", value: "" }, { name: "_ok_2", value: "" }, { name, value: "" }];
+      const problem = `${shown} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`;
+      const json = parseError(() =>
+        parseJobRequestJson(JSON.stringify({ commands: [], env_vars: vars }))
+      );
+      assert.equal(json.message, `env_vars[2].name: ${problem}`);
+      assert.equal(json.field, "env_vars[2].name");
+      const yaml = parseError(() =>
+        parseJobRequestYaml(JSON.stringify({ env_vars: vars }), { file: "job.yaml" })
+      );
+      assert.equal(yaml.message, `job.yaml: env_vars[2].name: ${problem}`);
+    });
+  }
+  await t.step("a missing or null name", () => {
+    assert.equal(
+      parseError(() => parseJobRequestJson('{"env_vars": [{"value": "YQ=="}]}')).message,
+      'env_vars[0].name: "" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)',
+    );
+    assert.equal(
+      parseError(() => parseJobRequestJson('{"env_vars": [null]}')).message,
+      'env_vars[0].name: "" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)',
+    );
+  });
+  await t.step("names of container and credential variables are not shell names: kept", () => {
+    const request = parseJobRequestJson(
+      '{"compose": {"containers": [{"env_vars": [{"name": "spring.profile"}]}],' +
+        '"image_pull_credentials": [{"env_vars": [{"name": "a-b"}]}]}}',
+    );
+    assert.equal(request.compose.containers[0].env_vars[0].name, "spring.profile");
+    assert.equal(request.compose.image_pull_credentials[0].env_vars[0].name, "a-b");
   });
 });
 

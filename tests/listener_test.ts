@@ -459,6 +459,30 @@ Deno.test("Listener reports a job it cannot construct as failed", async (t) => {
   }
 });
 
+Deno.test("Listener reports a job whose env var name is not a shell name as failed", async () => {
+  await withTempDir(async (dir) => {
+    await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
+    const marker = `${dir}/injected`;
+    const jobId = hub.assignJob({
+      commands: ["echo hello"],
+      envVars: { OK: "1", [`A;touch ${marker}`]: "2" },
+    });
+    const agent = await startAgent(hub, { "disconnect-after-job": true });
+    assert.equal(await agent.done(), 0);
+    assert.equal(hub.jobResult(jobId), "failed");
+    assert.ok(
+      logged(
+        agent,
+        `Could not get job ${jobId}: env_vars[1].name: "A;touch ${marker}" is not a variable ` +
+          "name ([A-Za-z_][A-Za-z0-9_]*)",
+      ),
+      agent.lines.join(""),
+    );
+    assert.deepEqual(hub.jobLog(jobId).events, []);
+    await assert.rejects(() => Deno.stat(marker), Deno.errors.NotFound);
+  });
+});
+
 Deno.test("Listener reports a job id the hub does not know as failed and goes on", async () => {
   await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
   hub.assignUnknownJob("does-not-exist");

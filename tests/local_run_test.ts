@@ -103,6 +103,30 @@ Deno.test("runJobFile() rejects a bad job file with one line naming file and fie
   await Deno.remove(unknown);
 });
 
+Deno.test("runJobFile() rejects an env var name that is not a shell name, running nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "local_run_env_name_" });
+  const marker = `${dir}/injected`;
+  const path = await writeJob(
+    `env_vars:\n  - name: "$(touch ${marker})"\n    value: YQ==\ncommands:\n  - directive: touch ${marker}\n`,
+  );
+  await assert.rejects(
+    () => runJobFile({ path, write: () => {}, shellEnv: {} }),
+    (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.equal(error.exitCode, 2);
+      assert.equal(
+        error.message,
+        `${path}: env_vars[0].name: "$(touch ${marker})" is not a variable name ` +
+          "([A-Za-z_][A-Za-z0-9_]*)",
+      );
+      return true;
+    },
+  );
+  await assert.rejects(() => Deno.stat(marker), Deno.errors.NotFound);
+  await Deno.remove(path);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", async () => {
   const marker = `agent-sigterm-${crypto.randomUUID()}`;
   const path = await writeJob(

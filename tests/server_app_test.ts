@@ -382,6 +382,33 @@ Deno.test("POST /jobs answers 422 for a body that is not a job request", async (
   assert.equal(t.jobs.state, "waiting-for-job");
 });
 
+Deno.test("POST /jobs answers 422 naming the field for an env var name that is not a shell name", async () => {
+  await using t = await setup();
+  for (
+    const [name, shown] of [
+      ["A;touch /tmp/x", '"A;touch /tmp/x"'],
+      ["$(touch /tmp/x)", '"$(touch /tmp/x)"'],
+      ["A\ntouch /tmp/x", '"A\\ntouch /tmp/x"'],
+    ]
+  ) {
+    const body = JSON.stringify({
+      job_id: "e",
+      commands: [],
+      env_vars: [{ name: "A", value: "" }, { name: "B", value: "" }, { name: "C", value: "" }, {
+        name,
+        value: "",
+      }],
+    });
+    const res = await t.app.request(post("/jobs", body));
+    assert.equal(res.status, 422, name);
+    const message = `env_vars[3].name: ${shown} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`;
+    const [line, json] = (await res.text()).split("\n");
+    assert.equal(line, message);
+    assert.deepEqual(JSON.parse(json), { message });
+  }
+  assert.equal(t.jobs.state, "waiting-for-job");
+});
+
 Deno.test("POST /jobs ignores unknown fields and answers ok", async () => {
   await using t = await setup();
   const body = JSON.stringify({ job_id: "u", unknown: { deep: [1, 2] }, commands: [] });

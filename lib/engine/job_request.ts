@@ -415,7 +415,7 @@ function decodeRequest<N>(d: Decoder<N>, root: N, yaml: boolean): JobRequest {
       request.epilogue_on_pass_commands = d.list(n, p, decodeCommand),
     epilogue_on_fail_commands: (n, p) =>
       request.epilogue_on_fail_commands = d.list(n, p, decodeCommand),
-    env_vars: (n, p) => request.env_vars = d.list(n, p, decodeEnvVar),
+    env_vars: (n, p) => request.env_vars = d.list(n, p, decodeJobEnvVar),
     files: (n, p) => plural = d.list(n, p, decodeFile),
     ssh_public_keys: (n, p) => request.ssh_public_keys = d.list(n, p, decodeString),
     callbacks: (n, p) => request.callbacks = d.value(n, p, decodeCallbacks),
@@ -446,6 +446,27 @@ function decodeEnvVar<N>(d: Decoder<N>, node: N, path: string): EnvVar {
     name: (n, p) => envVar.name = d.string(n, p),
     value: (n, p) => envVar.value = d.string(n, p),
   });
+  return envVar;
+}
+
+/**
+ * What the name of a job variable must be (DECISIONS.md 19): it goes unquoted into the
+ * `export NAME=VALUE` line the job shell sources, so anything else could run shell code.
+ */
+const ENV_VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Longest name, in characters, quoted in full in the error. */
+const QUOTED_NAME_LIMIT = 100;
+
+/** A job variable (`env_vars[i]`): its name must be a shell variable name. */
+function decodeJobEnvVar<N>(d: Decoder<N>, node: N, path: string): EnvVar {
+  const envVar = decodeEnvVar(d, node, path);
+  if (!ENV_VAR_NAME.test(envVar.name)) {
+    const shown = envVar.name.length > QUOTED_NAME_LIMIT
+      ? `${JSON.stringify(envVar.name.slice(0, QUOTED_NAME_LIMIT)).slice(0, -1)}..."`
+      : JSON.stringify(envVar.name);
+    d.fail(node, `${path}.name`, `${shown} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`);
+  }
   return envVar;
 }
 
