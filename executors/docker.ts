@@ -81,6 +81,12 @@ export {
 /** The directory the job shell sees the agent's files in (§10, mounted read-only). */
 export const CONTAINER_TEMP_DIR = "/tmp/agent-temp-directory";
 
+/**
+ * Mode of the files in the mounted dir: the container's user, whoever it is, reads them; on
+ * the host, the 0700 host dir above keeps every other user out (DECISIONS.md 20).
+ */
+const MOUNTED_FILE_MODE = 0o644;
+
 /** Options of {@linkcode createDockerExecutor}. */
 export interface DockerExecutorOptions {
   readonly request: JobRequest;
@@ -239,15 +245,21 @@ class DockerExecutor implements Executor {
   }
 
   /** The job's host dir, made on first use (never after cleanup has begun). */
-  async #ensureHostDir(): Promise<string> {
-    // Per job, so two jobs never share it; the container sees it at CONTAINER_TEMP_DIR.
+  async #ensureHostDir(): Promise<JobHostDir> {
+    // Per job, so two jobs never share it; the container sees its mount dir at
+    // CONTAINER_TEMP_DIR.
     if (!this.#hostDir) {
       if (this.#cleaned) {
         throw new Error("Cannot make the job host directory: the job was cleaned up");
       }
       this.#hostDir = createJobHostDir();
     }
-    return (await this.#hostDir).path;
+    return await this.#hostDir;
+  }
+
+  /** The dir mounted at CONTAINER_TEMP_DIR (its files: {@linkcode MOUNTED_FILE_MODE}). */
+  async #mountDir(): Promise<string> {
+    return (await this.#ensureHostDir()).mountPath;
   }
 
   async #runHostSetupCommands(): Promise<boolean> {
@@ -317,7 +329,7 @@ class DockerExecutor implements Executor {
 
   async #start(): Promise<number> {
     if (this.#stopping) return 1;
-    const hostDir = await this.#ensureHostDir();
+    const hostDir = (await this.#ensureHostDir()).path;
     if (this.#request.compose.image_pull_credentials.length > 0) {
       if (await this.#setUpCredentials() !== 0) return 1;
     }
@@ -436,7 +448,7 @@ class DockerExecutor implements Executor {
 
   async #startContainers(): Promise<void> {
     const docker = await this.#docker();
-    const hostDir = await this.#ensureHostDir();
+    const { path: hostDir, mountPath } = await this.#ensureHostDir();
     const labels = this.#labels(hostDir);
     const prefix = this.#prefix;
     const networkReady = this.#network ??
@@ -493,7 +505,7 @@ class DockerExecutor implements Executor {
         Devices: devices,
         Binds: [
           `${docker.socketPath}:/var/run/docker.sock`,
-          `${hostDir}:${CONTAINER_TEMP_DIR}:ro`,
+          `${mountPath}:${CONTAINER_TEMP_DIR}:ro`,
           ...this.#binds,
         ],
       },
@@ -523,8 +535,9 @@ class DockerExecutor implements Executor {
     this.#terminal = terminal;
     const session = new ShellSession({
       terminal,
-      hostStorageDir: hostDir,
+      hostStorageDir: mountPath,
       shellStorageDir: CONTAINER_TEMP_DIR,
+      fileMode: MOUNTED_FILE_MODE,
     });
     this.#session = session;
     await docker.startContainer(this.#mainId);
@@ -561,8 +574,8 @@ class DockerExecutor implements Executor {
   exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
     return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
       writeEnvFile: async (content) => {
-        const dir = await this.#ensureHostDir();
-        await Deno.writeFile(`${dir}/.env`, content, { mode: 0o644 });
+        const dir = await this.#mountDir();
+        await Deno.writeFile(`${dir}/.env`, content, { mode: MOUNTED_FILE_MODE });
         return `${CONTAINER_TEMP_DIR}/.env`;
       },
       session: this.#session,
@@ -582,9 +595,8 @@ class DockerExecutor implements Executor {
   /** Copies a file into the main container through the host dir (§10.6). */
   async #writeFile(log: CommandLog, file: JobFile, content: Uint8Array): Promise<number> {
     try {
-      const dir = await this.#ensureHostDir();
-      await Deno.writeFile(`${dir}/file`, content, { mode: 0o644 });
-      await Deno.chmod(`${dir}/file`, 0o644);
+      const dir = await this.#mountDir();
+      await Deno.writeFile(`${dir}/file`, content, { mode: MOUNTED_FILE_MODE });
     } catch (error) {
       log.text(`${errorMessage(error)}\n`);
       return 255;

@@ -41,6 +41,12 @@ const HOST_DIR_PREFIX = "agent-temp-directory-";
  * names that agent (`<hostname>/<pid>`, for people only).
  */
 const OWNER_FILE = ".owner";
+/**
+ * The subdirectory of a host dir that is mounted into the main container. The host dir is
+ * 0700: no other user of the host reaches the env file inside. The mounted dir is 0755 with
+ * 0644 files, because the container's user, whoever it is, must read them.
+ */
+const MOUNT_DIR = "mount";
 
 /** Options of {@linkcode removeLeftovers}. */
 export interface RemoveLeftoversOptions {
@@ -128,14 +134,17 @@ export async function removeLeftovers(
  * {@linkcode JobHostDir.remove} (the lock tells other agents the job is alive).
  */
 export class JobHostDir implements AsyncDisposable {
-  /** The directory's path (`/tmp/agent-temp-directory-*`). */
+  /** The directory's path (`/tmp/agent-temp-directory-*`, mode 0700). */
   readonly path: string;
+  /** What the main container mounts: `<path>/mount`, mode 0755 (see {@linkcode MOUNT_DIR}). */
+  readonly mountPath: string;
   readonly #owner: Deno.FsFile;
   #removed = false;
 
   /** Takes over `owner`, the open and locked owner file of `path`. */
   constructor(path: string, owner: Deno.FsFile) {
     this.path = path;
+    this.mountPath = `${path}/${MOUNT_DIR}`;
     this.#owner = owner;
   }
 
@@ -160,20 +169,22 @@ export class JobHostDir implements AsyncDisposable {
 }
 
 /**
- * Makes a job's host directory (`/tmp/agent-temp-directory-*`, mode 0755) with the owner file,
- * locked for as long as the returned {@linkcode JobHostDir} is not removed. While nobody holds
- * that lock (this agent died), {@linkcode removeLeftovers} deletes the dir (env files hold
- * secrets) and the job's containers and networks.
+ * Makes a job's host directory (`/tmp/agent-temp-directory-*`, mode 0700, DECISIONS.md 20)
+ * with the owner file, locked for as long as the returned {@linkcode JobHostDir} is not
+ * removed, and the dir the container mounts. While nobody holds that lock (this agent died),
+ * {@linkcode removeLeftovers} deletes the dir (env files hold secrets) and the job's
+ * containers and networks.
  */
 export async function createJobHostDir(): Promise<JobHostDir> {
-  // Per job, so two jobs never share it.
+  // Per job, so two jobs never share it; made 0700 by makeTempDir.
   const dir = await Deno.makeTempDir({ dir: HOST_DIR_PARENT, prefix: HOST_DIR_PREFIX });
   let owner: Deno.FsFile | undefined;
   try {
-    await Deno.chmod(dir, 0o755);
+    await Deno.mkdir(`${dir}/${MOUNT_DIR}`);
+    await Deno.chmod(`${dir}/${MOUNT_DIR}`, 0o755); // whatever the umask
     // Locked before it gets its name: no agent ever sees an owner file that is not locked.
     const unnamed = `${dir}/${OWNER_FILE}.new`;
-    await Deno.writeTextFile(unnamed, ownerLabel(), { mode: 0o644 });
+    await Deno.writeTextFile(unnamed, ownerLabel(), { mode: 0o600, createNew: true });
     owner = await Deno.open(unnamed, { read: true });
     await owner.lock(true);
     await Deno.rename(unnamed, `${dir}/${OWNER_FILE}`);

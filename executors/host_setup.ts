@@ -68,8 +68,27 @@ fi
 `;
 }
 
-/** Writes the jump point, truncating any older one (DECISIONS.md 6). */
-export async function writeJumpPoint(script: string): Promise<void> {
-  await Deno.writeTextFile(SSH_JUMP_POINT_PATH, script, { mode: 0o755 });
-  await Deno.chmod(SSH_JUMP_POINT_PATH, 0o755);
+/**
+ * Writes the jump point in place of any older one (DECISIONS.md 6): a new file, renamed over
+ * the path, so a file or symlink that another user put at that path in the shared `/tmp` is
+ * never written through nor left for a debug session to run (the rename fails instead).
+ *
+ * @throws {Error} when the file cannot be written or renamed into place
+ */
+export async function writeJumpPoint(
+  script: string,
+  path: string = SSH_JUMP_POINT_PATH,
+): Promise<void> {
+  const temp = await Deno.makeTempFile({
+    dir: path.slice(0, path.lastIndexOf("/")) || "/",
+    prefix: ".ssh_jump_point-",
+  });
+  try {
+    await Deno.writeTextFile(temp, script);
+    await Deno.chmod(temp, 0o755); // not secret: the container's name at most
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
 }

@@ -16,7 +16,11 @@ import type { EnvVar, JobFile, JobRequest } from "../lib/engine/job_request_type
 import type { EventSink } from "../lib/engine/events.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { type CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
-import { exportEnvironment } from "../lib/engine/env_file.ts";
+import {
+  exportEnvironment,
+  guardedProfileLine,
+  removeProfileLines,
+} from "../lib/engine/env_file.ts";
 import { cleanPath, parentDir } from "../lib/util/clean_path.ts";
 import { injectJobFiles } from "../lib/engine/job_files.ts";
 import { sessionOutput, ShellSession } from "../lib/engine/shell_session.ts";
@@ -73,8 +77,10 @@ class ShellExecutor implements Executor {
   readonly #logger: Logger;
   readonly #selfHosted: boolean;
   readonly #baseEnv: Readonly<Record<string, string>>;
+  /** Env files whose line may be in `~/.bash_profile` (removed at cleanup). */
   readonly #envFiles: string[] = [];
-  #storageDir: string | undefined;
+  /** The job's private directory (0700): command files and env files, all 0600. */
+  #storageDir: Promise<string> | undefined;
   #pty: PtyProcess | undefined;
   #session: ShellSession | undefined;
   #cleaned: Promise<void> | undefined;
@@ -106,9 +112,15 @@ class ShellExecutor implements Executor {
     }
   }
 
+  /** Made on first use: `<tmpdir>/agent-job-*`, mode 0700, owned by the agent's user. */
+  #ensureStorageDir(): Promise<string> {
+    this.#storageDir ??= Deno.makeTempDir({ prefix: "agent-job-" });
+    return this.#storageDir;
+  }
+
   async start(): Promise<number> {
     try {
-      this.#storageDir = await Deno.makeTempDir({ prefix: "agent-job-" });
+      const storageDir = await this.#ensureStorageDir();
       const pty = new PtyProcess({
         // A login shell as in the original; without readline, which reads the terminal one
         // byte at a time and costs ~0.2 ms per command line we write.
@@ -117,7 +129,7 @@ class ShellExecutor implements Executor {
         processTag: `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`,
       });
       this.#pty = pty;
-      this.#session = new ShellSession({ terminal: pty, hostStorageDir: this.#storageDir });
+      this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
       await this.#session.start();
       pty.rememberTree();
       this.#logger.info(`[job=${this.#request.job_id}] [pid=${pty.pid}] Started the job shell`);
@@ -133,13 +145,15 @@ class ShellExecutor implements Executor {
   exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
     return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
       writeEnvFile: async (content) => {
-        const path = `${Deno.env.get("TMPDIR") ?? "/tmp"}/.env-${nanoseconds()}`;
+        // In the private dir, not the original's `<tmpdir>/.env-<ns>` (mode 0644, DECISIONS.md 20).
+        const path = `${await this.#ensureStorageDir()}/.env-${nanoseconds()}`;
+        await Deno.writeFile(path, content, { mode: 0o600, createNew: true });
         this.#envFiles.push(path);
-        await Deno.writeFile(path, content, { mode: 0o644 });
         return path;
       },
       session: this.#session,
       appendToProfile: !this.#selfHosted,
+      profileLine: guardedProfileLine,
       logger: this.#logger,
     });
   }
@@ -169,14 +183,25 @@ class ShellExecutor implements Executor {
     this.#cleaned ??= (async () => {
       await this.stop();
       await this.#session?.close();
-      for (const path of [...this.#envFiles, ...(this.#storageDir ? [this.#storageDir] : [])]) {
-        await Deno.remove(path, { recursive: true }).catch((error) => {
+      const storageDir = await this.#storageDir?.catch(() => undefined);
+      if (storageDir) {
+        await Deno.remove(storageDir, { recursive: true }).catch((error) => {
           if (!(error instanceof Deno.errors.NotFound)) {
             this.#logger.warn(
-              `[job=${this.#request.job_id}] Cannot remove ${path}: ${errorMessage(error)}`,
+              `[job=${this.#request.job_id}] Cannot remove ${storageDir}: ${errorMessage(error)}`,
             );
           }
         });
+      }
+      // The lines sourcing the removed env files go too (they are guarded in any case).
+      if (!this.#selfHosted) {
+        const profile = `${this.#home}/.bash_profile`;
+        await removeProfileLines(profile, this.#envFiles.map(guardedProfileLine)).catch(
+          (error) =>
+            this.#logger.warn(
+              `[job=${this.#request.job_id}] Cannot clean up ${profile}: ${errorMessage(error)}`,
+            ),
+        );
       }
     })();
     return this.#cleaned;
@@ -210,7 +235,8 @@ async function writeHostFile(
   }
   let handle: Deno.FsFile;
   try {
-    handle = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o644 });
+    // Created private, given its own mode below once written: a key is never readable meanwhile.
+    handle = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
   } catch (error) {
     log.text(`Failed to create destination path '${path}': ${goPathErrorText(error)}\n`);
     return 1;

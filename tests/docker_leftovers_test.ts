@@ -401,6 +401,27 @@ leftoversTest("removeLeftovers() removes what dead agents left and spares live o
   await assertNothingLeft(jobId);
 });
 
+Deno.test("createJobHostDir() makes a 0700 dir, with the container's 0755 mount dir inside", async () => {
+  const previous = Deno.umask(0o000);
+  try {
+    await using dir = await createJobHostDir();
+    const modes = async (path: string) => {
+      const info = await Deno.lstat(path);
+      return { mode: info.mode! & 0o7777, uid: info.uid, directory: info.isDirectory };
+    };
+    assert.deepEqual(await modes(dir.path), { mode: 0o700, uid: Deno.uid(), directory: true });
+    assert.equal(dir.mountPath, `${dir.path}/mount`);
+    assert.deepEqual(await modes(dir.mountPath), { mode: 0o755, uid: Deno.uid(), directory: true });
+    assert.deepEqual(await modes(`${dir.path}/.owner`), {
+      mode: 0o600,
+      uid: Deno.uid(),
+      directory: false,
+    });
+  } finally {
+    Deno.umask(previous);
+  }
+});
+
 leftoversTest("removeLeftovers() deletes the host job directories of dead agents", async () => {
   const dead = await deadAgentHostDir();
   await using live = await createJobHostDir();

@@ -82,6 +82,17 @@ Deno.test("EventLog.create() makes an empty job_log_<ns>.json file", async () =>
   assert.ok(nowNs - ns < 60_000_000_000n && ns - nowNs < 60_000_000_000n);
 });
 
+Deno.test("EventLog.create() makes the file readable by the agent's user alone (0600)", async () => {
+  await using dir = await tempDir();
+  const previous = Deno.umask(0o000); // whatever the umask, the log is never world-readable
+  try {
+    await using log = await EventLog.create({ dir: dir.path });
+    assert.equal((await Deno.stat(log.path)).mode! & 0o777, 0o600);
+  } finally {
+    Deno.umask(previous);
+  }
+});
+
 Deno.test("EventLog.create() picks distinct names for logs created at once", async () => {
   await using dir = await tempDir();
   const logs = await Promise.all(
@@ -509,6 +520,27 @@ Deno.test("gzipFile() writes <path>.gz, deletes the original and round-trips", a
     file.readable.pipeThrough(new DecompressionStream("gzip")),
   ).bytes();
   assert.deepEqual(plain, content);
+});
+
+Deno.test("gzipFile() writes a 0600 file and never into one someone placed at <path>.gz", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/job_log.txt`;
+  await Deno.writeTextFile(path, "secret output\n");
+  const previous = Deno.umask(0o000);
+  try {
+    const gz = await gzipFile(path);
+    assert.equal((await Deno.stat(gz)).mode! & 0o777, 0o600);
+    await Deno.remove(gz);
+    // Another user's file (or a symlink) waiting at the name: not written through.
+    await Deno.writeTextFile(path, "secret output\n");
+    await Deno.writeTextFile(`${dir.path}/planted`, "");
+    await Deno.symlink(`${dir.path}/planted`, gz);
+    await assert.rejects(() => gzipFile(path), Deno.errors.AlreadyExists);
+    assert.equal(await Deno.readTextFile(`${dir.path}/planted`), "");
+    assert.equal(await Deno.readTextFile(path), "secret output\n");
+  } finally {
+    Deno.umask(previous);
+  }
 });
 
 Deno.test("gzipFile() fails without output when the file is missing", async () => {

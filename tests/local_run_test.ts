@@ -72,6 +72,26 @@ Deno.test("runJobFile() shows output without escape sequences and logs it unchan
   await Deno.remove(logFile);
 });
 
+Deno.test("runJobFile() creates the --log-file readable by its user alone", async () => {
+  const path = await writeJob("commands:\n  - directive: echo hello\n");
+  const dir = await Deno.makeTempDir({ prefix: "local_run_log_file_" });
+  const previous = Deno.umask(0o000);
+  try {
+    const code = await runJobFile({
+      path,
+      logFile: `${dir}/job.jsonl`,
+      write: () => {},
+      shellEnv: await env(),
+    });
+    assert.equal(code, 0);
+    assert.equal((await Deno.stat(`${dir}/job.jsonl`)).mode! & 0o777, 0o600);
+  } finally {
+    Deno.umask(previous);
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("runJobFile() exits 1 for a failed job and 130 for a stopped one", async () => {
   const failing = await writeJob("commands:\n  - directive: exit 3\n");
   assert.equal(await runJobFile({ path: failing, write: () => {}, shellEnv: await env() }), 1);

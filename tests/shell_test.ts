@@ -53,3 +53,43 @@ Deno.test("shell executor keeps only the permission bits of file modes, as Go's 
   assert.equal((await Deno.stat(`${home}/sticky`)).mode! & 0o7777, 0o777);
   await Deno.remove(home, { recursive: true });
 });
+
+/** Prints the mode and owner of the env file named in ~/.bash_profile, its dir and the command file. */
+const SHOW_MODES = `f=$(grep -o '/[^ ]*/\\.env-[0-9]*' ~/.bash_profile | head -n 1)
+d=$(dirname "$f")
+stat -c '%a %u' "$f" "$d" "$d/current-agent-cmd"
+cat ~/.bash_profile`;
+
+Deno.test("createShellExecutor() keeps env and command files 0600 in a 0700 dir of the agent's user", async () => {
+  const home = await Deno.makeTempDir({ prefix: "shell_test_home_" });
+  await Deno.writeTextFile(`${home}/.bash_profile`, "# the user's own line\n");
+  try {
+    const run = await runTestJob({
+      request: {
+        env_vars: [{ name: "SECRET", value: encodeBase64("s3cr3t") }],
+        commands: [{ directive: SHOW_MODES }],
+      },
+      selfHosted: false, // hosted: also the .bash_profile line
+      home,
+    });
+    assert.equal(run.result, "passed");
+    const log = simplify(run.events);
+    const output = log[log.indexOf(`directive: ${SHOW_MODES}`) + 1];
+    const uid = Deno.uid();
+    const lines = output.split("\n");
+    assert.deepEqual(lines.slice(0, 3), [`600 ${uid}`, `700 ${uid}`, `600 ${uid}`], output);
+    const profile = lines.slice(3);
+    const envFile = /source '?(\/[^ ']*\/\.env-\d+)/.exec(profile.join("\n"))?.[1];
+    assert.ok(envFile, output);
+    assert.deepEqual(profile, [
+      "# the user's own line",
+      `if [ -O ${envFile} ] && [ ! -L ${envFile} ]; then source ${envFile}; fi`,
+      "",
+    ]);
+    // At cleanup the file, its dir and the profile lines are gone; the user's line stays.
+    await assert.rejects(() => Deno.stat(envFile.slice(0, envFile.lastIndexOf("/"))));
+    assert.equal(await Deno.readTextFile(`${home}/.bash_profile`), "# the user's own line\n");
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});

@@ -107,8 +107,13 @@ export interface EnvExportTarget {
   writeEnvFile(content: Uint8Array): Promise<string>;
   /** The job shell; `undefined` when it never started (the step then fails). */
   readonly session: CommandRunner | undefined;
-  /** Also appends `source <file>` to `~/.bash_profile`, for SSH debug sessions. */
+  /** Also appends a line that sources the file to `~/.bash_profile`, for SSH debug sessions. */
   readonly appendToProfile: boolean;
+  /**
+   * That line, for the env file as the shell sees it. @default `source <file>` (the original's
+   * line; {@linkcode guardedProfileLine} for a file that others could recreate once removed)
+   */
+  readonly profileLine?: (envFile: string) => string;
   /** Told why a step failed (the job log only shows the exit code). */
   readonly logger: Logger;
 }
@@ -151,9 +156,41 @@ async function exportInto(
   for (const v of environment) log.text(`Exporting ${v.name}\n`);
   const session = target.session;
   if (!session) return 1;
-  let exitCode = await session.run(`source ${envFile}`, () => {});
+  let exitCode = await session.run(`source ${quoteEnvValue(envFile)}`, () => {});
   if (exitCode === 0 && target.appendToProfile) {
-    exitCode = await session.run(`echo 'source ${envFile}' >> ~/.bash_profile`, () => {});
+    const line = target.profileLine?.(envFile) ?? `source ${quoteEnvValue(envFile)}`;
+    exitCode = await session.run(`echo ${quoteEnvValue(line)} >> ~/.bash_profile`, () => {});
   }
   return exitCode;
+}
+
+/**
+ * The `~/.bash_profile` line for an env file on the host: it sources the file only while it is
+ * the agent user's own regular file, so once the job's file is gone, a file that another user
+ * creates at that path is never run by a login shell (DECISIONS.md 20).
+ */
+export function guardedProfileLine(envFile: string): string {
+  const file = quoteEnvValue(envFile);
+  return `if [ -O ${file} ] && [ ! -L ${file} ]; then source ${file}; fi`;
+}
+
+/**
+ * Removes every line equal to one of `lines` from the profile file `path`, writing it in place
+ * (same inode, mode and owner) only when something was removed. A missing file is fine.
+ *
+ * @throws {Error} when the file cannot be read or written
+ */
+export async function removeProfileLines(path: string, lines: readonly string[]): Promise<void> {
+  if (lines.length === 0) return;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  const unwanted = new Set(lines);
+  const kept = text.split("\n").filter((line) => !unwanted.has(line));
+  const result = kept.join("\n");
+  if (result !== text) await Deno.writeTextFile(path, result);
 }

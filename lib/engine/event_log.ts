@@ -102,7 +102,8 @@ export class EventLog implements EventSink, AsyncDisposable {
 
   /**
    * Creates the empty file `<dir>/job_log_<unix-nanoseconds>.json` (the next free number if
-   * that name exists) and returns the log writing to it.
+   * that name exists), readable by the agent's user alone (0600), and returns the log writing
+   * to it.
    *
    * @throws {Deno.errors.NotFound} and other file-system errors, if the file cannot be created
    */
@@ -112,7 +113,8 @@ export class EventLog implements EventSink, AsyncDisposable {
     for (;;) {
       const path = `${dir}/job_log_${ns}.json`;
       try {
-        const file = await Deno.open(path, { write: true, createNew: true });
+        // 0600 from the start (DECISIONS.md 20); createNew: never a file someone else placed.
+        const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
         return new EventLog(path, file, onError);
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;

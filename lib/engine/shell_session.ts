@@ -36,6 +36,12 @@ export interface ShellSessionOptions {
   readonly hostStorageDir: string;
   /** The same directory as the shell sees it. @default hostStorageDir */
   readonly shellStorageDir?: string;
+  /**
+   * Mode of the files the agent writes there, set when each is created (DECISIONS.md 20).
+   * @default 0o600 (a container executor whose user may be anyone passes 0o644, and keeps
+   * the directory private on the host)
+   */
+  readonly fileMode?: number;
 }
 
 /** What a silent command printed and how it exited (§9.8). */
@@ -146,6 +152,7 @@ export class ShellSession {
   readonly #terminal: Terminal;
   readonly #hostDir: string;
   readonly #shellDir: string;
+  readonly #fileMode: number;
   readonly #reader: ByteReader;
   /** Bytes read but not consumed yet. */
   #rest: Uint8Array = new Uint8Array(0);
@@ -154,10 +161,12 @@ export class ShellSession {
   #deathReported = false;
 
   constructor(options: ShellSessionOptions) {
-    const { terminal, hostStorageDir, shellStorageDir = hostStorageDir } = options;
+    const { terminal, hostStorageDir, shellStorageDir = hostStorageDir, fileMode = 0o600 } =
+      options;
     this.#terminal = terminal;
     this.#hostDir = hostStorageDir;
     this.#shellDir = shellStorageDir;
+    this.#fileMode = fileMode;
     this.#reader = new ByteReader(terminal.readable);
   }
 
@@ -179,7 +188,9 @@ export class ShellSession {
     options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
   ): Promise<void> {
     const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
-    await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n");
+    await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
+      mode: this.#fileMode,
+    });
     const nonce = crypto.randomUUID().replaceAll("-", "");
     const token = `${BOOT_MARKER} ${nonce}`;
     await this.#write(
@@ -231,7 +242,9 @@ export class ShellSession {
     const start = encoder.encode(`${startMarker}\r\n`);
     const endPattern = new RegExp(`^\\x01 ${end} (\\d+)[\\r\\n]+`);
     try {
-      Deno.writeTextFileSync(`${this.#hostDir}/${COMMAND_FILE}`, command);
+      Deno.writeTextFileSync(`${this.#hostDir}/${COMMAND_FILE}`, command, {
+        mode: this.#fileMode,
+      });
       await this.#write(
         `${toTerminal(`"\\001 ${startMarker}"`)}; source ${this.#shellDir}/${COMMAND_FILE}; ` +
           `AGENT_CMD_RESULT=$?; ${toTerminal(`"\\001 ${end} $AGENT_CMD_RESULT"`)}; ` +

@@ -41,7 +41,8 @@ function textOf(line: string): string {
 }
 
 /**
- * Writes the plain-text form of every line the log holds now to a new `<dir>/<random>.txt`.
+ * Writes the plain-text form of every line the log holds now to a new `<dir>/<random>.txt`
+ * (0600, as `Deno.makeTempFile` makes it).
  * A partial file is deleted on failure.
  *
  * @returns the path of the text file
@@ -101,7 +102,8 @@ export async function gzipFile(path: string): Promise<string> {
   const source = await Deno.open(path, { read: true });
   let destination: Deno.FsFile;
   try {
-    destination = await Deno.open(target, { write: true, create: true, truncate: true });
+    // Private, and never a file another user placed at the name (DECISIONS.md 20).
+    destination = await Deno.open(target, { write: true, createNew: true, mode: 0o600 });
   } catch (error) {
     source.close();
     throw error;

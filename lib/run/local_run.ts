@@ -55,7 +55,8 @@ function stdoutWriter(): (text: string) => void {
 function openLogFile(path: string): EventSink & Disposable {
   let file: Deno.FsFile;
   try {
-    file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    // A new file is the user's alone: it holds the job's output (DECISIONS.md 20).
+    file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o600 });
   } catch (error) {
     throw new UsageError(
       `Cannot open log file '${path}': ${error instanceof Error ? error.message : error}`,
