@@ -10,6 +10,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "./lib/util/version.ts";
 import { UsageError } from "./lib/util/errors.ts";
+import { setDumpable } from "./lib/util/prctl.ts";
 
 /** Collects repeatable, comma-separated string-slice flags (`--env-vars A=1,B=2 --env-vars C=3`). */
 function collectList(value: string, previous: string[] | undefined): string[] {
@@ -189,6 +190,22 @@ Example:
   return program;
 }
 
+/**
+ * Makes the agent's process not dumpable (DECISIONS.md 21): its `/proc/<pid>/environ`, `mem`,
+ * `fd/` and the like then belong to root, and `ptrace` is refused, so a job running as the
+ * agent's user cannot read the agent's secrets there. Its children are dumpable again once
+ * they exec (they get no secret: DECISIONS.md 14). Elsewhere than Linux there is no such
+ * route to close; a refusal is said on stderr.
+ */
+function protectAgentProcess(): void {
+  const outcome = setDumpable(false);
+  if (
+    outcome.state === "failed" || (outcome.state === "unsupported" && Deno.build.os === "linux")
+  ) {
+    console.error(`agent: warning: cannot make the agent process non-dumpable: ${outcome.reason}`);
+  }
+}
+
 /** Runs the CLI with `args` and resolves with the process exit code. */
 export async function main(args: readonly string[]): Promise<number> {
   let code = 0;
@@ -203,6 +220,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.error(`agent: unknown command '${args[0]}' - nothing to do (see 'agent --help')`);
     return 0;
   }
+  if (["run", "serve", "start"].includes(args[0])) protectAgentProcess();
   // A bare boolean flag becomes `--flag=true` so that commander never takes the next argument
   // as its value, as pflag does not.
   const normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);

@@ -34,3 +34,30 @@ Deno.test("runShutdownHook() logs the combined output and failures", async () =>
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("runShutdownHook() keeps the agent's SEMAPHORE_AGENT_* settings from the hook", async () => {
+  const dir = await Deno.makeTempDir();
+  Deno.env.set("SEMAPHORE_AGENT_TOKEN", "registration-secret");
+  Deno.env.set("SHUTDOWN_HOOK_TEST_VISIBLE", "kept");
+  try {
+    const lines: string[] = [];
+    const logger = createLogger({ stdout: false, onLine: (l) => lines.push(l) });
+    await Deno.writeTextFile(
+      `${dir}/env.sh`,
+      "env | grep -E '^(SEMAPHORE_AGENT_|SHUTDOWN_HOOK_TEST_)' | sort\n",
+    );
+    await runShutdownHook(`${dir}/env.sh`, "IDLE", logger);
+    assert.ok(
+      lines.some((l) =>
+        l.endsWith(
+          ": Output: SEMAPHORE_AGENT_SHUTDOWN_REASON=IDLE\nSHUTDOWN_HOOK_TEST_VISIBLE=kept\n\n",
+        )
+      ),
+      lines.join(""),
+    );
+  } finally {
+    Deno.env.delete("SEMAPHORE_AGENT_TOKEN");
+    Deno.env.delete("SHUTDOWN_HOOK_TEST_VISIBLE");
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { scrubbedEnvironment } from "../engine/agent_environment.ts";
+
 /** Reads `PRETTY_NAME` (else `NAME`) from os-release text, quotes stripped; "" if neither. */
 export function parseOsRelease(text: string): string {
   const values = new Map<string, string>();
@@ -22,7 +24,13 @@ export function parseOsRelease(text: string): string {
 }
 
 async function commandOutput(cmd: string, args: string[]): Promise<string> {
-  const output = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+  const output = await new Deno.Command(cmd, {
+    args,
+    env: scrubbedEnvironment(), // no secret of the agent's (DECISIONS.md 21)
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "null",
+  }).output();
   if (!output.success) throw new Error(`${cmd} ${args.join(" ")} exited ${output.code}`);
   return new TextDecoder().decode(output.stdout).trim();
 }

@@ -1,13 +1,14 @@
 /**
  * Why `agent start` shuts down and the operator's shutdown hook (SEMAPHORE_COMPAT.md §8.8): the
  * API's `shutdown_reason` mapped to the value of `SEMAPHORE_AGENT_SHUTDOWN_REASON`, and
- * `bash <path>` run with the agent's environment plus that variable, its output logged and any
- * failure logged, never fatal.
+ * `bash <path>` run with the agent's environment (less its own `SEMAPHORE_AGENT_*` settings,
+ * which hold secrets) plus that variable, its output logged and any failure logged, never fatal.
  *
  * @module
  */
 
 import type { Logger } from "../util/agent_log.ts";
+import { scrubbedEnvironment } from "../engine/agent_environment.ts";
 
 /** The reason given to the shutdown hook. */
 export type ShutdownReason =
@@ -48,7 +49,10 @@ export async function runShutdownHook(
     // `exec bash <path> 2>&1` keeps stdout and stderr in one stream, in order, and $0 = path.
     const output = await new Deno.Command("bash", {
       args: ["-c", 'exec bash "$0" 2>&1', path],
-      env: { SEMAPHORE_AGENT_SHUTDOWN_REASON: reason },
+      // The agent's environment less its own SEMAPHORE_AGENT_* settings (the registration
+      // token among them: DECISIONS.md 21), plus the reason.
+      env: { ...scrubbedEnvironment(), SEMAPHORE_AGENT_SHUTDOWN_REASON: reason },
+      clearEnv: true,
       stdin: "null",
       stdout: "piped",
       stderr: "null",
