@@ -130,6 +130,131 @@ function explicitFlags(cmd: Command): Record<string, unknown> {
   return given;
 }
 
+/** Collects a repeatable flag's values. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+function parsePositive(value: string): number {
+  const n = parseIntFlag(value);
+  if (n < 1) throw new UsageError(`invalid value '${value}': expected at least 1`);
+  return n;
+}
+
+/** The `agent run` flags (PIPELINES.md §6.2); all but --log-file and --debug are pipeline flags. */
+function addRunOptions(cmd: Command): Command {
+  return cmd
+    .option("--log-file <path>", "job file: also write the JSONL event log here")
+    .option("--debug", "show stack traces for unexpected errors")
+    .option("--log-format <format>", "the agent log's format on stderr: text (default) or json")
+    .option("-l, --list", "pipeline: print the plan (stage, block, job, dependencies, conditions)")
+    .option("-n, --dry-run", "pipeline: print each job's commands and env names; run nothing")
+    .option("--print-requests <dir>", "pipeline: write each job request to DIR; run nothing")
+    .option("-b, --block <glob>", "pipeline: run these blocks and their dependencies", collect)
+    .option("-j, --job <glob>", "pipeline: run only jobs with this expanded name", collect)
+    .option("--matrix <var=value>", "pipeline: keep jobs with this matrix value", collect)
+    .option("--no-deps", "pipeline: do not run the dependencies of selected blocks")
+    .option("--skip <glob>", "pipeline: skip these blocks", collect)
+    .option("--force-run <glob>", "pipeline: run these blocks whatever their condition", collect)
+    .option("--secret-file <file>", "pipeline: secrets in 'sem get secret' format", collect)
+    .option("--secrets-dir <dir>", "pipeline: dir of secrets files")
+    .option("-s, --secret <name:var[=value]>", "pipeline: set one variable of a secret", collect)
+    .option("--allow-missing-secrets", "pipeline: run even when a secret is not found")
+    .option("--insecure-secrets", "pipeline: do not redact secret values")
+    .option("--allow-host-paths", "pipeline: write secret files at absolute host paths")
+    .option("--env <name=value>", "pipeline: set a variable in every job (wins)", collect)
+    .option("--env-file <file>", "pipeline: NAME=VALUE lines set in every job")
+    .option("--branch <name>", "pipeline: simulate a push to this branch")
+    .option("--tag <name>", "pipeline: simulate a tag push")
+    .option("--pull-request <number>", "pipeline: simulate a pull request")
+    .option("--pr-base <branch>", "pipeline: the pull request's target branch")
+    .option("--pr-name <title>", "pipeline: the pull request's title")
+    .option("--sha <sha>", "pipeline: SEMAPHORE_GIT_SHA")
+    .option("--commit-range <range>", "pipeline: SEMAPHORE_GIT_COMMIT_RANGE")
+    .option("--default-branch <name>", "pipeline: default branch for change_in")
+    .option("--remote <name>", "pipeline: git remote for the URL and slug", "origin")
+    .addOption(
+      new Option("--jobs <n>", "pipeline: jobs at once (default: CPUs)").argParser(parsePositive),
+    )
+    .option("--fail-fast", "pipeline: stop everything at the first failed job")
+    .option("--no-timeouts", "pipeline: ignore execution time limits")
+    .option("--bind", "pipeline: checkout links the source tree instead of copying it")
+    .addOption(
+      new Option("--use-gitignore [bool]", "pipeline: checkout copies only non-ignored files")
+        .argParser(parseBool),
+    )
+    .option("--committed", "pipeline: checkout and change_in see committed files only")
+    .option("--cache-dir <dir>", "pipeline: cache and project artifact store")
+    .option("--no-cache", "pipeline: cache restores miss and stores are skipped")
+    .option("--artifacts-dir <dir>", "pipeline: job and workflow artifact store")
+    .option("--keep", "pipeline: keep the run directory after a passed run")
+    .option("--user-profile", "pipeline: jobs also load your ~/.bash_profile")
+    .option("--allow-sudo", "pipeline: install-package may use sudo apt-get")
+    .option("--strict-versions", "pipeline: sem-version fails when versions differ")
+    .option("--lenient", "pipeline: read numbers and booleans where strings are expected")
+    .option("--log-dir <dir>", "pipeline: write each job's JSONL event log here")
+    .option("-q, --quiet", "pipeline: print the summary only")
+    .option("-v, --verbose", "pipeline: more detail")
+    .option("-C, --directory <dir>", "pipeline: the repository root")
+    .option("--project <name>", "pipeline: SEMAPHORE_PROJECT_NAME");
+}
+
+/** The typed pipeline options of `agent run` from commander's values. */
+function pipelineOptions(o: Record<string, unknown>) {
+  const s = (k: string) => o[k] as string | undefined;
+  // (--log-format is shared with job files)
+  const l = (k: string) => o[k] as string[] | undefined;
+  const b = (k: string) => o[k] === true ? true : undefined;
+  return {
+    directory: s("directory"),
+    list: b("list"),
+    dryRun: b("dryRun"),
+    printRequests: s("printRequests"),
+    blocks: l("block"),
+    jobs: l("job"),
+    matrix: l("matrix"),
+    noDeps: o.deps === false,
+    skip: l("skip"),
+    forceRun: l("forceRun"),
+    secretFiles: l("secretFile"),
+    secretsDir: s("secretsDir"),
+    secrets: l("secret"),
+    allowMissingSecrets: b("allowMissingSecrets"),
+    insecureSecrets: b("insecureSecrets"),
+    allowHostPaths: b("allowHostPaths"),
+    env: l("env"),
+    envFile: s("envFile"),
+    branch: s("branch"),
+    tag: s("tag"),
+    pullRequest: s("pullRequest"),
+    prBase: s("prBase"),
+    prName: s("prName"),
+    sha: s("sha"),
+    commitRange: s("commitRange"),
+    defaultBranch: s("defaultBranch"),
+    remote: s("remote"),
+    concurrency: o.jobs as number | undefined,
+    failFast: b("failFast"),
+    noTimeouts: o.timeouts === false,
+    bind: b("bind"),
+    useGitignore: o.useGitignore as boolean | undefined,
+    committed: b("committed"),
+    cacheDir: s("cacheDir"),
+    noCache: o.cache === false,
+    artifactsDir: s("artifactsDir"),
+    keep: b("keep"),
+    userProfile: b("userProfile"),
+    allowSudo: b("allowSudo"),
+    strictVersions: b("strictVersions"),
+    lenient: b("lenient"),
+    logDir: s("logDir"),
+    quiet: b("quiet"),
+    verbose: b("verbose"),
+    project: s("project"),
+    logFormat: s("logFormat"),
+  };
+}
+
 function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command("agent")
     .description("Semaphore CI job agent")
@@ -146,29 +271,45 @@ function buildProgram(setExit: (code: number) => void): Command {
     setExit(0);
   });
 
-  program
-    .command("run")
-    .description(
-      "run one job from a YAML file and print it live; exit 0 passed, 1 failed, 130 stopped",
-    )
-    .argument("<job-file>", "job request in Semaphore's YAML format")
-    .option("--log-file <path>", "also write the JSONL event log here")
-    .option("--debug", "show stack traces for unexpected errors")
-    .option("--log-format <format>", "the agent log's format on stderr: text (default) or json")
+  addRunOptions(
+    program
+      .command("run")
+      .description(
+        "run a pipeline (.semaphore/semaphore.yml) or one job request file locally and print it " +
+          "live; exit 0 passed, 1 failed, 130 stopped, 2 invalid",
+      )
+      .argument("[file]", "pipeline file (default .semaphore/semaphore.yml) or job request"),
+  )
     .addHelpText(
       "after",
       `
-The file uses Semaphore's job request format (commands, epilogue_*_commands, env_vars and
-file with base64 values, executor: dockercompose with compose.containers). Ctrl-C stops the
-job and cleans up. A file that cannot be read or is invalid exits 2 with one line naming the
-file and the field. SEMAPHORE_AGENT_LOG_LEVEL=debug shows the agent's own log on stderr.
+A file whose top level has 'blocks' is a Semaphore pipeline: its blocks run in dependency
+order, each job in its own sandbox HOME with a local toolbox (checkout copies the working
+tree). Any other file is a job request in Semaphore's format (commands, epilogue_*_commands,
+env_vars and file with base64 values, executor: dockercompose with compose.containers).
+Ctrl-C stops every job and cleans up. An invalid file exits 2 with one line naming the field.
+SEMAPHORE_AGENT_LOG_LEVEL=debug shows the agent's own log on stderr.
 
-Example:
+Examples:
+  agent run -l                         # the plan of .semaphore/semaphore.yml
+  agent run                            # run it
+  agent run -b Tests --jobs 4          # one block and what it depends on
   agent run examples/hello.yaml --log-file job.jsonl`,
     )
-    .action(async (path: string, opts: { logFile?: string; logFormat?: string }) => {
-      const { runJobFile } = await import("./lib/run/local_run.ts");
-      setExit(await runJobFile({ path, logFile: opts.logFile, logFormat: opts.logFormat }));
+    .action(async (path: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
+      const { runFile } = await import("./lib/run/run_file.ts");
+      const given = Object.keys(explicitFlags(cmd)).filter((f) =>
+        f !== "log-file" && f !== "debug" && f !== "log-format"
+      );
+      setExit(
+        await runFile({
+          path,
+          logFile: opts.logFile as string | undefined,
+          logFormat: opts.logFormat as string | undefined,
+          pipelineFlags: given,
+          pipeline: pipelineOptions(opts),
+        }),
+      );
     });
 
   addServeOptions(

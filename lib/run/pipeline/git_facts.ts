@@ -1,0 +1,232 @@
+/**
+ * The git facts of a local pipeline run (PIPELINES.md §3 group B and C, §5.3–5.4), read from the
+ * repository with `git` and overridden by flags: branch, tag or pull request, SHA, remote URL and
+ * slug, commit range; and the changed files `change_in` looks at.
+ *
+ * @module
+ */
+
+import { PipelineError } from "./schema.ts";
+
+/** The trigger and git overrides given on the command line. */
+export interface GitFlags {
+  readonly branch?: string;
+  readonly tag?: string;
+  readonly pullRequest?: string;
+  readonly prBase?: string;
+  readonly prName?: string;
+  readonly sha?: string;
+  readonly commitRange?: string;
+  readonly defaultBranch?: string;
+  readonly remote?: string;
+  readonly committed?: boolean;
+}
+
+/** What a pipeline run knows about its repository and trigger. */
+export interface GitFacts {
+  readonly repoRoot: string;
+  readonly refType: "branch" | "tag" | "pull-request";
+  /** The current branch (HEAD), `""` when detached. */
+  readonly currentBranch: string;
+  readonly branch: string;
+  readonly tag: string;
+  readonly pullRequest: string;
+  readonly prBase: string;
+  readonly prName: string;
+  readonly sha: string;
+  readonly url: string;
+  readonly provider: string;
+  readonly repoName: string;
+  readonly slug: string;
+  readonly commitRange: string;
+  readonly committer: string;
+  readonly author: string;
+  readonly defaultBranchFlag?: string;
+  readonly remote: string;
+  readonly committed: boolean;
+}
+
+/** Runs git in `cwd`; resolves with trimmed stdout, or undefined when git fails. */
+export function git(cwd: string, args: readonly string[]): string | undefined {
+  try {
+    const out = new Deno.Command("git", {
+      args: ["-C", cwd, ...args],
+      stdout: "piped",
+      stderr: "null",
+      stdin: "null",
+    }).outputSync();
+    if (!out.success) return undefined;
+    return new TextDecoder().decode(out.stdout).replace(/\n$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The repository root above `dir`, or undefined outside a work tree. */
+export function findRepoRoot(dir: string): string | undefined {
+  return git(dir, ["rev-parse", "--show-toplevel"]);
+}
+
+function providerOf(url: string): string {
+  if (/github\.com[:/]/.test(url)) return "github";
+  if (/bitbucket\.org[:/]/.test(url)) return "bitbucket";
+  if (/gitlab\.com[:/]/.test(url)) return "gitlab";
+  return "git";
+}
+
+function slugOf(url: string, name: string): string {
+  const m = /[:/]([^/:]+)\/([^/]+?)(\.git)?\/?$/.exec(url);
+  if (m && /^(git@|ssh:|https?:)/.test(url)) return `${m[1]}/${m[2]}`;
+  return `local/${name}`;
+}
+
+/**
+ * Reads the git facts of the repository at `root`.
+ *
+ * @throws {PipelineError} contradictory flags (`--tag` with `--pull-request`).
+ */
+export function readGitFacts(root: string, flags: GitFlags): GitFacts {
+  if (flags.tag !== undefined && flags.pullRequest !== undefined) {
+    throw new PipelineError("--tag and --pull-request cannot both be given");
+  }
+  if (flags.pullRequest !== undefined && !/^[0-9]+$/.test(flags.pullRequest)) {
+    throw new PipelineError(`--pull-request: expected a number, found '${flags.pullRequest}'`);
+  }
+  const remote = flags.remote ?? "origin";
+  const currentBranch = git(root, ["symbolic-ref", "--short", "-q", "HEAD"]) ?? "";
+  const sha = flags.sha ?? git(root, ["rev-parse", "HEAD"]) ?? "";
+  const url = git(root, ["remote", "get-url", remote]) ?? root;
+  const repoName = (url.replace(/\/+$/, "").split(/[/:]/).at(-1) ?? "repo").replace(/\.git$/, "");
+  const refType = flags.tag !== undefined
+    ? "tag"
+    : flags.pullRequest !== undefined
+    ? "pull-request"
+    : "branch";
+  const branch = flags.branch ?? currentBranch;
+  const prBase = flags.prBase ?? flags.defaultBranch ?? "master";
+  let commitRange = flags.commitRange;
+  if (commitRange === undefined) {
+    const upstream = git(root, ["rev-parse", "-q", "--verify", "@{upstream}"]);
+    const parent = git(root, ["rev-parse", "-q", "--verify", "HEAD^"]);
+    if (upstream && upstream !== sha) commitRange = `${upstream}...${sha}`;
+    else if (parent) commitRange = `${parent}...${sha}`;
+    else commitRange = "";
+  }
+  const user = Deno.env.get("USER") ?? "";
+  return {
+    repoRoot: root,
+    refType,
+    currentBranch,
+    branch,
+    tag: flags.tag ?? "",
+    pullRequest: flags.pullRequest ?? "",
+    prBase,
+    prName: flags.prName ?? "Local pull request",
+    sha,
+    url,
+    provider: providerOf(url),
+    repoName,
+    slug: slugOf(url, repoName),
+    commitRange,
+    committer: git(root, ["config", "user.name"]) || user,
+    author: git(root, ["log", "-1", "--format=%an"]) ?? user,
+    defaultBranchFlag: flags.defaultBranch,
+    remote,
+    committed: flags.committed ?? false,
+  };
+}
+
+/** Group B (§3) in request order. */
+export function gitEnvVars(facts: GitFacts): [string, string][] {
+  const vars: [string, string][] = [
+    ["SEMAPHORE_GIT_PROVIDER", facts.provider],
+    ["SEMAPHORE_GIT_URL", facts.url],
+    ["SEMAPHORE_GIT_REPO_NAME", facts.repoName],
+    ["SEMAPHORE_GIT_DIR", facts.repoName],
+    ["SEMAPHORE_GIT_REPO_SLUG", facts.slug],
+    ["SEMAPHORE_GIT_SHA", facts.sha],
+  ];
+  if (facts.refType === "tag") {
+    vars.push(
+      ["SEMAPHORE_GIT_REF", `refs/tags/${facts.tag}`],
+      ["SEMAPHORE_GIT_REF_TYPE", "tag"],
+      ["SEMAPHORE_GIT_BRANCH", `refs/tags/${facts.tag}`],
+      ["SEMAPHORE_GIT_TAG_NAME", facts.tag],
+    );
+  } else if (facts.refType === "pull-request") {
+    vars.push(
+      ["SEMAPHORE_GIT_REF", `refs/pull/${facts.pullRequest}/merge`],
+      ["SEMAPHORE_GIT_REF_TYPE", "pull-request"],
+      ["SEMAPHORE_GIT_BRANCH", facts.prBase],
+      ["SEMAPHORE_GIT_WORKING_BRANCH", facts.branch],
+      ["SEMAPHORE_GIT_PR_NUMBER", facts.pullRequest],
+      ["SEMAPHORE_GIT_PR_NAME", facts.prName],
+      ["SEMAPHORE_GIT_PR_BRANCH", facts.branch],
+      ["SEMAPHORE_GIT_PR_SHA", facts.sha],
+      ["SEMAPHORE_GIT_PR_SLUG", facts.slug],
+    );
+  } else {
+    vars.push(
+      ["SEMAPHORE_GIT_REF", `refs/heads/${facts.branch}`],
+      ["SEMAPHORE_GIT_REF_TYPE", "branch"],
+      ["SEMAPHORE_GIT_BRANCH", facts.branch],
+      ["SEMAPHORE_GIT_WORKING_BRANCH", facts.branch],
+    );
+  }
+  vars.push(["SEMAPHORE_GIT_COMMIT_RANGE", facts.commitRange]);
+  return vars;
+}
+
+/** The keyword values conditions see (§5.2). */
+export function keywordValues(facts: GitFacts) {
+  return {
+    branch: facts.refType === "branch" ? facts.branch : "",
+    tag: facts.refType === "tag" ? facts.tag : "",
+    pull_request: facts.refType === "pull-request" ? facts.pullRequest : "",
+  };
+}
+
+/** Files changed for `change_in` with a given base, as `/path` from the repo root. */
+export function changedFiles(facts: GitFacts, range: string | undefined, base: string): string[] {
+  const root = facts.repoRoot;
+  const files = new Set<string>();
+  if (range !== undefined) {
+    const out = git(root, ["diff", "--name-only", range]);
+    if (out === undefined) {
+      throw new PipelineError(`change_in: cannot diff the range '${range}'`);
+    }
+    for (const f of out.split("\n")) if (f) files.add(`/${f}`);
+  } else {
+    const args = facts.committed
+      ? ["diff", "--name-only", base, "HEAD"]
+      : ["diff", "--name-only", base];
+    const out = git(root, args);
+    if (out === undefined) throw new PipelineError(`change_in: cannot diff from '${base}'`);
+    for (const f of out.split("\n")) if (f) files.add(`/${f}`);
+  }
+  if (!facts.committed) {
+    const status = git(root, ["status", "--porcelain", "--untracked-files=all"]) ?? "";
+    for (const line of status.split("\n")) {
+      if (line.length < 4) continue;
+      const path = line.slice(3).split(" -> ").at(-1)!.replace(/^"|"$/g, "");
+      files.add(`/${path}`);
+    }
+  }
+  return [...files].sort();
+}
+
+/** Resolves a ref to a commit, or undefined. */
+export function resolveRef(facts: GitFacts, ref: string): string | undefined {
+  return git(facts.repoRoot, ["rev-parse", "-q", "--verify", `${ref}^{commit}`]) ??
+    git(facts.repoRoot, [
+      "rev-parse",
+      "-q",
+      "--verify",
+      `refs/remotes/${facts.remote}/${ref}^{commit}`,
+    ]);
+}
+
+/** The merge base of two commits, or undefined. */
+export function mergeBase(facts: GitFacts, a: string, b: string): string | undefined {
+  return git(facts.repoRoot, ["merge-base", a, b]);
+}

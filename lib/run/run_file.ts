@@ -1,0 +1,82 @@
+/**
+ * `agent run [FILE]`: tells a pipeline file from a job request by its shape (PIPELINES.md §6.2,
+ * DECISIONS.md 25): a top-level mapping with a `blocks` key is a pipeline, anything else a job
+ * request, which runs exactly as before (`local_run.ts`). The pipeline code is loaded only for a
+ * pipeline, so running a job file stays as light as it was.
+ *
+ * @module
+ */
+
+import { isMap, parseDocument } from "yaml";
+import { runJobFile } from "./local_run.ts";
+import { UsageError } from "../util/errors.ts";
+import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
+
+/** The default pipeline file, under `-C` or the current directory. */
+export const DEFAULT_PIPELINE = ".semaphore/semaphore.yml";
+
+/** Options of {@linkcode runFile}. */
+export interface RunFileOptions {
+  /** FILE, when given. */
+  readonly path?: string;
+  /** `--log-file` (job requests). */
+  readonly logFile?: string;
+  /** `--log-format`: the agent log's format on stderr (both kinds of file). */
+  readonly logFormat?: string;
+  /** Names of the pipeline-only flags given on the command line. */
+  readonly pipelineFlags: readonly string[];
+  /** The pipeline options (used when FILE is a pipeline). */
+  readonly pipeline: Omit<RunPipelineOptions, "path">;
+}
+
+/** Whether YAML text is a pipeline: a top-level mapping with a `blocks` key. */
+export function isPipelineText(text: string): boolean {
+  try {
+    const doc = parseDocument(text, { prettyErrors: false });
+    return isMap(doc.contents) && doc.contents.has("blocks");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs FILE as a pipeline or as a job request and resolves with the exit code.
+ *
+ * @throws {UsageError} (exit 2) an invalid file, pipeline flags given with a job request.
+ */
+export async function runFile(options: RunFileOptions): Promise<number> {
+  let path = options.path;
+  if (path === undefined) {
+    path = options.pipeline.directory
+      ? `${options.pipeline.directory}/${DEFAULT_PIPELINE}`
+      : DEFAULT_PIPELINE;
+    try {
+      Deno.statSync(path);
+    } catch {
+      throw new UsageError(
+        `no FILE given and ${path} not found (give a pipeline or job file: agent run FILE)`,
+      );
+    }
+  }
+  let text: string | undefined;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch {
+    // unreadable: the job file path reports it as before
+  }
+  if (text !== undefined && isPipelineText(text)) {
+    if (options.logFile !== undefined) {
+      throw new UsageError(`--log-file is for job files; for a pipeline use --log-dir DIR`);
+    }
+    const { runPipelineFile } = await import("./pipeline/run_pipeline.ts");
+    return await runPipelineFile({ ...options.pipeline, path });
+  }
+  if (options.pipelineFlags.length > 0) {
+    throw new UsageError(
+      `${path}: ${options.pipelineFlags.map((f) => `--${f}`).join(", ")} ` +
+        `${options.pipelineFlags.length === 1 ? "is a pipeline flag" : "are pipeline flags"}, ` +
+        "and this is a job request file",
+    );
+  }
+  return await runJobFile({ path, logFile: options.logFile, logFormat: options.logFormat });
+}
