@@ -217,7 +217,8 @@ class Reader {
       this.warnings.push(`warning: ${path}: ${String(value)} read as the string '${value}'`);
       return String(value);
     }
-    this.fail(path, `expected a string, found ${describe(value)}`);
+    const hint = typeof value === "boolean" || typeof value === "number" ? " (quote it)" : "";
+    this.fail(path, `expected a string, found ${describe(value)}${hint}`);
   }
 
   strList(value: unknown, path: string): string[] {
