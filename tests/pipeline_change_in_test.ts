@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { evaluateChangeIn, matchesPattern } from "../lib/run/pipeline/change_in.ts";
+import { readGitFacts } from "../lib/run/pipeline/git_facts.ts";
+import { PipelineError } from "../lib/run/pipeline/schema.ts";
+import { gitIn, makeRepo, writeFiles } from "./support/pipeline_repo.ts";
+
+const PIPELINE = "/.semaphore/semaphore.yml";
+
+Deno.test("matchesPattern() is a prefix match without * and a whole-path glob with it (§5.3)", () => {
+  assert.equal(matchesPattern("/javascript/a.js", "/java"), true);
+  assert.equal(matchesPattern("/javascript/a.js", "/java/"), false);
+  assert.equal(matchesPattern("/java/a.js", "/java/"), true);
+  assert.equal(matchesPattern("/lib/a/b.ts", "/lib/**/*.ts"), true);
+  assert.equal(matchesPattern("/lib/b.ts", "/lib/*.ts"), true);
+  assert.equal(matchesPattern("/lib/a/b.ts", "/lib/*.ts"), false);
+});
+
+Deno.test("evaluateChangeIn() on a branch diffs from the merge base with the default branch, uncommitted work included", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": "x\n",
+    "lib/a.ts": "1\n",
+    "docs/r.md": "1\n",
+  });
+  gitIn(repo, "checkout", "-q", "-b", "feature");
+  await writeFiles(repo, { "lib/a.ts": "2\n" });
+  gitIn(repo, "commit", "-qam", "change lib");
+  await writeFiles(repo, { "web/new.js": "untracked\n" });
+  const facts = readGitFacts(repo, {});
+  const ctx = { facts, pipelineFile: PIPELINE };
+  assert.deepEqual(evaluateChangeIn(["/lib"], ctx), {
+    value: true,
+    detail: "1 of 2 changed files match",
+  });
+  assert.equal(evaluateChangeIn(["/docs"], ctx).value, false);
+  assert.equal(evaluateChangeIn([["/docs", "/web/"]], ctx).value, true);
+  // Relative patterns start at the pipeline file's directory.
+  assert.equal(evaluateChangeIn(["lib"], ctx).value, false);
+  assert.equal(evaluateChangeIn(["../lib"], ctx).value, true);
+  assert.equal(evaluateChangeIn(["/lib", { exclude: ["/lib/a.ts"] }], ctx).value, false);
+  assert.equal(
+    evaluateChangeIn(["/lib"], {
+      facts: readGitFacts(repo, { committed: true }),
+      pipelineFile: PIPELINE,
+    }).value,
+    true,
+  );
+  assert.equal(
+    evaluateChangeIn(["/web"], {
+      facts: readGitFacts(repo, { committed: true }),
+      pipelineFile: PIPELINE,
+    }).value,
+    false,
+  );
+});
+
+Deno.test("evaluateChangeIn() is true when the tracked pipeline file changed", async () => {
+  const repo = await makeRepo({ ".semaphore/semaphore.yml": "x\n", "lib/a.ts": "1\n" });
+  gitIn(repo, "checkout", "-q", "-b", "feature");
+  await writeFiles(repo, { ".semaphore/semaphore.yml": "y\n" });
+  const facts = readGitFacts(repo, {});
+  assert.equal(evaluateChangeIn(["/lib"], { facts, pipelineFile: PIPELINE }).value, true);
+  assert.equal(
+    evaluateChangeIn(["/lib", { pipeline_file: "ignore" }], { facts, pipelineFile: PIPELINE })
+      .value,
+    false,
+  );
+});
+
+Deno.test("evaluateChangeIn() on the default branch looks at HEAD~1 to the working tree", async () => {
+  const repo = await makeRepo({ "a/1": "1\n", "b/1": "1\n" }, "main");
+  await writeFiles(repo, { "b/1": "2\n" });
+  gitIn(repo, "commit", "-qam", "second");
+  const facts = readGitFacts(repo, { defaultBranch: "main" });
+  assert.equal(evaluateChangeIn(["/b"], { facts, pipelineFile: PIPELINE }).value, true);
+  assert.equal(evaluateChangeIn(["/a"], { facts, pipelineFile: PIPELINE }).value, false);
+});
+
+Deno.test("evaluateChangeIn() is on_tags on a tag pipeline and needs the default branch to exist", async () => {
+  const repo = await makeRepo({ "a/1": "1\n" }, "main");
+  const tag = readGitFacts(repo, { tag: "v1" });
+  assert.equal(evaluateChangeIn(["/zzz"], { facts: tag, pipelineFile: PIPELINE }).value, true);
+  assert.equal(
+    evaluateChangeIn(["/zzz", { on_tags: false }], { facts: tag, pipelineFile: PIPELINE }).value,
+    false,
+  );
+  gitIn(repo, "checkout", "-q", "-b", "feature");
+  assert.throws(
+    () => evaluateChangeIn(["/a"], { facts: readGitFacts(repo, {}), pipelineFile: PIPELINE }),
+    new PipelineError(
+      "change_in: unknown git reference 'master'; use --default-branch or fetch it",
+    ),
+  );
+});

@@ -1,0 +1,278 @@
+import assert from "node:assert/strict";
+import { gitIn, makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
+
+const AGENT = "agent: {machine: {type: e1-standard-2, os_image: ubuntu2204}}";
+
+Deno.test("agent run runs .semaphore/semaphore.yml: checkout copies the work tree, cache and artifacts cross jobs", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+name: CI
+${AGENT}
+global_job_config:
+  prologue: {commands: [checkout]}
+blocks:
+  - name: Build
+    task:
+      jobs:
+        - name: Make
+          commands:
+            - cat uncommitted.txt
+            - echo built > out.txt
+            - cache store build-$SEMAPHORE_GIT_BRANCH out.txt
+            - artifact push workflow out.txt -d result.txt
+  - name: Test
+    task:
+      jobs:
+        - name: Check
+          commands:
+            - cache restore build-$SEMAPHORE_GIT_BRANCH
+            - cat out.txt
+            - artifact pull workflow result.txt
+            - cat result.txt
+            - 'test "$PWD" = "$HOME/$SEMAPHORE_GIT_REPO_NAME"'
+            - touch mess && rm README
+`,
+    "README": "hello\n",
+  });
+  await writeFiles(repo, { "uncommitted.txt": "work in progress\n" });
+  const logDir = `${repo}/../${repo.split("/").at(-1)}-logs`;
+  const run = await runAgent(repo, ["--jobs", "1", "--log-dir", logDir]);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\nwork in progress\n/);
+  assert.match(
+    run.stdout,
+    new RegExp(
+      `Copied local working tree ${repo} to .*/home/${repo.split("/").at(-1)} \\(3 files\\)`,
+    ),
+  );
+  assert.match(run.stdout, /HIT: 'build-master', using key 'build-master'\./);
+  assert.match(run.stdout, /\$ cat result.txt\nbuilt\n/);
+  // Summary table and result.
+  assert.match(
+    run.stdout,
+    /\nBlock +Job +Result +Duration\nBuild +Make +passed +\S+\nTest +Check +passed +\S+\n\nPipeline passed in /,
+  );
+  // The real repository is untouched.
+  assert.equal(await Deno.readTextFile(`${repo}/README`), "hello\n");
+  await assert.rejects(() => Deno.stat(`${repo}/mess`));
+  // One JSONL log per job, named <nn>-<block>--<job>.
+  const logs = [...Deno.readDirSync(logDir)].map((e) => e.name).sort();
+  assert.deepEqual(logs, ["01-Build--Make.jsonl", "02-Test--Check.jsonl"]);
+  const last = (await Deno.readTextFile(`${logDir}/02-Test--Check.jsonl`)).trim().split("\n").at(
+    -1,
+  )!;
+  assert.equal(JSON.parse(last).result, "passed");
+  await Deno.remove(logDir, { recursive: true });
+});
+
+Deno.test("agent run exits 1 when a job fails, cancels what depends on it, and runs after_pipeline", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: A
+    task:
+      jobs:
+        - {name: Good, commands: ["true"]}
+        - {name: Bad, commands: ["false", "echo never"]}
+      epilogue: {on_fail: {commands: ["echo failed-epilogue $SEMAPHORE_JOB_RESULT"]}}
+  - name: B
+    task: {jobs: [{name: Later, commands: [echo later]}]}
+after_pipeline:
+  task:
+    jobs: [{name: Report, commands: ["echo result=$SEMAPHORE_PIPELINE_RESULT/$SEMAPHORE_PIPELINE_RESULT_REASON"]}]
+`,
+  });
+  const run = await runAgent(repo, ["--jobs", "2"]);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stdout, /\[A \/ Bad\] failed-epilogue failed\n/);
+  assert.doesNotMatch(run.stdout, /echo never\n/);
+  assert.match(run.stdout, /\[After pipeline \/ Report\] result=failed\/test\n/);
+  assert.match(run.stdout, /\nB +Later +canceled +-\n/);
+  assert.match(run.stdout, /\nPipeline failed \(test\) in /);
+  assert.match(run.stdout, /Run directory kept: /);
+});
+
+Deno.test("agent run --print-requests writes requests that plain agent run replays", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Unit
+    task:
+      env_vars: [{name: GREETING, value: hello}]
+      jobs: [{name: Tests, parallelism: 2, commands: ["echo $GREETING $SEMAPHORE_JOB_NAME $SEMAPHORE_JOB_INDEX"]}]
+`,
+  });
+  const dir = `${repo}/requests`;
+  const run = await runAgent(repo, ["--print-requests", dir]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+    "01-Unit--Tests_-_1_2.yml",
+    "02-Unit--Tests_-_2_2.yml",
+  ]);
+  const replay = await runAgent(repo, [`${dir}/02-Unit--Tests_-_2_2.yml`]);
+  assert.equal(replay.code, 0, replay.stdout + replay.stderr);
+  assert.match(replay.stdout, /\nhello Tests - 2\/2 2\n/);
+});
+
+Deno.test("agent run rejects an invalid pipeline with exit 2 and one line naming the YAML path", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: A
+    task: {jobs: [{commands: [x], matrix: [{env_var: V, values: "1"}]}]}
+`,
+  });
+  const run = await runAgent(repo, ["-l"]);
+  assert.equal(run.code, 2);
+  assert.equal(
+    run.stderr,
+    "agent: .semaphore/semaphore.yml: blocks[0].task.jobs[0].matrix[0].values: expected a list\n",
+  );
+  assert.equal(run.stdout, "");
+});
+
+Deno.test("agent run stops before any job when a secret is missing, and redacts secret values", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Deploy
+    task:
+      secrets: [{name: aws}]
+      jobs: [{name: Push, commands: ["echo key=$AWS_KEY", "cat ~/.aws/credentials"]}]
+`,
+  });
+  const missing = await runAgent(repo, []);
+  assert.equal(missing.code, 2);
+  assert.match(
+    missing.stderr,
+    /^agent: \.semaphore\/semaphore\.yml: secret 'aws' not found \(used by block 'Deploy'\)/,
+  );
+  assert.doesNotMatch(missing.stdout, /Block 'Deploy' started/);
+  const secretFile = `${repo}/../${repo.split("/").at(-1)}-aws.yml`;
+  await Deno.writeTextFile(
+    secretFile,
+    `apiVersion: v1beta
+kind: Secret
+metadata: {name: aws}
+data:
+  env_vars: [{name: AWS_KEY, value: AKIAVERYSECRET}]
+  files: [{path: /home/semaphore/.aws/credentials, content: ${
+      btoa("[default]\nsecret=FILESECRETVALUE\n")
+    }}]
+`,
+    { mode: 0o600 },
+  );
+  const run = await runAgent(repo, ["--secret-file", secretFile]);
+  await Deno.remove(secretFile);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\] key=\[REDACTED\]\n/);
+  // Each line of a secret file is a secret value of its own.
+  assert.match(
+    run.stdout,
+    /\$ cat ~\/\.aws\/credentials\n\[Deploy \/ Push\] \[REDACTED\]\n\[Deploy \/ Push\] \[REDACTED\]\n/,
+  );
+  assert.doesNotMatch(run.stdout, /AKIAVERYSECRET|FILESECRETVALUE/);
+});
+
+Deno.test("agent run -l shows the plan with conditions evaluated on --branch, --tag and --pull-request", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Test
+    dependencies: []
+    task: {jobs: [{name: Unit, commands: [x], matrix: [{env_var: DB, values: [pg, mysql]}]}]}
+  - name: Release
+    dependencies: [Test]
+    run: {when: "tag =~ '^v'"}
+    task: {jobs: [{name: Publish, commands: [x]}]}
+`,
+  });
+  const onBranch = await runAgent(repo, ["-l"]);
+  assert.equal(onBranch.code, 0, onBranch.stderr);
+  assert.equal(
+    onBranch.stdout,
+    [
+      "Stage  Block    Job              Depends on  Condition",
+      "1      Test     Unit - DB=pg     -",
+      "1      Test     Unit - DB=mysql",
+      "2      Release  Publish          Test        run: tag =~ '^v' → false",
+      "",
+    ].join("\n"),
+  );
+  const onTag = await runAgent(repo, ["-l", "--tag", "v1.0.0"]);
+  assert.match(onTag.stdout, /run: tag =~ '\^v' → true\n/);
+  const picked = await runAgent(repo, ["-l", "--matrix", "DB=mysql", "-b", "Release"]);
+  assert.doesNotMatch(picked.stdout, /DB=pg/);
+  assert.match(picked.stdout, /Unit - DB=mysql/);
+});
+
+Deno.test("agent run keeps job request files as they were and refuses pipeline flags for them", async () => {
+  const repo = await makeRepo({ "job.yml": "commands: [{directive: echo plain job}]\n" });
+  const run = await runAgent(repo, ["job.yml"]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /\$ echo plain job\nplain job\n/);
+  const flagged = await runAgent(repo, ["job.yml", "--jobs", "2"]);
+  assert.equal(flagged.code, 2);
+  assert.equal(
+    flagged.stderr,
+    "agent: job.yml: --jobs is a pipeline flag, and this is a job request file\n",
+  );
+});
+
+Deno.test("agent run stops every job on SIGINT and exits 130", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Slow
+    task: {jobs: [{name: One, commands: ["echo ready-one; sleep 300"]}, {name: Two, commands: ["echo ready-two; sleep 300"]}]}
+  - name: After
+    task: {jobs: [{name: Never, commands: [echo never]}]}
+`,
+  });
+  const home = await Deno.makeTempDir({ prefix: "pipeline-home-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      new URL("../main.ts", import.meta.url).pathname,
+      "run",
+      "--jobs",
+      "2",
+    ],
+    cwd: repo,
+    env: { HOME: home, PATH: Deno.env.get("PATH")!, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  while (!(/ready-one\n/.test(out) && /ready-two\n/.test(out))) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  assert.equal(status.code, 130, out);
+  assert.match(out, /\nPipeline stopped \(user\) in /);
+  assert.doesNotMatch(out, /echo never/);
+  // No job process survives.
+  const ps = new TextDecoder().decode(
+    new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" }).outputSync().stdout,
+  );
+  assert.doesNotMatch(ps, /ready-one; sleep 300/);
+  await Deno.remove(home, { recursive: true });
+});
