@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { gitIn, makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
+import { makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
 
 const AGENT = "agent: {machine: {type: e1-standard-2, os_image: ubuntu2204}}";
 
