@@ -164,3 +164,24 @@ Deno.test("runBlocks() stops every job when the signal aborts and the pipeline e
   assert.equal(r.reason, "user");
   assert.equal(r.blocks.get(1), "canceled");
 });
+
+Deno.test("runBlocks() stops a job at its time limit and the pipeline ends stopped by timeout", async () => {
+  const c = controller();
+  const done = runBlocks({
+    blocks: [block(0, "A", [], [job("slow", 1), job("quick", 1)])],
+    concurrency: 2,
+    failFast: { stop: false, cancel: false },
+    startJob: c.startJob,
+    msPerMinute: 20,
+  });
+  await c.startedCount(2);
+  c.end("quick", "passed");
+  const r = await done;
+  assert.deepEqual(c.stopped, ["slow"]);
+  assert.equal(
+    r.jobs.get([...r.jobs.keys()].find((k) => r.jobs.get(k)!.outcome === "stopped")!)!.outcome,
+    "stopped",
+  );
+  assert.equal(r.result, "stopped");
+  assert.equal(r.reason, "timeout");
+});

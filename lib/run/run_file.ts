@@ -29,8 +29,17 @@ export interface RunFileOptions {
   readonly pipeline: Omit<RunPipelineOptions, "path">;
 }
 
-/** Whether YAML text is a pipeline: a top-level mapping with a `blocks` key. */
+/** A `blocks:` key at the start of a line: a key of the top-level block mapping. */
+const TOP_LEVEL_BLOCKS = /^(?:blocks|"blocks"|'blocks')[ \t]*:/m;
+
+/**
+ * Whether YAML text is a pipeline: a top-level mapping with a `blocks` key. A block mapping is
+ * recognised without parsing (a job file is parsed once, by the job request reader); only a
+ * flow mapping at the top (`{...}`) is parsed here.
+ */
 export function isPipelineText(text: string): boolean {
+  if (TOP_LEVEL_BLOCKS.test(text)) return true;
+  if (!/^\s*(?:#.*\n\s*|---\s*)*\{/.test(text)) return false;
   try {
     const doc = parseDocument(text, { prettyErrors: false });
     return isMap(doc.contents) && doc.contents.has("blocks");

@@ -195,51 +195,63 @@ function buildJobs(
         }
       }
       const secretVals = importedSecrets.flatMap(secretValues);
-      const composeContainers = agent.containers.map((c) => {
-        const cenv: [string, string][] = [];
+      for (const c of agent.containers) {
         for (const name of c.secrets) {
           const s = secrets.get(name);
-          if (s) {
-            for (const e of s.envVars) cenv.push([e.name, e.value]);
-            secretVals.push(...secretValues(s));
-          }
+          if (s) secretVals.push(...secretValues(s));
         }
-        for (const e of c.env_vars) cenv.push([e.name, e.value]);
-        return {
-          name: c.name,
-          image: rewriteImage(c.image),
-          command: c.command,
-          entrypoint: c.entrypoint,
-          user: c.user,
-          env_vars: encodeEnv(cenv),
-        };
-      });
-      const credentials = agent.imagePullSecrets.map((name) => {
+      }
+      for (const name of agent.imagePullSecrets) {
         const s = secrets.get(name);
         if (s) secretVals.push(...secretValues(s));
+      }
+      // The request (base64 values) is built when first asked for: `-l` never needs it.
+      const makeRequest = (): JobRequest => {
+        const composeContainers = agent.containers.map((c) => {
+          const cenv: [string, string][] = [];
+          for (const name of c.secrets) {
+            const s = secrets.get(name);
+            for (const e of s?.envVars ?? []) cenv.push([e.name, e.value]);
+          }
+          for (const e of c.env_vars) cenv.push([e.name, e.value]);
+          return {
+            name: c.name,
+            image: rewriteImage(c.image),
+            command: c.command,
+            entrypoint: c.entrypoint,
+            user: c.user,
+            env_vars: encodeEnv(cenv),
+          };
+        });
+        const credentials = agent.imagePullSecrets.map((name) => {
+          const s = secrets.get(name);
+          return {
+            env_vars: encodeEnv(s ? s.envVars.map((e) => [e.name, e.value] as const) : []),
+            files: s
+              ? s.files.map((f) => ({ path: f.path, content: f.content, mode: "0644" }))
+              : [],
+          };
+        });
         return {
-          env_vars: encodeEnv(s ? s.envVars.map((e) => [e.name, e.value] as const) : []),
-          files: s ? s.files.map((f) => ({ path: f.path, content: f.content, mode: "0644" })) : [],
+          job_id: jobId,
+          executor: containers ? "dockercompose" : "shell",
+          compose: {
+            containers: composeContainers,
+            image_pull_credentials: credentials,
+            host_setup_commands: [],
+          },
+          commands: directives([...ctx.prologue, ...job.commands]),
+          epilogue_always_commands: directives(ctx.epilogue.always),
+          epilogue_on_pass_commands: directives(ctx.epilogue.on_pass),
+          epilogue_on_fail_commands: directives(ctx.epilogue.on_fail),
+          env_vars: encodeEnv(env),
+          files: [...files.values()],
+          ssh_public_keys: [],
+          callbacks: { finished: "", teardown_finished: "", token: "" },
+          logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
         };
-      });
-      const request: JobRequest = {
-        job_id: jobId,
-        executor: containers ? "dockercompose" : "shell",
-        compose: {
-          containers: composeContainers,
-          image_pull_credentials: credentials,
-          host_setup_commands: [],
-        },
-        commands: directives([...ctx.prologue, ...job.commands]),
-        epilogue_always_commands: directives(ctx.epilogue.always),
-        epilogue_on_pass_commands: directives(ctx.epilogue.on_pass),
-        epilogue_on_fail_commands: directives(ctx.epilogue.on_fail),
-        env_vars: encodeEnv(env),
-        files: [...files.values()],
-        ssh_public_keys: [],
-        callbacks: { finished: "", teardown_finished: "", token: "" },
-        logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
       };
+      let request: JobRequest | undefined;
       out.push({
         nn: next(),
         blockIndex: ctx.blockIndex,
@@ -247,7 +259,9 @@ function buildJobs(
         name: variant.name,
         matrix: variant.matrix,
         env,
-        request,
+        get request() {
+          return request ??= makeRequest();
+        },
         secretValues: [...new Set(secretVals)],
         secretNames: ctx.secretNames,
         timeLimit: Math.min(job.timeLimit ?? ctx.timeLimit, ctx.timeLimit),

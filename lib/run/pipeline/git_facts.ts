@@ -93,9 +93,29 @@ export function readGitFacts(root: string, flags: GitFlags): GitFacts {
     throw new PipelineError(`--pull-request: expected a number, found '${flags.pullRequest}'`);
   }
   const remote = flags.remote ?? "origin";
-  const currentBranch = git(root, ["symbolic-ref", "--short", "-q", "HEAD"]) ?? "";
-  const sha = flags.sha ?? git(root, ["rev-parse", "HEAD"]) ?? "";
-  const url = git(root, ["remote", "get-url", remote]) ?? root;
+  // Few git processes: HEAD's commit and ref in one, its author and parent in one, the config.
+  const head = git(root, ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"])?.split("\n");
+  const headRef = head?.[1] ??
+    `refs/heads/${git(root, ["symbolic-ref", "--short", "-q", "HEAD"]) ?? ""}`;
+  const currentBranch = headRef.startsWith("refs/heads/") ? headRef.slice(11) : "";
+  const headSha = head?.[0] ?? "";
+  const sha = flags.sha ?? headSha;
+  const [authorName, parents] = (git(root, ["log", "-1", "--format=%an%n%P"]) ?? "\n").split("\n");
+  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const config = new Map<string, string>();
+  const configText = git(root, [
+    "config",
+    "-z",
+    "--get-regexp",
+    `^(user\\.name|remote\\.${escape(remote)}\\.url|branch\\.${
+      escape(currentBranch)
+    }\\.(merge|remote))$`,
+  ]) ?? "";
+  for (const entry of configText.split("\0")) {
+    const nl = entry.indexOf("\n");
+    if (nl > 0) config.set(entry.slice(0, nl), entry.slice(nl + 1));
+  }
+  const url = config.get(`remote.${remote}.url`) ?? root;
   const repoName = (url.replace(/\/+$/, "").split(/[/:]/).at(-1) ?? "repo").replace(/\.git$/, "");
   const refType = flags.tag !== undefined
     ? "tag"
@@ -106,8 +126,12 @@ export function readGitFacts(root: string, flags: GitFlags): GitFacts {
   const prBase = flags.prBase ?? flags.defaultBranch ?? "master";
   let commitRange = flags.commitRange;
   if (commitRange === undefined) {
-    const upstream = git(root, ["rev-parse", "-q", "--verify", "@{upstream}"]);
-    const parent = git(root, ["rev-parse", "-q", "--verify", "HEAD^"]);
+    const merge = config.get(`branch.${currentBranch}.merge`);
+    const upstreamRemote = config.get(`branch.${currentBranch}.remote`);
+    const upstream = merge && upstreamRemote
+      ? git(root, ["rev-parse", "-q", "--verify", "@{upstream}"])
+      : undefined;
+    const parent = parents?.split(" ")[0];
     if (upstream && upstream !== sha) commitRange = `${upstream}...${sha}`;
     else if (parent) commitRange = `${parent}...${sha}`;
     else commitRange = "";
@@ -128,8 +152,8 @@ export function readGitFacts(root: string, flags: GitFlags): GitFacts {
     repoName,
     slug: slugOf(url, repoName),
     commitRange,
-    committer: git(root, ["config", "user.name"]) || user,
-    author: git(root, ["log", "-1", "--format=%an"]) ?? user,
+    committer: config.get("user.name") || user,
+    author: authorName || user,
     defaultBranchFlag: flags.defaultBranch,
     remote,
     committed: flags.committed ?? false,

@@ -252,7 +252,7 @@ export function formatPlan(plan: Plan): string {
     });
   }
   for (const job of plan.afterPipeline) {
-    rows.push([String(lastStage + 1), "after_pipeline", job.name, "all blocks", ""]);
+    rows.push([String(lastStage + 1), job.blockName, job.name, "all blocks", ""]);
   }
   let text = table(rows);
   for (const line of plan.conditionLines) text += `${line}\n`;

@@ -394,7 +394,7 @@ async function execute(ctx: ExecuteContext): Promise<number> {
     allowSudo: options.allowSudo ?? false,
     userProfile: options.userProfile ?? false,
   };
-  const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ?? "");
+  const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ? realDir(baseEnv.HOME) : "");
   if (options.logDir) await Deno.mkdir(options.logDir, { recursive: true });
   const allJobs = [...plan.blocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
   if (allJobs.some((j) => j.containers)) await cleanUpAfterCrashedAgents(logger);

@@ -40,6 +40,8 @@ export interface SchedulerOptions {
   readonly failFast: { readonly stop: boolean; readonly cancel: boolean };
   /** Pipeline deadline in ms from now. @default none */
   readonly deadlineMs?: number;
+  /** Milliseconds in a minute of a time limit (tests shorten it). @default 60000 */
+  readonly msPerMinute?: number;
   /** Whether job time limits apply. @default true */
   readonly jobDeadlines?: boolean;
   /** Stops everything when aborted (Ctrl-C). */
@@ -64,6 +66,7 @@ export interface SchedulerResult {
 export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
   const { blocks, concurrency, startJob, signal } = options;
   const jobDeadlines = options.jobDeadlines ?? true;
+  const msPerMinute = options.msPerMinute ?? 60_000;
   const state = new Map<number, BlockOutcome | "pending" | "running">();
   const present = new Set(blocks.map((b) => b.index));
   for (const b of blocks) state.set(b.index, "pending");
@@ -170,7 +173,7 @@ export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
       timer = setTimeout(() => {
         timedOut = true;
         void handle.stop();
-      }, job.timeLimit * 60_000);
+      }, job.timeLimit * msPerMinute);
     }
     handle.result.then((result) => result, () => "failed" as const).then((result) => {
       clearTimeout(timer);

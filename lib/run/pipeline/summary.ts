@@ -30,7 +30,7 @@ export function prefixedWriter(write: (text: string) => void, prefix: string): P
       if (end === -1) return;
       const lines = pending.slice(0, end).split("\n");
       pending = pending.slice(end + 1);
-      write(lines.map((l) => `${prefix}${l}\n`).join(""));
+      write(lines.map((l) => l === "" ? `${prefix.trimEnd()}\n` : `${prefix}${l}\n`).join(""));
     },
     flush() {
       if (pending !== "") write(`${prefix}${pending}\n`);

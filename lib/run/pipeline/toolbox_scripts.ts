@@ -15,8 +15,21 @@ function sh(text: TemplateStringsArray): string {
 /** Sourced by every job shell: the functions. */
 export const TOOLBOX_FUNCTIONS = sh`# Semaphore local toolbox (agent run)
 __sl_abs() {
-  if command -v realpath >/dev/null 2>&1; then realpath -m -- "$1" 2>/dev/null || printf '%s\n' "$1"
-  else printf '%s\n' "$1"; fi
+  # An absolute, normalised path ('.' and '..' removed) without needing realpath -m.
+  local p part out old_ifs
+  case "$1" in /*) p=$1 ;; *) p=$(pwd)/$1 ;; esac
+  out=
+  old_ifs=$IFS; IFS=/
+  set -f
+  for part in $p; do
+    case "$part" in
+      ''|.) ;;
+      ..) out=\${out%/*} ;;
+      *) out="$out/$part" ;;
+    esac
+  done
+  set +f; IFS=$old_ifs
+  printf '%s\n' "\${out:-/}"
 }
 
 checksum() {

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "built at $(date -u +%H:%M:%S)"
