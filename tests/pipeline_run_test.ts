@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
+import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
+
+const dockerSkip = await dockerSkipReason();
+if (dockerSkip === undefined) await ensureTestImages();
 
 const AGENT = "agent: {machine: {type: e1-standard-2, os_image: ubuntu2204}}";
 
@@ -275,4 +279,47 @@ blocks:
   );
   assert.doesNotMatch(ps, /ready-one; sleep 300/);
   await Deno.remove(home, { recursive: true });
+});
+
+Deno.test({
+  name: "agent run runs agent.containers jobs in containers with the local toolbox and sidecars",
+  ignore: dockerSkip !== undefined,
+  fn: async () => {
+    const repo = await makeRepo({
+      ".semaphore/semaphore.yml": `version: v1.0
+agent:
+  machine: {type: e1-standard-2}
+  containers:
+    - {name: main, image: "${TEST_IMAGES.bash}"}
+    - {name: pong, image: "${TEST_IMAGES.pong}"}
+blocks:
+  - name: C
+    task:
+      jobs:
+        - name: Inside
+          commands:
+            - checkout
+            - cat README
+            - echo kept > out && cache store ctr-key out
+            - 'echo type=$SEMAPHORE_AGENT_MACHINE_ENVIRONMENT_TYPE id=$SEMAPHORE_JOB_ID'
+            - nc pong 5432 </dev/null
+`,
+      "README": "from the work tree\n",
+    });
+    const run = await runAgent(repo, ["--jobs", "1"]);
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    assert.match(run.stdout, /\$ Loading the local toolbox\n/);
+    assert.match(run.stdout, /\$ cat README\nfrom the work tree\n/);
+    assert.match(run.stdout, /Uploading 'out' with cache key 'ctr-key'\.\.\.\n/);
+    const id = /\ntype=container id=(\S+)\n/.exec(run.stdout)?.[1];
+    assert.ok(id, run.stdout);
+    assert.match(run.stdout, /\npong\n/);
+    const left = new TextDecoder().decode(
+      new Deno.Command("docker", {
+        args: ["ps", "-aq", "--filter", `label=semaphore-agent.job=${id}`],
+        stdout: "piped",
+      }).outputSync().stdout,
+    );
+    assert.equal(left.trim(), "", "no container is left");
+  },
 });
