@@ -240,7 +240,39 @@ class Reader {
     if (typeof when !== "string" && typeof when !== "boolean") {
       this.fail(join(path, "when"), `expected a string or a boolean, found ${describe(when)}`);
     }
+    if (when === "") this.fail(join(path, "when"), "expected a non-empty condition");
     return { when, path: join(path, "when") };
+  }
+
+  /** `priority`: a list of `{value: 0–100, when}` (checked, then ignored with a notice). */
+  priority(value: unknown, path: string): void {
+    this.list(value, path).forEach((item, i) => {
+      const p = `${path}[${i}]`;
+      const obj = this.map(item, p, ["value", "when"]);
+      if (!("value" in obj)) this.fail(p, "missing key 'value'");
+      const v = this.int(obj.value, `${p}.value`, 0);
+      if (v > 100) this.fail(`${p}.value`, "must be at most 100");
+      this.condition({ when: obj.when }, p);
+    });
+    this.notice(path, "jobs are not queued");
+  }
+
+  /** `filters` (checked, then ignored with a notice). */
+  filters(value: unknown, path: string): void {
+    this.list(value, path).forEach((item, i) => {
+      const p = `${path}[${i}]`;
+      const obj = this.map(item, p, ["label", "label_pattern", "action"]);
+      if (("label" in obj ? 1 : 0) + ("label_pattern" in obj ? 1 : 0) !== 1) {
+        this.fail(p, "needs exactly one of 'label', 'label_pattern'");
+      }
+      if ("action" in obj) {
+        const action = this.str(obj.action, `${p}.action`);
+        if (action !== "skip" && action !== "execute") {
+          this.fail(`${p}.action`, `must be 'skip' or 'execute', found '${action}'`);
+        }
+      }
+    });
+    this.notice(path, "no labels locally");
   }
 
   envVars(value: unknown, path: string): EnvVarDef[] {
@@ -252,8 +284,8 @@ class Reader {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
         this.fail(`${p}.name`, `invalid environment variable name '${name}'`);
       }
-      const raw = obj.value ?? "";
-      return { name, value: this.str(raw, `${p}.value`) };
+      if (!("value" in obj)) this.fail(p, "missing key 'value'");
+      return { name, value: this.str(obj.value, `${p}.value`) };
     });
   }
 
@@ -267,6 +299,7 @@ class Reader {
 
   failFast(value: unknown, path: string): FailFastDef {
     const obj = this.map(value, path, ["stop", "cancel"]);
+    if (Object.keys(obj).length === 0) this.fail(path, "needs 'stop' or 'cancel'");
     return {
       stop: "stop" in obj ? this.condition(obj.stop, `${path}.stop`) : undefined,
       cancel: "cancel" in obj ? this.condition(obj.cancel, `${path}.cancel`) : undefined,
@@ -365,6 +398,7 @@ class Reader {
       ? this.list(obj.image_pull_secrets, `${path}.image_pull_secrets`).map((s, i) => {
         const p = `${path}.image_pull_secrets[${i}]`;
         const o = this.map(s, p, ["name"]);
+        if (!("name" in o)) this.fail(p, "missing key 'name'");
         return this.str(o.name, `${p}.name`);
       })
       : [];
@@ -392,12 +426,7 @@ class Reader {
       entrypoint: opt("entrypoint"),
       user: opt("user"),
       env_vars: "env_vars" in obj ? this.envVars(obj.env_vars, `${path}.env_vars`) : [],
-      secrets: "secrets" in obj
-        ? this.list(obj.secrets, `${path}.secrets`).map((s, i) => {
-          const o = this.map(s, `${path}.secrets[${i}]`, ["name"]);
-          return this.str(o.name, `${path}.secrets[${i}].name`);
-        })
-        : [],
+      secrets: "secrets" in obj ? this.secrets(obj.secrets, `${path}.secrets`) : [],
     };
   }
 
@@ -446,10 +475,7 @@ class Reader {
     const timeLimit = "execution_time_limit" in obj
       ? this.timeLimit(obj.execution_time_limit, `${path}.execution_time_limit`)
       : undefined;
-    if ("priority" in obj) {
-      this.list(obj.priority, `${path}.priority`);
-      this.notice(`${path}.priority`, "jobs are not queued");
-    }
+    if ("priority" in obj) this.priority(obj.priority, `${path}.priority`);
     if ("oidc_tokens" in obj) this.notice(`${path}.oidc_tokens`, "no OIDC provider");
     return { name, commands, env_vars, matrix, parallelism, timeLimit, path };
   }
@@ -515,10 +541,7 @@ class Reader {
       const text = this.readFileAt(file, p, "task file");
       task = this.task(parseYaml(text, p), `${p}(${file})`);
     }
-    if ("filters" in obj) {
-      this.list(obj.filters, `${path}.filters`);
-      this.notice(`${path}.filters`, "no labels locally");
-    }
+    if ("filters" in obj) this.filters(obj.filters, `${path}.filters`);
     return {
       name,
       dependencies: "dependencies" in obj
@@ -539,10 +562,7 @@ class Reader {
     if (Object.keys(obj).length === 0) {
       this.fail(path, "needs at least one of 'prologue', 'epilogue', 'env_vars', 'secrets'");
     }
-    if ("priority" in obj) {
-      this.list(obj.priority, `${path}.priority`);
-      this.notice(`${path}.priority`, "jobs are not queued");
-    }
+    if ("priority" in obj) this.priority(obj.priority, `${path}.priority`);
     return {
       prologue: "prologue" in obj ? this.cmds(obj.prologue, `${path}.prologue`) : [],
       epilogue: "epilogue" in obj
@@ -566,7 +586,17 @@ class Reader {
       if (!(key in obj)) this.fail(path, `missing key '${key}'`);
     }
     if ("auto_promote_on" in obj) this.list(obj.auto_promote_on, `${path}.auto_promote_on`);
-    if ("parameters" in obj) this.map(obj.parameters, `${path}.parameters`, ["env_vars"]);
+    if ("parameters" in obj) {
+      const params = this.map(obj.parameters, `${path}.parameters`, ["env_vars"]);
+      if (!("env_vars" in params)) this.fail(`${path}.parameters`, "missing key 'env_vars'");
+      this.list(params.env_vars, `${path}.parameters.env_vars`).forEach((e, i) => {
+        const p = `${path}.parameters.env_vars[${i}]`;
+        const o = this.map(e, p, ["name", "options", "required", "default_value", "description"]);
+        if (!("name" in o)) this.fail(p, "missing key 'name'");
+        this.str(o.name, `${p}.name`);
+      });
+    }
+    if ("name" in obj && obj.name === "") this.fail(`${path}.name`, "expected a non-empty name");
     if ("deployment_target" in obj) this.str(obj.deployment_target, `${path}.deployment_target`);
     return {
       name: this.str(obj.name, `${path}.name`),
@@ -601,6 +631,7 @@ class Reader {
     if (rawBlocks.length > 100) this.fail("blocks", "at most 100 blocks");
     if ("auto_cancel" in obj) {
       const ac = this.map(obj.auto_cancel, "auto_cancel", ["running", "queued"]);
+      if (Object.keys(ac).length === 0) this.fail("auto_cancel", "needs 'running' or 'queued'");
       for (const k of Object.keys(ac)) this.condition(ac[k], `auto_cancel.${k}`);
       this.notice("auto_cancel", "one pipeline runs at a time");
     }
@@ -648,7 +679,10 @@ class Reader {
     if (!("name" in obj) && !("processing" in obj)) {
       this.fail(path, "needs 'name' or 'processing'");
     }
-    if ("name" in obj) this.str(obj.name, `${path}.name`);
+    if ("name" in obj && this.str(obj.name, `${path}.name`) === "") {
+      this.fail(`${path}.name`, "expected a non-empty name");
+    }
+    if ("when" in obj) this.condition({ when: obj.when }, path);
     if ("scope" in obj) {
       const scope = this.str(obj.scope, `${path}.scope`);
       if (scope !== "project" && scope !== "organization") {
