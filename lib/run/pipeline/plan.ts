@@ -256,6 +256,12 @@ export function formatPlan(plan: Plan): string {
   }
   let text = table(rows);
   for (const line of plan.conditionLines) text += `${line}\n`;
+  for (const promotion of plan.pipeline.def.promotions) {
+    const auto = promotion.auto_promote
+      ? `, auto_promote: ${formatWhen(promotion.auto_promote.when)}`
+      : "";
+    text += `promotion: ${promotion.name} → ${promotion.pipeline_file}${auto} (not run locally)\n`;
+  }
   return text;
 }
 
