@@ -103,10 +103,12 @@ function logFormatOf(value: string) {
   }
 }
 
-function agentLogger(writeErr: (t: string) => void): Logger {
+function agentLogger(writeErr: (t: string) => void, logFormat: string | undefined): Logger {
   const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
+  const format = logFormat ?? (Deno.env.get("SEMAPHORE_AGENT_LOG_FORMAT") || "text");
   return createLogger({
     level: level ? parseLogLevel(level) : "warn",
+    format: logFormatOf(format),
     stdout: false,
     onLine: writeErr,
   });
