@@ -156,3 +156,10 @@ Deno.test("readPipeline() with lenient coerces scalars to text and warns", () =>
     "warning: blocks[0].task.jobs[0].env_vars[0].value: 1 read as the string '1'",
   ]);
 });
+
+Deno.test("parseYaml() names the line and column of invalid YAML and of a repeated key", () => {
+  assert.throws(
+    () => parseYaml("version: v1.0\nblocks:\n  - name: A\n    name: B\n"),
+    new PipelineError("invalid YAML (line 4, column 5): Map keys must be unique"),
+  );
+});

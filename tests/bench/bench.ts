@@ -70,6 +70,7 @@ export const EXTRA_BENCHES: readonly ExtraBench[] = [
   { module: "./serve_bench.ts", exportName: "serveBench" },
   { module: "./docker_bench.ts", exportName: "dockerBench" },
   { module: "./metrics_bench.ts", exportName: "metricsBench" },
+  { module: "./pipeline_bench.ts", exportName: "pipelineBench" },
 ];
 
 interface Timed {

@@ -146,11 +146,14 @@ export interface ReadPipeline {
 
 /** Parses YAML text: one document, duplicate keys rejected; YAML 1.1 scalars as Go reads them. */
 export function parseYaml(text: string, where = ""): unknown {
-  const doc = parseDocument(text, { version: "1.1", prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { version: "1.1", prettyErrors: true, uniqueKeys: true });
   const error = doc.errors[0];
   if (error) {
     const prefix = where ? `${where}: ` : "";
-    throw new PipelineError(`${prefix}invalid YAML: ${error.message.split("\n")[0]}`);
+    const at = error.linePos?.[0];
+    const position = at ? ` (line ${at.line}, column ${at.col})` : "";
+    const message = error.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new PipelineError(`${prefix}invalid YAML${position}: ${message}`);
   }
   return doc.toJS({ maxAliasCount: 1000 });
 }
