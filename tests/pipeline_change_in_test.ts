@@ -25,7 +25,7 @@ Deno.test("evaluateChangeIn() on a branch diffs from the merge base with the def
   await writeFiles(repo, { "lib/a.ts": "2\n" });
   gitIn(repo, "commit", "-qam", "change lib");
   await writeFiles(repo, { "web/new.js": "untracked\n" });
-  const facts = readGitFacts(repo, {});
+  const facts = await readGitFacts(repo, {});
   const ctx = { facts, pipelineFile: PIPELINE };
   assert.deepEqual(evaluateChangeIn(["/lib"], ctx), {
     value: true,
@@ -39,14 +39,14 @@ Deno.test("evaluateChangeIn() on a branch diffs from the merge base with the def
   assert.equal(evaluateChangeIn(["/lib", { exclude: ["/lib/a.ts"] }], ctx).value, false);
   assert.equal(
     evaluateChangeIn(["/lib"], {
-      facts: readGitFacts(repo, { committed: true }),
+      facts: await readGitFacts(repo, { committed: true }),
       pipelineFile: PIPELINE,
     }).value,
     true,
   );
   assert.equal(
     evaluateChangeIn(["/web"], {
-      facts: readGitFacts(repo, { committed: true }),
+      facts: await readGitFacts(repo, { committed: true }),
       pipelineFile: PIPELINE,
     }).value,
     false,
@@ -57,7 +57,7 @@ Deno.test("evaluateChangeIn() is true when the tracked pipeline file changed", a
   const repo = await makeRepo({ ".semaphore/semaphore.yml": "x\n", "lib/a.ts": "1\n" });
   gitIn(repo, "checkout", "-q", "-b", "feature");
   await writeFiles(repo, { ".semaphore/semaphore.yml": "y\n" });
-  const facts = readGitFacts(repo, {});
+  const facts = await readGitFacts(repo, {});
   assert.equal(evaluateChangeIn(["/lib"], { facts, pipelineFile: PIPELINE }).value, true);
   assert.equal(
     evaluateChangeIn(["/lib", { pipeline_file: "ignore" }], { facts, pipelineFile: PIPELINE })
@@ -70,22 +70,23 @@ Deno.test("evaluateChangeIn() on the default branch looks at HEAD~1 to the worki
   const repo = await makeRepo({ "a/1": "1\n", "b/1": "1\n" }, "main");
   await writeFiles(repo, { "b/1": "2\n" });
   gitIn(repo, "commit", "-qam", "second");
-  const facts = readGitFacts(repo, { defaultBranch: "main" });
+  const facts = await readGitFacts(repo, { defaultBranch: "main" });
   assert.equal(evaluateChangeIn(["/b"], { facts, pipelineFile: PIPELINE }).value, true);
   assert.equal(evaluateChangeIn(["/a"], { facts, pipelineFile: PIPELINE }).value, false);
 });
 
 Deno.test("evaluateChangeIn() is on_tags on a tag pipeline and needs the default branch to exist", async () => {
   const repo = await makeRepo({ "a/1": "1\n" }, "main");
-  const tag = readGitFacts(repo, { tag: "v1" });
+  const tag = await readGitFacts(repo, { tag: "v1" });
   assert.equal(evaluateChangeIn(["/zzz"], { facts: tag, pipelineFile: PIPELINE }).value, true);
   assert.equal(
     evaluateChangeIn(["/zzz", { on_tags: false }], { facts: tag, pipelineFile: PIPELINE }).value,
     false,
   );
   gitIn(repo, "checkout", "-q", "-b", "feature");
+  const onFeature = await readGitFacts(repo, {});
   assert.throws(
-    () => evaluateChangeIn(["/a"], { facts: readGitFacts(repo, {}), pipelineFile: PIPELINE }),
+    () => evaluateChangeIn(["/a"], { facts: onFeature, pipelineFile: PIPELINE }),
     new PipelineError(
       "change_in: unknown git reference 'master'; use --default-branch or fetch it",
     ),

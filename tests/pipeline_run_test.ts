@@ -77,7 +77,7 @@ blocks:
   - name: A
     task:
       jobs:
-        - {name: Good, commands: ["true"]}
+        - {name: Good, commands: ["echo extra=$EXTRA"], env_vars: [{name: EXTRA, value: yaml}]}
         - {name: Bad, commands: ["false", "echo never"]}
       epilogue: {on_fail: {commands: ["echo failed-epilogue $SEMAPHORE_JOB_RESULT"]}}
   - name: B
@@ -87,8 +87,10 @@ after_pipeline:
     jobs: [{name: Report, commands: ["echo result=$SEMAPHORE_PIPELINE_RESULT/$SEMAPHORE_PIPELINE_RESULT_REASON"]}]
 `,
   });
-  const run = await runAgent(repo, ["--jobs", "2"]);
+  const run = await runAgent(repo, ["--jobs", "2", "--env", "EXTRA=flag"]);
   assert.equal(run.code, 1, run.stdout + run.stderr);
+  // --env overrides every job's variables (§2.2).
+  assert.match(run.stdout, /\[A \/ Good\] extra=flag\n/);
   assert.match(run.stdout, /\[A \/ Bad\] failed-epilogue failed\n/);
   assert.doesNotMatch(run.stdout, /echo never\n/);
   assert.match(run.stdout, /\[After pipeline \/ Report\] result=failed\/test\n/);

@@ -138,53 +138,59 @@ function buildJobs(
   for (const job of ctx.task.jobs) {
     for (const variant of jobVariants(job)) {
       const jobId = crypto.randomUUID();
-      const env: (readonly [string, string])[] = [
-        ["PAGER", "cat"],
-        ["TERM", "xterm"],
-        ["CI", "true"],
-        ["SEMAPHORE", "true"],
-        ["SEMAPHORE_PROJECT_NAME", run.projectName],
-        ["SEMAPHORE_PROJECT_ID", run.projectId],
-        ["SEMAPHORE_JOB_NAME", variant.name],
-        ["SEMAPHORE_JOB_ID", jobId],
-        ["SEMAPHORE_JOB_CREATION_TIME", String(run.createdAt)],
-        ["SEMAPHORE_JOB_TYPE", "pipeline_job"],
-        ["SEMAPHORE_AGENT_MACHINE_TYPE", agent.machineType],
-        ["SEMAPHORE_AGENT_MACHINE_OS_IMAGE", agent.osImage],
-        ["SEMAPHORE_AGENT_MACHINE_ENVIRONMENT_TYPE", containers ? "container" : "VM"],
-        ["SEMAPHORE_ORGANIZATION_URL", run.orgUrl],
-        ["SEMAPHORE_ARTIFACT_TOKEN", "local"],
-        ["SEMAPHORE_TOOLBOX_METRICS_ENABLED", "false"],
-        ...gitEnvVars(facts),
-      ];
-      for (const secret of importedSecrets) {
-        for (const e of secret.envVars) env.push([e.name, e.value]);
-      }
-      env.push(
-        ["SEMAPHORE_WORKFLOW_ID", run.workflowId],
-        ["SEMAPHORE_WORKFLOW_NUMBER", String(run.workflowNumber)],
-        ["SEMAPHORE_WORKFLOW_RERUN", "false"],
-        ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_HOOK", "true"],
-        ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_SCHEDULE", "false"],
-        ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_API", "false"],
-        ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_MANUAL_RUN", "false"],
-        ["SEMAPHORE_WORKFLOW_HOOK_SOURCE", "github"],
-        ["SEMAPHORE_WORKFLOW_TRIGGERED_BY", facts.committer],
-        ["SEMAPHORE_GIT_COMMITTER", facts.committer],
-        ["SEMAPHORE_GIT_COMMIT_AUTHOR", facts.author],
-        ["SEMAPHORE_PIPELINE_ID", run.pipelineId],
-        ["SEMAPHORE_PIPELINE_ARTEFACT_ID", run.pipelineId],
-        ["SEMAPHORE_PIPELINE_0_ARTEFACT_ID", run.pipelineId],
-        ["SEMAPHORE_PIPELINE_NAME", pipeline.def.name],
-        ["SEMAPHORE_BLOCK_NAME", ctx.blockName],
-        ["SEMAPHORE_PIPELINE_RERUN", "false"],
-        ["SEMAPHORE_PIPELINE_PROMOTION", "false"],
-        ["SEMAPHORE_PIPELINE_PROMOTED_BY", ""],
-        ["SEMAPHORE_ORGANIZATION_ID", "00000000-0000-0000-0000-000000000000"],
-        ...(options.extraEnv ?? []),
-      );
-      for (const e of ctx.env) env.push([e.name, e.value]);
-      env.push(...variant.jobEnv);
+      // Env vars in request order (§2.2), built when first asked for: `-l` never needs them.
+      const buildEnv = () => {
+        const env: (readonly [string, string])[] = [
+          ["PAGER", "cat"],
+          ["TERM", "xterm"],
+          ["CI", "true"],
+          ["SEMAPHORE", "true"],
+          ["SEMAPHORE_PROJECT_NAME", run.projectName],
+          ["SEMAPHORE_PROJECT_ID", run.projectId],
+          ["SEMAPHORE_JOB_NAME", variant.name],
+          ["SEMAPHORE_JOB_ID", jobId],
+          ["SEMAPHORE_JOB_CREATION_TIME", String(run.createdAt)],
+          ["SEMAPHORE_JOB_TYPE", "pipeline_job"],
+          ["SEMAPHORE_AGENT_MACHINE_TYPE", agent.machineType],
+          ["SEMAPHORE_AGENT_MACHINE_OS_IMAGE", agent.osImage],
+          ["SEMAPHORE_AGENT_MACHINE_ENVIRONMENT_TYPE", containers ? "container" : "VM"],
+          ["SEMAPHORE_ORGANIZATION_URL", run.orgUrl],
+          ["SEMAPHORE_ARTIFACT_TOKEN", "local"],
+          ["SEMAPHORE_TOOLBOX_METRICS_ENABLED", "false"],
+          ...gitEnvVars(facts),
+        ];
+        for (const secret of importedSecrets) {
+          for (const e of secret.envVars) env.push([e.name, e.value]);
+        }
+        env.push(
+          ["SEMAPHORE_WORKFLOW_ID", run.workflowId],
+          ["SEMAPHORE_WORKFLOW_NUMBER", String(run.workflowNumber)],
+          ["SEMAPHORE_WORKFLOW_RERUN", "false"],
+          ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_HOOK", "true"],
+          ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_SCHEDULE", "false"],
+          ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_API", "false"],
+          ["SEMAPHORE_WORKFLOW_TRIGGERED_BY_MANUAL_RUN", "false"],
+          ["SEMAPHORE_WORKFLOW_HOOK_SOURCE", "github"],
+          ["SEMAPHORE_WORKFLOW_TRIGGERED_BY", facts.committer],
+          ["SEMAPHORE_GIT_COMMITTER", facts.committer],
+          ["SEMAPHORE_GIT_COMMIT_AUTHOR", facts.author],
+          ["SEMAPHORE_PIPELINE_ID", run.pipelineId],
+          ["SEMAPHORE_PIPELINE_ARTEFACT_ID", run.pipelineId],
+          ["SEMAPHORE_PIPELINE_0_ARTEFACT_ID", run.pipelineId],
+          ["SEMAPHORE_PIPELINE_NAME", pipeline.def.name],
+          ["SEMAPHORE_BLOCK_NAME", ctx.blockName],
+          ["SEMAPHORE_PIPELINE_RERUN", "false"],
+          ["SEMAPHORE_PIPELINE_PROMOTION", "false"],
+          ["SEMAPHORE_PIPELINE_PROMOTED_BY", ""],
+          ["SEMAPHORE_ORGANIZATION_ID", "00000000-0000-0000-0000-000000000000"],
+          ...(options.extraEnv ?? []),
+        );
+        for (const e of ctx.env) env.push([e.name, e.value]);
+        env.push(...variant.jobEnv);
+        return env;
+      };
+      let env: (readonly [string, string])[] | undefined;
+      const getEnv = () => env ??= buildEnv();
 
       const files = new Map<string, { path: string; content: string; mode: string }>();
       for (const secret of importedSecrets) {
@@ -244,7 +250,7 @@ function buildJobs(
           epilogue_always_commands: directives(ctx.epilogue.always),
           epilogue_on_pass_commands: directives(ctx.epilogue.on_pass),
           epilogue_on_fail_commands: directives(ctx.epilogue.on_fail),
-          env_vars: encodeEnv(env),
+          env_vars: encodeEnv(getEnv()),
           files: [...files.values()],
           ssh_public_keys: [],
           callbacks: { finished: "", teardown_finished: "", token: "" },
@@ -258,7 +264,9 @@ function buildJobs(
         blockName: ctx.blockName,
         name: variant.name,
         matrix: variant.matrix,
-        env,
+        get env() {
+          return getEnv();
+        },
         get request() {
           return request ??= makeRequest();
         },

@@ -62,9 +62,39 @@ export function git(cwd: string, args: readonly string[]): string | undefined {
   }
 }
 
-/** The repository root above `dir`, or undefined outside a work tree. */
+/** Runs git in `cwd` without blocking; resolves with trimmed stdout, or undefined. */
+export async function gitAsync(cwd: string, args: readonly string[]): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["-C", cwd, ...args],
+      stdout: "piped",
+      stderr: "null",
+      stdin: "null",
+    }).output();
+    if (!out.success) return undefined;
+    return new TextDecoder().decode(out.stdout).replace(/\n$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The work tree root above `dir` (the nearest directory holding `.git`), or undefined; found
+ * without starting git, since `agent run -l` should start fast.
+ */
 export function findRepoRoot(dir: string): string | undefined {
-  return git(dir, ["rev-parse", "--show-toplevel"]);
+  let current = dir;
+  for (;;) {
+    try {
+      Deno.statSync(`${current}/.git`);
+      return current;
+    } catch {
+      // not here
+    }
+    const parent = current.slice(0, current.lastIndexOf("/")) || "/";
+    if (parent === current) return undefined;
+    current = parent;
+  }
 }
 
 function providerOf(url: string): string {
@@ -85,7 +115,7 @@ function slugOf(url: string, name: string): string {
  *
  * @throws {PipelineError} contradictory flags (`--tag` with `--pull-request`).
  */
-export function readGitFacts(root: string, flags: GitFlags): GitFacts {
+export async function readGitFacts(root: string, flags: GitFlags): Promise<GitFacts> {
   if (flags.tag !== undefined && flags.pullRequest !== undefined) {
     throw new PipelineError("--tag and --pull-request cannot both be given");
   }
@@ -93,25 +123,28 @@ export function readGitFacts(root: string, flags: GitFlags): GitFacts {
     throw new PipelineError(`--pull-request: expected a number, found '${flags.pullRequest}'`);
   }
   const remote = flags.remote ?? "origin";
-  // Few git processes: HEAD's commit and ref in one, its author and parent in one, the config.
-  const head = git(root, ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"])?.split("\n");
+  // Four git processes at once: HEAD's commit and ref, its author and parent, the config, the
+  // upstream (which fails harmlessly when there is none).
+  const [headText, logText, configText, upstreamSha] = await Promise.all([
+    gitAsync(root, ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"]),
+    gitAsync(root, ["log", "-1", "--format=%an%n%P"]),
+    gitAsync(root, [
+      "config",
+      "-z",
+      "--get-regexp",
+      `^(user\\.name|remote\\..*\\.url|branch\\..*\\.(merge|remote))$`,
+    ]),
+    gitAsync(root, ["rev-parse", "-q", "--verify", "@{upstream}"]),
+  ]);
+  const head = headText?.split("\n");
   const headRef = head?.[1] ??
-    `refs/heads/${git(root, ["symbolic-ref", "--short", "-q", "HEAD"]) ?? ""}`;
+    `refs/heads/${(await gitAsync(root, ["symbolic-ref", "--short", "-q", "HEAD"])) ?? ""}`;
   const currentBranch = headRef.startsWith("refs/heads/") ? headRef.slice(11) : "";
   const headSha = head?.[0] ?? "";
   const sha = flags.sha ?? headSha;
-  const [authorName, parents] = (git(root, ["log", "-1", "--format=%an%n%P"]) ?? "\n").split("\n");
-  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const [authorName, parents] = (logText ?? "\n").split("\n");
   const config = new Map<string, string>();
-  const configText = git(root, [
-    "config",
-    "-z",
-    "--get-regexp",
-    `^(user\\.name|remote\\.${escape(remote)}\\.url|branch\\.${
-      escape(currentBranch)
-    }\\.(merge|remote))$`,
-  ]) ?? "";
-  for (const entry of configText.split("\0")) {
+  for (const entry of (configText ?? "").split("\0")) {
     const nl = entry.indexOf("\n");
     if (nl > 0) config.set(entry.slice(0, nl), entry.slice(nl + 1));
   }
@@ -126,11 +159,7 @@ export function readGitFacts(root: string, flags: GitFlags): GitFacts {
   const prBase = flags.prBase ?? flags.defaultBranch ?? "master";
   let commitRange = flags.commitRange;
   if (commitRange === undefined) {
-    const merge = config.get(`branch.${currentBranch}.merge`);
-    const upstreamRemote = config.get(`branch.${currentBranch}.remote`);
-    const upstream = merge && upstreamRemote
-      ? git(root, ["rev-parse", "-q", "--verify", "@{upstream}"])
-      : undefined;
+    const upstream = upstreamSha;
     const parent = parents?.split(" ")[0];
     if (upstream && upstream !== sha) commitRange = `${upstream}...${sha}`;
     else if (parent) commitRange = `${parent}...${sha}`;

@@ -19,7 +19,7 @@ import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../../
 import { errorMessage, UsageError } from "../../util/errors.ts";
 import { parseYaml, PipelineError, readPipeline } from "./schema.ts";
 import { validatePipeline } from "./validate.ts";
-import { findRepoRoot, type GitFlags, readGitFacts } from "./git_facts.ts";
+import { findRepoRoot, type GitFacts, type GitFlags, readGitFacts } from "./git_facts.ts";
 import { loadSecrets, type Secret } from "./secrets.ts";
 import { expandAfterPipeline, type PlannedJob, type RunInfo, secretUses } from "./expand.ts";
 import { buildPlan, formatDryRun, formatPlan, type Selection } from "./plan.ts";
@@ -235,7 +235,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
   const pipeline = validatePipeline(def);
   for (const line of [...notices, ...warnings]) writeErr(`${line}\n`);
 
-  const facts = readGitFacts(repoRoot, options);
+  const facts = await readGitFacts(repoRoot, options);
   const baseEnv = options.baseEnv ?? scrubbedEnvironment();
   const projectName = options.project ?? facts.repoName;
   const projectId = await uuidV5(facts.url);
@@ -353,7 +353,7 @@ interface ExecuteContext {
   readonly options: RunPipelineOptions;
   readonly plan: ReturnType<typeof buildPlan>;
   readonly pipeline: ReturnType<typeof validatePipeline>;
-  readonly facts: ReturnType<typeof readGitFacts>;
+  readonly facts: GitFacts;
   readonly runInfo: RunInfo;
   readonly secrets: Map<string, Secret>;
   readonly baseEnv: Readonly<Record<string, string>>;

@@ -386,6 +386,14 @@ class Reader {
     const machine = this.map(obj.machine, `${path}.machine`, ["type", "os_image"]);
     if (!("type" in machine)) this.fail(`${path}.machine`, "missing key 'type'");
     const machineType = this.str(machine.type, `${path}.machine.type`);
+    if (/^(a1|s1)-/.test(machineType)) {
+      this.notice(
+        `${path}.machine.type ${machineType}`,
+        machineType.startsWith("a1-")
+          ? "macOS jobs run in this machine's shell"
+          : "self-hosted jobs run in this machine's shell",
+      );
+    }
     const osImage = "os_image" in machine && machine.os_image !== null
       ? this.str(machine.os_image, `${path}.machine.os_image`)
       : "";
