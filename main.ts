@@ -149,6 +149,11 @@ function addRunOptions(cmd: Command): Command {
     .option("--log-format <format>", "the agent log's format on stderr: text (default) or json")
     .option("-l, --list", "pipeline: print the plan (stage, block, job, dependencies, conditions)")
     .option("-n, --dry-run", "pipeline: print each job's commands and env names; run nothing")
+    .addOption(
+      new Option("-g, --graph [format]", "pipeline: print the block graph (text, or dot)")
+        .choices(["text", "dot"]).preset("text"),
+    )
+    .option("--condition <expr>", "pipeline: print the value of a when condition and exit")
     .option("--print-requests <dir>", "pipeline: write each job request to DIR; run nothing")
     .option("-b, --block <glob>", "pipeline: run these blocks and their dependencies", collect)
     .option("-j, --job <glob>", "pipeline: run only jobs with this expanded name", collect)
@@ -208,6 +213,8 @@ function pipelineOptions(o: Record<string, unknown>) {
   return {
     directory: s("directory"),
     list: b("list"),
+    graph: o.graph as "text" | "dot" | undefined,
+    condition: s("condition"),
     dryRun: b("dryRun"),
     printRequests: s("printRequests"),
     blocks: l("block"),

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parseYaml, PipelineError, readPipeline } from "../lib/run/pipeline/schema.ts";
 import { validatePipeline } from "../lib/run/pipeline/validate.ts";
-import { buildPlan, formatPlan, type Selection } from "../lib/run/pipeline/plan.ts";
+import { buildPlan, formatGraph, formatPlan, type Selection } from "../lib/run/pipeline/plan.ts";
 import { gitEnvVars, type GitFacts } from "../lib/run/pipeline/git_facts.ts";
 
 const base: GitFacts = {
@@ -155,4 +155,24 @@ Deno.test("gitEnvVars() sets the pull request variables from --pull-request (§3
   assert.equal(tag.SEMAPHORE_GIT_BRANCH, "refs/tags/v1");
   assert.equal(tag.SEMAPHORE_GIT_TAG_NAME, "v1");
   assert.equal(tag.SEMAPHORE_GIT_WORKING_BRANCH, undefined);
+});
+
+Deno.test("formatGraph() draws the blocks stage by stage, or as Graphviz dot", () => {
+  assert.equal(
+    formatGraph(plan(), "text"),
+    [
+      "Stage 1",
+      "  [Build] 1 job",
+      "  [Lint] 1 job",
+      "Stage 2",
+      "  [Test] 5 jobs <- Build",
+      "Stage 3",
+      "  [Deploy] 1 job <- Test, Lint (skipped)",
+      "",
+    ].join("\n"),
+  );
+  const dot = formatGraph(plan(), "dot");
+  assert.match(dot, /^digraph pipeline \{\n/);
+  assert.match(dot, /\n  "Lint" -> "Deploy";\n/);
+  assert.match(dot, /\n  "Deploy" \[style=dashed\];\n/);
 });

@@ -212,6 +212,13 @@ blocks:
   );
   const onTag = await runAgent(repo, ["-l", "--tag", "v1.0.0"]);
   assert.match(onTag.stdout, /run: tag =~ '\^v' → true\n/);
+  const condition = await runAgent(repo, [
+    "--condition",
+    "tag =~ '^v' and branch != 'x'",
+    "--tag",
+    "v2",
+  ]);
+  assert.equal(condition.stdout, "tag =~ '^v' and branch != 'x' → true\n");
   const picked = await runAgent(repo, ["-l", "--matrix", "DB=mysql", "-b", "Release"]);
   assert.doesNotMatch(picked.stdout, /DB=pg/);
   assert.match(picked.stdout, /Unit - DB=mysql/);

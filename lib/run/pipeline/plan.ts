@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ConditionError, evaluateCondition, type WhenValue } from "./conditions.ts";
+import { ConditionError, evaluateCondition, parseCondition, type WhenValue } from "./conditions.ts";
 import { evaluateChangeIn } from "./change_in.ts";
 import { type GitFacts, keywordValues } from "./git_facts.ts";
 import { PipelineError } from "./schema.ts";
@@ -72,7 +72,7 @@ function formatWhen(source: string | boolean): string {
 }
 
 /** Evaluates conditions, remembering `change_in` details for `-l`. */
-class ConditionEvaluator {
+export class ConditionEvaluator {
   readonly #facts: GitFacts;
   readonly #pipelineFile: string;
   readonly #cache = new Map<string, string[]>();
@@ -291,5 +291,61 @@ export function formatDryRun(plan: Plan): string {
     text += `  time limit: ${job.timeLimit} min\n`;
   }
   for (const line of plan.conditionLines) text += `${line}\n`;
+  return text;
+}
+
+/** `--condition EXPR`: the value of one condition on this run's facts, as `-l` shows it. */
+export function evaluateConditionText(
+  text: string,
+  facts: GitFacts,
+  pipelineFile: string,
+): string {
+  let node;
+  try {
+    node = parseCondition(text);
+  } catch (error) {
+    throw new PipelineError(
+      `--condition: invalid condition '${text}': ${(error as Error).message}`,
+    );
+  }
+  return new ConditionEvaluator(facts, pipelineFile).evaluate({
+    source: text,
+    node,
+    path: "--condition",
+  }).text;
+}
+
+/** `-g`: the block graph, as text (stage by stage) or Graphviz `dot`. */
+export function formatGraph(plan: Plan, format: "text" | "dot"): string {
+  const names = plan.pipeline.blocks.map((b) => b.name);
+  const blocks = plan.blocks.filter((b) => b.selected);
+  if (format === "dot") {
+    const q = (s: string) => `"${s.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+    let text = "digraph pipeline {\n  rankdir=LR;\n";
+    for (const b of blocks) {
+      text += `  ${q(b.block.name)}${b.skipped ? " [style=dashed]" : ""};\n`;
+      for (const d of b.block.dependencies) text += `  ${q(names[d])} -> ${q(b.block.name)};\n`;
+    }
+    if (plan.afterPipeline.length > 0) text += `  ${q("After pipeline")} [shape=box];\n`;
+    return text + "}\n";
+  }
+  let text = "";
+  const stages = [...new Set(blocks.map((b) => b.stage))].sort((a, b) => a - b);
+  for (const stage of stages) {
+    text += `Stage ${stage}\n`;
+    for (const b of blocks.filter((x) => x.stage === stage)) {
+      const deps = b.block.dependencies.map((d) => names[d]);
+      const after = deps.length > 0 ? ` <- ${deps.join(", ")}` : "";
+      const skipped = b.skipped ? " (skipped)" : "";
+      text += `  [${b.block.name}] ${b.jobs.length} job${
+        b.jobs.length === 1 ? "" : "s"
+      }${after}${skipped}\n`;
+    }
+  }
+  if (plan.afterPipeline.length > 0) {
+    text += `After pipeline\n  [After pipeline] ${plan.afterPipeline.length} job${
+      plan.afterPipeline.length === 1 ? "" : "s"
+    } <- all blocks\n`;
+  }
   return text;
 }

@@ -22,7 +22,14 @@ import { validatePipeline } from "./validate.ts";
 import { findRepoRoot, type GitFacts, type GitFlags, readGitFacts } from "./git_facts.ts";
 import { loadSecrets, type Secret } from "./secrets.ts";
 import { expandAfterPipeline, type PlannedJob, type RunInfo, secretUses } from "./expand.ts";
-import { buildPlan, formatDryRun, formatPlan, type Selection } from "./plan.ts";
+import {
+  buildPlan,
+  evaluateConditionText,
+  formatDryRun,
+  formatGraph,
+  formatPlan,
+  type Selection,
+} from "./plan.ts";
 import { writeRequests } from "./request_file.ts";
 import { type JobOutcome, runBlocks, type SchedulerBlock } from "./scheduler.ts";
 import { formatDuration, formatSummary, jobFileStem, prefixedWriter } from "./summary.ts";
@@ -44,6 +51,10 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   /** `-C`: the repository root. @default the file's repository */
   readonly directory?: string;
   readonly list?: boolean;
+  /** `-g`: the block graph as text, or `dot`. */
+  readonly graph?: "text" | "dot";
+  /** `--condition EXPR`: print its value and exit. */
+  readonly condition?: string;
   readonly dryRun?: boolean;
   readonly printRequests?: string;
   readonly secretFiles?: readonly string[];
@@ -240,7 +251,14 @@ async function run(options: RunPipelineOptions): Promise<number> {
   const projectName = options.project ?? facts.repoName;
   const projectId = await uuidV5(facts.url);
   const state = stateDir(baseEnv);
-  const needsValues = !options.list && !options.dryRun;
+  const pipelineFile = `/${
+    pipelinePath.startsWith(`${repoRoot}/`) ? pipelinePath.slice(repoRoot.length + 1) : pipelinePath
+  }`;
+  if (options.condition !== undefined) {
+    write(`${evaluateConditionText(options.condition, facts, pipelineFile)}\n`);
+    return 0;
+  }
+  const needsValues = !options.list && !options.dryRun && !options.graph;
   const runInfo: RunInfo = {
     workflowId: crypto.randomUUID(),
     workflowNumber: needsValues && !options.printRequests
@@ -263,9 +281,6 @@ async function run(options: RunPipelineOptions): Promise<number> {
       warn: (line) => writeErr(`${line}\n`),
     });
   }
-  const pipelineFile = `/${
-    pipelinePath.startsWith(`${repoRoot}/`) ? pipelinePath.slice(repoRoot.length + 1) : pipelinePath
-  }`;
   const plan = buildPlan(pipeline, {
     facts,
     run: runInfo,
@@ -274,6 +289,10 @@ async function run(options: RunPipelineOptions): Promise<number> {
     selection: { ...options, forceFailFast: options.failFast },
   });
 
+  if (options.graph) {
+    write(formatGraph(plan, options.graph));
+    return 0;
+  }
   if (options.list) {
     write(formatPlan(plan));
     return 0;
