@@ -130,6 +130,37 @@ function explicitFlags(cmd: Command): Record<string, unknown> {
   return given;
 }
 
+/** Flag words the person typed after `agent run` (the defaults files' flags are not counted). */
+let runTypedFlags = new Set<string>();
+
+/**
+ * `agent run` defaults (PIPELINES.md §6.2): `$XDG_CONFIG_HOME/semaphore-agent/runrc`, then
+ * `./.agentrc`; one flag per line (`--jobs 4`, `--no-cache`), `#` comments.
+ *
+ * @throws {UsageError} a line that is not a flag.
+ */
+function readRunDefaults(): string[] {
+  const config = Deno.env.get("XDG_CONFIG_HOME") || `${Deno.env.get("HOME") ?? ""}/.config`;
+  const tokens: string[] = [];
+  for (const path of [`${config}/semaphore-agent/runrc`, ".agentrc"]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(path);
+    } catch {
+      continue;
+    }
+    text.split("\n").forEach((raw, i) => {
+      const line = raw.trim();
+      if (line === "" || line.startsWith("#")) return;
+      const match = /^(-\S+)(?:\s+(.*))?$/.exec(line);
+      if (!match) throw new UsageError(`${path}:${i + 1}: expected a flag, found '${line}'`);
+      tokens.push(match[1]);
+      if (match[2] !== undefined) tokens.push(match[2]);
+    });
+  }
+  return tokens;
+}
+
 /** Collects a repeatable flag's values. */
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -305,8 +336,14 @@ Examples:
     )
     .action(async (path: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
       const { runFile } = await import("./lib/run/run_file.ts");
+      // Pipeline flags typed with a job file are an error; those from .agentrc are not.
+      const typed = new Set(
+        cmd.options.filter((o) =>
+          runTypedFlags.has(o.long ?? "") || runTypedFlags.has(o.short ?? "")
+        ).map((o) => o.long!.replace(/^--/, "")),
+      );
       const given = Object.keys(explicitFlags(cmd)).filter((f) =>
-        f !== "log-file" && f !== "debug" && f !== "log-format"
+        f !== "log-file" && f !== "debug" && f !== "log-format" && typed.has(f)
       );
       setExit(
         await runFile({
@@ -371,8 +408,14 @@ export async function main(args: readonly string[]): Promise<number> {
   if (["run", "serve", "start"].includes(args[0])) protectAgentProcess();
   // A bare boolean flag becomes `--flag=true` so that commander never takes the next argument
   // as its value, as pflag does not.
-  const normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);
+  let normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);
   try {
+    if (args[0] === "run") {
+      runTypedFlags = new Set(
+        args.slice(1).filter((a) => a.startsWith("-")).map((a) => a.replace(/=.*$/, "")),
+      );
+      normalized = ["run", ...readRunDefaults(), ...normalized.slice(1)];
+    }
     await program.parseAsync(normalized, { from: "user" });
     return code;
   } catch (error) {

@@ -222,10 +222,19 @@ blocks:
   const picked = await runAgent(repo, ["-l", "--matrix", "DB=mysql", "-b", "Release"]);
   assert.doesNotMatch(picked.stdout, /DB=pg/);
   assert.match(picked.stdout, /Unit - DB=mysql/);
+  // Defaults from ./.agentrc apply to pipelines, one flag per line.
+  await Deno.writeTextFile(`${repo}/.agentrc`, "--matrix DB=pg\n");
+  const defaults = await runAgent(repo, ["-l"]);
+  assert.doesNotMatch(defaults.stdout, /DB=mysql/);
+  assert.match(defaults.stdout, /Unit - DB=pg/);
 });
 
 Deno.test("agent run keeps job request files as they were and refuses pipeline flags for them", async () => {
-  const repo = await makeRepo({ "job.yml": "commands: [{directive: echo plain job}]\n" });
+  const repo = await makeRepo({
+    "job.yml": "commands: [{directive: echo plain job}]\n",
+    // Pipeline defaults do not stop a job file from running.
+    ".agentrc": "# defaults for pipelines\n--jobs 1\n--no-cache\n",
+  });
   const run = await runAgent(repo, ["job.yml"]);
   assert.equal(run.code, 0, run.stderr);
   assert.match(run.stdout, /\$ echo plain job\nplain job\n/);
