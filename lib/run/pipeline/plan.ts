@@ -265,8 +265,8 @@ export function formatPlan(plan: Plan): string {
   return text;
 }
 
-/** The `-n` text: per job, its commands, epilogues, env var names and secrets. */
-export function formatDryRun(plan: Plan): string {
+/** The `-n` text: per job, its commands, epilogues, env var names and secrets (`known`: found). */
+export function formatDryRun(plan: Plan, known?: ReadonlySet<string>): string {
   let text = "";
   const jobs = [
     ...plan.blocks.filter((b) => b.selected).flatMap((b) =>
@@ -287,7 +287,10 @@ export function formatDryRun(plan: Plan): string {
     list("epilogue on pass", job.request.epilogue_on_pass_commands);
     list("epilogue on fail", job.request.epilogue_on_fail_commands);
     text += `  env: ${job.env.map(([n]) => n).join(" ")}\n`;
-    if (job.secretNames.length > 0) text += `  secrets: ${job.secretNames.join(", ")}\n`;
+    if (job.secretNames.length > 0) {
+      const names = job.secretNames.map((n) => known && !known.has(n) ? `${n} (not found)` : n);
+      text += `  secrets: ${names.join(", ")}\n`;
+    }
     text += `  time limit: ${job.timeLimit} min\n`;
   }
   for (const line of plan.conditionLines) text += `${line}\n`;

@@ -298,7 +298,16 @@ async function run(options: RunPipelineOptions): Promise<number> {
     return 0;
   }
   if (options.dryRun) {
-    write(formatDryRun(plan));
+    // Names only: which secrets would be found, never their values.
+    let known: Set<string> | undefined;
+    try {
+      known = new Set(
+        loadSecrets({ files: options.secretFiles, dir: options.secretsDir }).keys(),
+      );
+    } catch (error) {
+      writeErr(`warning: ${errorMessage(error)}\n`);
+    }
+    write(formatDryRun(plan, known));
     return 0;
   }
 
