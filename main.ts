@@ -185,6 +185,11 @@ function addRunOptions(cmd: Command): Command {
         .choices(["text", "dot"]).preset("text"),
     )
     .option("--condition <expr>", "pipeline: print the value of a when condition and exit")
+    .option(
+      "-P, --image <os_image=image>",
+      "pipeline: run VM jobs of OS_IMAGE (* for all) in IMAGE",
+      collect,
+    )
     .option("--print-requests <dir>", "pipeline: write each job request to DIR; run nothing")
     .option("-b, --block <glob>", "pipeline: run these blocks and their dependencies", collect)
     .option("-j, --job <glob>", "pipeline: run only jobs with this expanded name", collect)
@@ -245,6 +250,7 @@ function pipelineOptions(o: Record<string, unknown>) {
     directory: s("directory"),
     list: b("list"),
     graph: o.graph as "text" | "dot" | undefined,
+    images: l("image"),
     condition: s("condition"),
     dryRun: b("dryRun"),
     printRequests: s("printRequests"),

@@ -216,3 +216,22 @@ blocks:
   ]);
   assert.ok(job.secretValues.includes("hunter22"));
 });
+
+Deno.test("expandBlock() with -P runs VM jobs of a mapped os_image in that container image", () => {
+  const { pipeline } = readPipeline(
+    parseYaml(HEAD + "blocks: [{name: B, task: {jobs: [{name: J, commands: [x]}]}}]\n"),
+    { pipelineDir: "/src/app/.semaphore", repoRoot: "/src/app" },
+  );
+  const valid = validatePipeline(pipeline);
+  let n = 0;
+  const expandWith = (images: Record<string, string>) =>
+    expandBlock(valid, valid.blocks[0], { facts, run, secrets: new Map(), images }, () => ++n)[0];
+  const mapped = expandWith({ ubuntu2004: "ubuntu:20.04" });
+  assert.equal(mapped.request.executor, "dockercompose");
+  assert.deepEqual(mapped.request.compose.containers.map((c) => [c.name, c.image]), [[
+    "main",
+    "ubuntu:20.04",
+  ]]);
+  assert.equal(expandWith({ ubuntu2204: "ubuntu:22.04" }).request.executor, "shell");
+  assert.equal(expandWith({ "*": "debian:12" }).request.compose.containers[0].image, "debian:12");
+});

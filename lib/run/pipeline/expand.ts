@@ -63,6 +63,30 @@ export interface ExpandOptions {
   readonly extraEnv?: readonly (readonly [string, string])[];
   /** Numbering starts after this. @default 0 */
   readonly firstNumber?: number;
+  /**
+   * `-P OS_IMAGE=IMAGE`: VM jobs of that `os_image` (`*`: any) run in a one-container
+   * dockercompose job of IMAGE (ours, like act's `-P`). @default none
+   */
+  readonly images?: Readonly<Record<string, string>>;
+}
+
+/** The agent a job runs on, after `-P` mapped a VM image to a container image. */
+function effectiveAgent(agent: AgentDef, images: Readonly<Record<string, string>> = {}): AgentDef {
+  if (agent.containers.length > 0) return agent;
+  const image = images[agent.osImage] ?? images["*"];
+  if (image === undefined) return agent;
+  return {
+    ...agent,
+    containers: [{
+      name: "main",
+      image,
+      command: "",
+      entrypoint: "",
+      user: "",
+      env_vars: [],
+      secrets: [],
+    }],
+  };
 }
 
 /** One expanded variant of a job before it gets env and a request. */
@@ -131,7 +155,7 @@ function buildJobs(
   next: () => number,
 ): PlannedJob[] {
   const { facts, run, secrets } = options;
-  const agent = ctx.agent;
+  const agent = effectiveAgent(ctx.agent, options.images);
   const containers = agent.containers.length > 0;
   const importedSecrets = ctx.secretNames.map((n) => secrets.get(n)).filter((s) => s !== undefined);
   const out: PlannedJob[] = [];

@@ -51,6 +51,8 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   /** `-C`: the repository root. @default the file's repository */
   readonly directory?: string;
   readonly list?: boolean;
+  /** `-P OS_IMAGE=IMAGE` (repeatable; `*=IMAGE` for every VM job). */
+  readonly images?: readonly string[];
   /** `-g`: the block graph as text, or `dot`. */
   readonly graph?: "text" | "dot";
   /** `--condition EXPR`: print its value and exit. */
@@ -281,10 +283,19 @@ async function run(options: RunPipelineOptions): Promise<number> {
       warn: (line) => writeErr(`${line}\n`),
     });
   }
+  const images: Record<string, string> = {};
+  for (const spec of options.images ?? []) {
+    const eq = spec.indexOf("=");
+    if (eq <= 0 || eq === spec.length - 1) {
+      throw new PipelineError(`--image: expected OS_IMAGE=IMAGE, found '${spec}'`);
+    }
+    images[spec.slice(0, eq)] = spec.slice(eq + 1);
+  }
   const plan = buildPlan(pipeline, {
     facts,
     run: runInfo,
     secrets,
+    images,
     pipelineFile,
     selection: { ...options, forceFailFast: options.failFast },
   });
@@ -363,6 +374,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
 
   return await execute({
     options,
+    images,
     plan,
     pipeline,
     facts,
@@ -379,6 +391,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
 
 interface ExecuteContext {
   readonly options: RunPipelineOptions;
+  readonly images: Readonly<Record<string, string>>;
   readonly plan: ReturnType<typeof buildPlan>;
   readonly pipeline: ReturnType<typeof validatePipeline>;
   readonly facts: GitFacts;
@@ -587,6 +600,7 @@ async function execute(ctx: ExecuteContext): Promise<number> {
       facts: ctx.facts,
       run: ctx.runInfo,
       secrets: ctx.secrets,
+      images: ctx.images,
       extraEnv: [
         ["SEMAPHORE_PIPELINE_RESULT", outcome.result],
         ["SEMAPHORE_PIPELINE_RESULT_REASON", outcome.reason],
