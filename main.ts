@@ -185,6 +185,9 @@ function addRunOptions(cmd: Command): Command {
         .choices(["text", "dot"]).preset("text"),
     )
     .option("--condition <expr>", "pipeline: print the value of a when condition and exit")
+    .option("--promote <name>", "pipeline: then run this promotion (chains followed)", collect)
+    .option("--auto-promote", "pipeline: then run every promotion whose condition holds")
+    .option("--param <name=value>", "pipeline: a promotion parameter", collect)
     .option(
       "-P, --image <os_image=image>",
       "pipeline: run VM jobs of OS_IMAGE (* for all) in IMAGE",
@@ -251,6 +254,9 @@ function pipelineOptions(o: Record<string, unknown>) {
     list: b("list"),
     graph: o.graph as "text" | "dot" | undefined,
     images: l("image"),
+    promote: l("promote"),
+    autoPromote: b("autoPromote"),
+    params: l("param"),
     condition: s("condition"),
     dryRun: b("dryRun"),
     printRequests: s("printRequests"),

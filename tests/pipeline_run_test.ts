@@ -341,3 +341,44 @@ blocks:
     assert.equal(left.trim(), "", "no container is left");
   },
 });
+
+Deno.test("agent run --promote runs the promoted pipeline with its parameters after the pipeline", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - {name: Build, task: {jobs: [{name: B, commands: [echo built]}]}}
+promotions:
+  - name: Deploy
+    pipeline_file: deploy.yml
+    parameters: {env_vars: [{name: TARGET, required: true}]}
+`,
+    ".semaphore/deploy.yml": `version: v1.0
+name: Deploy \${{parameters.TARGET}}
+${AGENT}
+blocks:
+  - name: Ship
+    task:
+      jobs:
+        - {name: S, commands: ["echo to=$TARGET promoted=$SEMAPHORE_PIPELINE_PROMOTION name=$SEMAPHORE_PIPELINE_NAME"]}
+`,
+  });
+  const missing = await runAgent(repo, ["--promote", "Deploy"]);
+  assert.equal(missing.code, 2);
+  assert.equal(
+    missing.stderr,
+    "agent: .semaphore/semaphore.yml: promotion 'Deploy': parameter TARGET is required; give --param TARGET=VALUE\n",
+  );
+  assert.doesNotMatch(missing.stdout, /built/);
+  const run = await runAgent(repo, [
+    "--promote",
+    "Deploy",
+    "--param",
+    "TARGET=prod",
+    "--jobs",
+    "1",
+  ]);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\n▶ Promotion 'Deploy' \(deploy\.yml, manual\)\n/);
+  assert.match(run.stdout, /\nto=prod promoted=true name=Deploy prod\n/);
+});

@@ -23,6 +23,12 @@ export interface RunInfo {
   readonly orgUrl: string;
   /** Unix seconds. */
   readonly createdAt: number;
+  /** A promoted pipeline: who promoted it (a login, or `auto-promotion`). @default not promoted */
+  readonly promotedBy?: string;
+  /** Pipeline ids along the promotion chain, this one last. @default [pipelineId] */
+  readonly artefactIds?: readonly string[];
+  /** Promotion parameters, as workflow env vars (§2.2 step 5). @default [] */
+  readonly params?: readonly (readonly [string, string])[];
 }
 
 /** One job of the plan: its names, its request, and what is secret in it. */
@@ -200,13 +206,16 @@ function buildJobs(
           ["SEMAPHORE_GIT_COMMIT_AUTHOR", facts.author],
           ["SEMAPHORE_PIPELINE_ID", run.pipelineId],
           ["SEMAPHORE_PIPELINE_ARTEFACT_ID", run.pipelineId],
-          ["SEMAPHORE_PIPELINE_0_ARTEFACT_ID", run.pipelineId],
+          ...(run.artefactIds ?? [run.pipelineId]).map((id, i) =>
+            [`SEMAPHORE_PIPELINE_${i}_ARTEFACT_ID`, id] as const
+          ),
           ["SEMAPHORE_PIPELINE_NAME", pipeline.def.name],
           ["SEMAPHORE_BLOCK_NAME", ctx.blockName],
           ["SEMAPHORE_PIPELINE_RERUN", "false"],
-          ["SEMAPHORE_PIPELINE_PROMOTION", "false"],
-          ["SEMAPHORE_PIPELINE_PROMOTED_BY", ""],
+          ["SEMAPHORE_PIPELINE_PROMOTION", run.promotedBy !== undefined ? "true" : "false"],
+          ["SEMAPHORE_PIPELINE_PROMOTED_BY", run.promotedBy ?? ""],
           ["SEMAPHORE_ORGANIZATION_ID", "00000000-0000-0000-0000-000000000000"],
+          ...(run.params ?? []),
           ...(options.extraEnv ?? []),
         );
         for (const e of ctx.env) env.push([e.name, e.value]);

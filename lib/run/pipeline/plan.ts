@@ -76,9 +76,16 @@ export class ConditionEvaluator {
   readonly #facts: GitFacts;
   readonly #pipelineFile: string;
   readonly #cache = new Map<string, string[]>();
-  constructor(facts: GitFacts, pipelineFile: string) {
+  readonly #result?: { readonly result: string; readonly result_reason: string };
+  /** `result`: the keywords of auto-promotion (and `change_in` ignores the pipeline file). */
+  constructor(
+    facts: GitFacts,
+    pipelineFile: string,
+    result?: { readonly result: string; readonly result_reason: string },
+  ) {
     this.#facts = facts;
     this.#pipelineFile = pipelineFile;
+    this.#result = result;
   }
 
   evaluate(condition: Condition): { value: boolean; text: string } {
@@ -86,11 +93,12 @@ export class ConditionEvaluator {
     let value: boolean;
     try {
       value = evaluateCondition(condition.node, {
-        keywords: keywordValues(this.#facts),
+        keywords: { ...keywordValues(this.#facts), ...this.#result },
         changeIn: (args: readonly WhenValue[], _text: string) => {
           const result = evaluateChangeIn(args, {
             facts: this.#facts,
             pipelineFile: this.#pipelineFile,
+            pipelineFileDefault: this.#result ? "ignore" : "track",
           }, this.#cache);
           details.push(result.detail);
           return result.value;
@@ -260,7 +268,7 @@ export function formatPlan(plan: Plan): string {
     const auto = promotion.auto_promote
       ? `, auto_promote: ${formatWhen(promotion.auto_promote.when)}`
       : "";
-    text += `promotion: ${promotion.name} → ${promotion.pipeline_file}${auto} (not run locally)\n`;
+    text += `promotion: ${promotion.name} → ${promotion.pipeline_file}${auto}\n`;
   }
   return text;
 }

@@ -17,7 +17,8 @@ import { cleanUpAfterCrashedAgents, createExecutor } from "../../../executors/fo
 import { createLivePrinter } from "../live_printer.ts";
 import { createLogger, type Logger, parseLogFormat, parseLogLevel } from "../../util/agent_log.ts";
 import { errorMessage, UsageError } from "../../util/errors.ts";
-import { parseYaml, PipelineError, readPipeline } from "./schema.ts";
+import { parseYaml, PipelineError, readPipeline, resolveRepoPath } from "./schema.ts";
+import { promotionParameters, promotionTargets, substituteParameters } from "./promotions.ts";
 import { validatePipeline } from "./validate.ts";
 import { findRepoRoot, type GitFacts, type GitFlags, readGitFacts } from "./git_facts.ts";
 import { loadSecrets, type Secret } from "./secrets.ts";
@@ -51,6 +52,14 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   /** `-C`: the repository root. @default the file's repository */
   readonly directory?: string;
   readonly list?: boolean;
+  /** `--promote NAME` (repeatable): run these promotions after the pipeline, chains followed. */
+  readonly promote?: readonly string[];
+  /** `--auto-promote`: run every promotion whose condition holds after the pipeline. */
+  readonly autoPromote?: boolean;
+  /** `--param NAME=VALUE`: promotion parameters. */
+  readonly params?: readonly string[];
+  /** Set when this run is a promotion of another pipeline (internal). */
+  readonly promotion?: PromotionContext;
   /** `-P OS_IMAGE=IMAGE` (repeatable; `*=IMAGE` for every VM job). */
   readonly images?: readonly string[];
   /** `-g`: the block graph as text, or `dot`. */
@@ -97,6 +106,18 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   readonly color?: boolean;
   /** The environment jobs start from (tests). @default the agent's, scrubbed */
   readonly baseEnv?: Readonly<Record<string, string>>;
+}
+
+/** What a promoted pipeline inherits from the one it follows. */
+export interface PromotionContext {
+  /** The pipeline text, parameters already substituted. */
+  readonly text: string;
+  readonly promotedBy: string;
+  readonly artefactIds: readonly string[];
+  readonly params: readonly (readonly [string, string])[];
+  readonly workflowId: string;
+  readonly workflowNumber: number;
+  readonly depth: number;
 }
 
 function writer(file: { writeSync(p: Uint8Array): number }): (t: string) => void {
@@ -236,7 +257,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
   );
   let text: string;
   try {
-    text = Deno.readTextFileSync(pipelinePath);
+    text = options.promotion?.text ?? Deno.readTextFileSync(pipelinePath);
   } catch (error) {
     throw new PipelineError(`Cannot read pipeline file: ${errorMessage(error)}`);
   }
@@ -261,17 +282,36 @@ async function run(options: RunPipelineOptions): Promise<number> {
     return 0;
   }
   const needsValues = !options.list && !options.dryRun && !options.graph;
+  const pipelineId = crypto.randomUUID();
+  const promotion = options.promotion;
   const runInfo: RunInfo = {
-    workflowId: crypto.randomUUID(),
-    workflowNumber: needsValues && !options.printRequests
-      ? nextWorkflowNumber(state, projectId)
-      : 0,
-    pipelineId: crypto.randomUUID(),
+    workflowId: promotion?.workflowId ?? crypto.randomUUID(),
+    workflowNumber: promotion?.workflowNumber ??
+      (needsValues && !options.printRequests ? nextWorkflowNumber(state, projectId) : 0),
+    pipelineId,
     projectName,
     projectId,
     orgUrl: options.orgUrl ?? "http://localhost",
     createdAt: Math.floor(Date.now() / 1000),
+    promotedBy: promotion?.promotedBy,
+    artefactIds: [...(promotion?.artefactIds ?? []), pipelineId],
+    params: promotion?.params,
   };
+  const givenParams = new Map(
+    parseEnvPairs(options.params ?? [], "--param").map((e) => [e.name, e.value]),
+  );
+  for (const name of promotion ? [] : options.promote ?? []) {
+    const target = def.promotions.find((p) => p.name === name);
+    // Parameters are checked before anything runs.
+    if (target) promotionParameters(target, givenParams);
+    else {
+      throw new PipelineError(
+        `--promote: no promotion '${name}' (promotions: ${
+          def.promotions.map((p) => `'${p.name}'`).join(", ") || "none"
+        })`,
+      );
+    }
+  }
 
   // Secrets: values only when jobs run or requests are written (§8.4).
   let secrets = new Map<string, Secret>();
@@ -372,7 +412,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
     return 0;
   }
 
-  return await execute({
+  const outcome = await execute({
     options,
     images,
     plan,
@@ -387,6 +427,93 @@ async function run(options: RunPipelineOptions): Promise<number> {
     color,
     state,
   });
+  if (outcome.code === 130 || (!options.promote?.length && !options.autoPromote)) {
+    return outcome.code;
+  }
+  return Math.max(
+    outcome.code,
+    await runPromotions(options, {
+      def,
+      facts,
+      pipelineFile,
+      pipelineDir,
+      repoRoot,
+      runInfo,
+      outcome,
+      writeErr,
+    }),
+  );
+}
+
+/** Runs the promotions that follow a pipeline (§6.2) and resolves with the worst exit code. */
+async function runPromotions(
+  options: RunPipelineOptions,
+  ctx: {
+    def: ReturnType<typeof readPipeline>["pipeline"];
+    facts: GitFacts;
+    pipelineFile: string;
+    pipelineDir: string;
+    repoRoot: string;
+    runInfo: RunInfo;
+    outcome: { result: string; reason: string };
+    writeErr: (t: string) => void;
+  },
+): Promise<number> {
+  const depth = (options.promotion?.depth ?? 0) + 1;
+  if (depth > 10) throw new PipelineError("promotions: more than 10 pipelines in a chain");
+  const given = new Map(
+    parseEnvPairs(options.params ?? [], "--param").map((e) => [e.name, e.value]),
+  );
+  let code = 0;
+  const targets = promotionTargets(ctx.def.promotions, {
+    names: options.promote ?? [],
+    auto: options.autoPromote ?? false,
+    facts: ctx.facts,
+    pipelineFile: ctx.pipelineFile,
+    outcome: ctx.outcome,
+  });
+  for (const { promotion, by } of targets) {
+    const params = promotionParameters(promotion, given);
+    const file = resolveRepoPath(promotion.pipeline_file, {
+      pipelineDir: ctx.pipelineDir,
+      repoRoot: ctx.repoRoot,
+    });
+    let raw: string;
+    try {
+      raw = Deno.readTextFileSync(file);
+    } catch (error) {
+      throw new PipelineError(
+        `${promotion.path}.pipeline_file: cannot read '${promotion.pipeline_file}': ${
+          errorMessage(error)
+        }`,
+      );
+    }
+    const text = substituteParameters(raw, new Map(params), (line) => ctx.writeErr(`${line}\n`));
+    (options.write ?? writer(Deno.stdout))(
+      `\n▶ Promotion '${promotion.name}' (${promotion.pipeline_file}, ${by})\n`,
+    );
+    const result = await runPipelineFile({
+      ...options,
+      path: file,
+      blocks: undefined,
+      jobs: undefined,
+      matrix: undefined,
+      skip: undefined,
+      forceRun: undefined,
+      promotion: {
+        text,
+        promotedBy: by === "manual" ? ctx.facts.committer : "auto-promotion",
+        artefactIds: ctx.runInfo.artefactIds ?? [ctx.runInfo.pipelineId],
+        params,
+        workflowId: ctx.runInfo.workflowId,
+        workflowNumber: ctx.runInfo.workflowNumber,
+        depth,
+      },
+    });
+    code = Math.max(code, result);
+    if (result === 130) break;
+  }
+  return code;
 }
 
 interface ExecuteContext {
@@ -405,7 +532,9 @@ interface ExecuteContext {
   readonly state: string;
 }
 
-async function execute(ctx: ExecuteContext): Promise<number> {
+async function execute(
+  ctx: ExecuteContext,
+): Promise<{ code: number; result: string; reason: string }> {
   const { options, plan, write, baseEnv } = ctx;
   const started = performance.now();
   const logger = agentLogger(ctx.writeErr, options.logFormat);
@@ -647,8 +776,8 @@ async function execute(ctx: ExecuteContext): Promise<number> {
   } else {
     write(`Run directory kept: ${dirs.runDir}\n`);
   }
-  if (interrupted.signal.aborted) return 130;
-  return result === "passed" ? 0 : 1;
+  const code = interrupted.signal.aborted ? 130 : result === "passed" ? 0 : 1;
+  return { code, result, reason: outcome.reason };
 }
 
 /** Removes the `sem-service` containers a job started (label `semaphore-agent.job`). */

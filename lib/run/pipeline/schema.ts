@@ -103,6 +103,22 @@ export interface PromotionDef {
   readonly name: string;
   readonly pipeline_file: string;
   readonly auto_promote?: ConditionDef;
+  /** `auto_promote_on` (legacy): a result, its reason, branch regexes. */
+  readonly auto_promote_on: readonly {
+    readonly result: string;
+    readonly result_reason?: string;
+    readonly branch?: readonly string[];
+  }[];
+  readonly parameters: readonly PromotionParameter[];
+  readonly path: string;
+}
+
+/** One `parameters.env_vars` entry of a promotion. */
+export interface PromotionParameter {
+  readonly name: string;
+  readonly options?: readonly string[];
+  readonly required: boolean;
+  readonly default_value?: string;
 }
 
 /** `global_job_config`. */
@@ -596,7 +612,27 @@ class Reader {
     for (const key of ["name", "pipeline_file"]) {
       if (!(key in obj)) this.fail(path, `missing key '${key}'`);
     }
-    if ("auto_promote_on" in obj) this.list(obj.auto_promote_on, `${path}.auto_promote_on`);
+    const autoPromoteOn = "auto_promote_on" in obj
+      ? this.list(obj.auto_promote_on, `${path}.auto_promote_on`).map((item, i) => {
+        const p = `${path}.auto_promote_on[${i}]`;
+        const o = this.map(item, p, [
+          "result",
+          "result_reason",
+          "branch",
+          "labels",
+          "label_patterns",
+        ]);
+        if (!("result" in o)) this.fail(p, "missing key 'result'");
+        return {
+          result: this.str(o.result, `${p}.result`),
+          result_reason: "result_reason" in o
+            ? this.str(o.result_reason, `${p}.result_reason`)
+            : undefined,
+          branch: "branch" in o ? this.strList(o.branch, `${p}.branch`) : undefined,
+        };
+      })
+      : [];
+    const parameters: PromotionParameter[] = [];
     if ("parameters" in obj) {
       const params = this.map(obj.parameters, `${path}.parameters`, ["env_vars"]);
       if (!("env_vars" in params)) this.fail(`${path}.parameters`, "missing key 'env_vars'");
@@ -604,7 +640,18 @@ class Reader {
         const p = `${path}.parameters.env_vars[${i}]`;
         const o = this.map(e, p, ["name", "options", "required", "default_value", "description"]);
         if (!("name" in o)) this.fail(p, "missing key 'name'");
-        this.str(o.name, `${p}.name`);
+        if ("required" in o && typeof o.required !== "boolean") {
+          this.fail(`${p}.required`, "expected a boolean");
+        }
+        if ("description" in o) this.str(o.description, `${p}.description`);
+        parameters.push({
+          name: this.str(o.name, `${p}.name`),
+          options: "options" in o ? this.strList(o.options, `${p}.options`) : undefined,
+          required: o.required === true,
+          default_value: "default_value" in o
+            ? this.str(o.default_value, `${p}.default_value`)
+            : undefined,
+        });
       });
     }
     if ("name" in obj && obj.name === "") this.fail(`${path}.name`, "expected a non-empty name");
@@ -615,6 +662,9 @@ class Reader {
       auto_promote: "auto_promote" in obj
         ? this.condition(obj.auto_promote, `${path}.auto_promote`)
         : undefined,
+      auto_promote_on: autoPromoteOn,
+      parameters,
+      path,
     };
   }
 
