@@ -238,7 +238,8 @@ function addRunOptions(cmd: Command): Command {
     .option("--lenient", "pipeline: read numbers and booleans where strings are expected")
     .option("--log-dir <dir>", "pipeline: write each job's JSONL event log here")
     .option("-q, --quiet", "pipeline: print the summary only")
-    .option("-v, --verbose", "pipeline: more detail")
+    .option("--json", "pipeline: print progress as JSON lines (job events tagged with block, job)")
+    .option("-v, --verbose", "pipeline: the agent's own log (info) on stderr")
     .option("-C, --directory <dir>", "pipeline: the repository root")
     .option("--project <name>", "pipeline: SEMAPHORE_PROJECT_NAME");
 }
@@ -299,6 +300,7 @@ function pipelineOptions(o: Record<string, unknown>) {
     lenient: b("lenient"),
     logDir: s("logDir"),
     quiet: b("quiet"),
+    json: b("json"),
     verbose: b("verbose"),
     project: s("project"),
     logFormat: s("logFormat"),

@@ -382,3 +382,31 @@ blocks:
   assert.match(run.stdout, /\n▶ Promotion 'Deploy' \(deploy\.yml, manual\)\n/);
   assert.match(run.stdout, /\nto=prod promoted=true name=Deploy prod\n/);
 });
+
+Deno.test("agent run --json prints block, job and pipeline events as JSON lines", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - {name: Only, task: {jobs: [{name: J, commands: [echo hi]}]}}
+`,
+  });
+  const run = await runAgent(repo, ["--json"]);
+  assert.equal(run.code, 0, run.stderr);
+  const records = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(records[0], { event: "block_started", block: "Only", jobs: 1 });
+  assert.ok(
+    records.some((r) =>
+      r.event === "cmd_output" && r.output === "hi\n" && r.block === "Only" && r.job === "J"
+    ),
+  );
+  const last = records.at(-1);
+  assert.equal(last.event, "pipeline_finished");
+  assert.equal(last.result, "passed");
+  assert.deepEqual(
+    last.jobs.map((
+      j: { block: string; job: string; result: string },
+    ) => [j.block, j.job, j.result]),
+    [["Only", "J", "passed"]],
+  );
+});

@@ -93,6 +93,9 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   readonly lenient?: boolean;
   readonly logDir?: string;
   readonly quiet?: boolean;
+  /** `--json`: one JSON object per line on stdout (job events tagged with block and job). */
+  readonly json?: boolean;
+  /** `-v`: the agent's own log at info level on stderr. */
   readonly verbose?: boolean;
   readonly project?: string;
   readonly orgUrl?: string;
@@ -120,12 +123,19 @@ export interface PromotionContext {
   readonly depth: number;
 }
 
+/** Writes text to a file descriptor; once the reader is gone (a closed pipe), drops it. */
 function writer(file: { writeSync(p: Uint8Array): number }): (t: string) => void {
   const encoder = new TextEncoder();
+  let closed = false;
   return (text) => {
+    if (closed) return;
     const bytes = encoder.encode(text);
     let written = 0;
-    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+    try {
+      while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+    } catch {
+      closed = true; // e.g. `agent run | head`: the rest of the output has no reader
+    }
   };
 }
 
@@ -137,8 +147,12 @@ function logFormatOf(value: string) {
   }
 }
 
-function agentLogger(writeErr: (t: string) => void, logFormat: string | undefined): Logger {
-  const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL");
+function agentLogger(
+  writeErr: (t: string) => void,
+  logFormat: string | undefined,
+  verbose: boolean,
+): Logger {
+  const level = Deno.env.get("SEMAPHORE_AGENT_LOG_LEVEL") || (verbose ? "info" : undefined);
   const format = logFormat ?? (Deno.env.get("SEMAPHORE_AGENT_LOG_FORMAT") || "text");
   return createLogger({
     level: level ? parseLogLevel(level) : "warn",
@@ -537,7 +551,7 @@ async function execute(
 ): Promise<{ code: number; result: string; reason: string }> {
   const { options, plan, write, baseEnv } = ctx;
   const started = performance.now();
-  const logger = agentLogger(ctx.writeErr, options.logFormat);
+  const logger = agentLogger(ctx.writeErr, options.logFormat, options.verbose ?? false);
   const concurrency = options.concurrency ?? navigator.hardwareConcurrency ?? 1;
   const parallel = concurrency > 1;
   const hostEnvVars = [
@@ -571,12 +585,17 @@ async function execute(
   const allJobs = [...plan.blocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
   if (allJobs.some((j) => j.containers)) await cleanUpAfterCrashedAgents(logger);
 
+  const json = options.json === true;
+  const human = !options.quiet && !json;
+  const emit = (record: Record<string, unknown>) => write(`${JSON.stringify(record)}\n`);
   const interrupted = new AbortController();
   let signals = 0;
   const onSignal = () => {
     signals++;
     if (signals === 1) {
-      write("\nStopping the pipeline... (press Ctrl-C again to exit at once)\n");
+      (json ? ctx.writeErr : write)(
+        "\nStopping the pipeline... (press Ctrl-C again to exit at once)\n",
+      );
       interrupted.abort();
     } else {
       Deno.exit(130);
@@ -590,8 +609,8 @@ async function execute(
     const stem = jobFileStem(job.nn, job.blockName, job.name);
     const jobDir = `${dirs.runDir}/jobs/${stem}`;
     const prefix = parallel ? `[${job.blockName} / ${job.name}] ` : "";
-    const out = prefixedWriter(options.quiet ? () => {} : write, prefix);
-    if (!parallel && !options.quiet) write(`\n=== ${job.blockName} / ${job.name}\n`);
+    const out = prefixedWriter(human ? write : () => {}, prefix);
+    if (!parallel && human) write(`\n=== ${job.blockName} / ${job.name}\n`);
     const printer = createLivePrinter({ write: (t) => out.write(t), color: ctx.color });
     let logFile: Deno.FsFile | undefined;
     const encoder = new TextEncoder();
@@ -602,7 +621,8 @@ async function execute(
           let n = 0;
           while (n < bytes.length) n += logFile.writeSync(bytes.subarray(n));
         }
-        printer.write(event);
+        if (json) emit({ ...event, block: job.blockName, job: job.name });
+        else printer.write(event);
         if (event.event === "job_finished") out.flush();
       },
     };
@@ -697,7 +717,8 @@ async function execute(
     startJob,
     onJobEnd,
     onBlockStart(b) {
-      if (!options.quiet) {
+      if (json) emit({ event: "block_started", block: b.name, jobs: b.jobs.length });
+      if (human) {
         write(
           `\n▶ Block '${b.name}' started (${b.jobs.length} job${b.jobs.length === 1 ? "" : "s"})\n`,
         );
@@ -709,7 +730,10 @@ async function execute(
           rows.set(job.nn, { block: b.name, job: job.name, result: "skipped", ms: 0 });
         }
       }
-      if (!options.quiet) {
+      if (json) {
+        emit({ event: "block_finished", block: b.name, result, duration_ms: Math.round(ms) });
+      }
+      if (human) {
         write(
           `◀ Block '${b.name}' ${result}${
             result === "skipped" || result === "canceled" ? "" : ` in ${formatDuration(ms)}`
@@ -758,7 +782,8 @@ async function execute(
       startJob,
       onJobEnd,
       onBlockStart() {
-        if (!options.quiet) write(`\n▶ after_pipeline started\n`);
+        if (json) emit({ event: "block_started", block: "After pipeline", jobs: afterJobs.length });
+        if (human) write(`\n▶ after_pipeline started\n`);
       },
     });
   }
@@ -768,14 +793,23 @@ async function execute(
   const result = interrupted.signal.aborted
     ? (outcome.anyJobRan ? "stopped" : "canceled")
     : outcome.result;
-  write(
-    formatSummary(ordered, { result, reason: outcome.reason, ms: performance.now() - started }),
-  );
-  if (result === "passed" && !options.keep) {
-    await Deno.remove(dirs.runDir, { recursive: true }).catch(() => {});
+  const keep = result !== "passed" || options.keep;
+  if (json) {
+    emit({
+      event: "pipeline_finished",
+      result,
+      reason: outcome.reason,
+      duration_ms: Math.round(performance.now() - started),
+      jobs: ordered.map((r) => ({ ...r, ms: undefined, duration_ms: Math.round(r.ms) })),
+      run_dir: keep ? dirs.runDir : undefined,
+    });
   } else {
-    write(`Run directory kept: ${dirs.runDir}\n`);
+    write(
+      formatSummary(ordered, { result, reason: outcome.reason, ms: performance.now() - started }),
+    );
+    if (keep) write(`Run directory kept: ${dirs.runDir}\n`);
   }
+  if (!keep) await Deno.remove(dirs.runDir, { recursive: true }).catch(() => {});
   const code = interrupted.signal.aborted ? 130 : result === "passed" ? 0 : 1;
   return { code, result, reason: outcome.reason };
 }
