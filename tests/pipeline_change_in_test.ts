@@ -92,3 +92,15 @@ Deno.test("evaluateChangeIn() is on_tags on a tag pipeline and needs the default
     ),
   );
 });
+
+Deno.test("readGitFacts() light reads the branch from .git/HEAD without git", async () => {
+  const repo = await makeRepo({ "a": "1\n" }, "trunk");
+  gitIn(repo, "checkout", "-q", "-b", "feature/x");
+  const light = await readGitFacts(repo, {}, true);
+  assert.equal(light.branch, "feature/x");
+  assert.equal(light.sha, "");
+  const full = await readGitFacts(repo, {});
+  assert.equal(full.branch, "feature/x");
+  assert.equal(full.sha, gitIn(repo, "rev-parse", "HEAD"));
+  assert.equal(full.author, "Dev Eloper");
+});

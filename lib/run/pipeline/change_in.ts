@@ -100,7 +100,7 @@ export function evaluateChangeIn(
   if (typeof explicitRange === "string") {
     range = explicitRange
       .replaceAll("$SEMAPHORE_MERGE_BASE", defaultBranch)
-      .replaceAll("$SEMAPHORE_GIT_SHA", facts.sha)
+      .replaceAll("$SEMAPHORE_GIT_SHA", facts.sha || "HEAD")
       .replaceAll("$SEMAPHORE_GIT_COMMIT_RANGE", facts.commitRange);
     from = range;
   } else if (facts.refType === "branch" && facts.branch === defaultBranch) {

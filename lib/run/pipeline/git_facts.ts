@@ -110,12 +110,34 @@ function slugOf(url: string, name: string): string {
   return `local/${name}`;
 }
 
+/** HEAD's ref as written in the repository (`ref: refs/heads/x`), read without git. */
+function readHeadRef(root: string): string | undefined {
+  try {
+    let gitDir = `${root}/.git`;
+    if (Deno.statSync(gitDir).isFile) {
+      const pointer = /^gitdir:\s*(.+)$/m.exec(Deno.readTextFileSync(gitDir))?.[1]?.trim();
+      if (!pointer) return undefined;
+      gitDir = pointer.startsWith("/") ? pointer : `${root}/${pointer}`;
+    }
+    const head = Deno.readTextFileSync(`${gitDir}/HEAD`).trim();
+    return head.startsWith("ref: ") ? head.slice(5) : "HEAD";
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Reads the git facts of the repository at `root`.
+ * Reads the git facts of the repository at `root`. `light` (for `-l`, `-g`, `-n`,
+ * `--condition`, which show no variable values) reads only the branch, from `.git/HEAD`,
+ * without starting git; the other facts are then empty.
  *
  * @throws {PipelineError} contradictory flags (`--tag` with `--pull-request`).
  */
-export async function readGitFacts(root: string, flags: GitFlags): Promise<GitFacts> {
+export async function readGitFacts(
+  root: string,
+  flags: GitFlags,
+  light = false,
+): Promise<GitFacts> {
   if (flags.tag !== undefined && flags.pullRequest !== undefined) {
     throw new PipelineError("--tag and --pull-request cannot both be given");
   }
@@ -123,19 +145,22 @@ export async function readGitFacts(root: string, flags: GitFlags): Promise<GitFa
     throw new PipelineError(`--pull-request: expected a number, found '${flags.pullRequest}'`);
   }
   const remote = flags.remote ?? "origin";
+  const lightRef = light ? readHeadRef(root) : undefined;
   // Four git processes at once: HEAD's commit and ref, its author and parent, the config, the
   // upstream (which fails harmlessly when there is none).
-  const [headText, logText, configText, upstreamSha] = await Promise.all([
-    gitAsync(root, ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"]),
-    gitAsync(root, ["log", "-1", "--format=%an%n%P"]),
-    gitAsync(root, [
-      "config",
-      "-z",
-      "--get-regexp",
-      `^(user\\.name|remote\\..*\\.url|branch\\..*\\.(merge|remote))$`,
-    ]),
-    gitAsync(root, ["rev-parse", "-q", "--verify", "@{upstream}"]),
-  ]);
+  const [headText, logText, configText, upstreamSha] = lightRef !== undefined
+    ? [`\n${lightRef}`, undefined, undefined, undefined]
+    : await Promise.all([
+      gitAsync(root, ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"]),
+      gitAsync(root, ["log", "-1", "--format=%an%n%P"]),
+      gitAsync(root, [
+        "config",
+        "-z",
+        "--get-regexp",
+        `^(user\\.name|remote\\..*\\.url|branch\\..*\\.(merge|remote))$`,
+      ]),
+      gitAsync(root, ["rev-parse", "-q", "--verify", "@{upstream}"]),
+    ]);
   const head = headText?.split("\n");
   const headRef = head?.[1] ??
     `refs/heads/${(await gitAsync(root, ["symbolic-ref", "--short", "-q", "HEAD"])) ?? ""}`;

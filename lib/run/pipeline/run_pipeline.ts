@@ -283,7 +283,11 @@ async function run(options: RunPipelineOptions): Promise<number> {
   const pipeline = validatePipeline(def);
   for (const line of [...notices, ...warnings]) writeErr(`${line}\n`);
 
-  const facts = await readGitFacts(repoRoot, options);
+  // What shows no variable values needs only the branch (no git process: -l starts fast).
+  const light = Boolean(
+    options.list || options.graph || options.dryRun || options.condition !== undefined,
+  );
+  const facts = await readGitFacts(repoRoot, options, light);
   const baseEnv = options.baseEnv ?? scrubbedEnvironment();
   const projectName = options.project ?? facts.repoName;
   const projectId = await uuidV5(facts.url);
