@@ -5,7 +5,7 @@ import {
   type RunDirs,
   toolboxEnv,
 } from "../lib/run/pipeline/toolbox.ts";
-import { makeRepo } from "./support/pipeline_repo.ts";
+import { gitIn, makeRepo } from "./support/pipeline_repo.ts";
 
 const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "toolbox-test-" }));
 globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));
@@ -173,4 +173,20 @@ test-results publish r.xml`,
   );
   assert.equal(junit.code, 0, junit.out);
   assert.equal(junit.out, "tests: 5, failures: 1, errors: 1, skipped: 1\n");
+});
+
+Deno.test("checkout of a linked work tree gives the copy a repository of its own", async () => {
+  const repo = await makeRepo({ "a.txt": "a\n" });
+  const worktree = `${repo}-wt`;
+  gitIn(repo, "worktree", "add", "-q", worktree);
+  globalThis.addEventListener("unload", () => Deno.removeSync(worktree, { recursive: true }));
+  await Deno.writeTextFile(`${worktree}/new.txt`, "new\n");
+  const r = await inJob(
+    "checkout >/dev/null && test -d .git && git status --porcelain && echo b >> a.txt && git -c user.name=j -c user.email=j@x commit -qam local-only && git log -1 --format=%s",
+    { source: worktree, env: GIT(worktree) },
+  );
+  assert.equal(r.code, 0, r.out);
+  assert.equal(r.out, "?? new.txt\nlocal-only\n");
+  // The commit made in the job exists only in the copy.
+  assert.equal(gitIn(worktree, "log", "-1", "--format=%s"), "first");
 });

@@ -83,8 +83,16 @@ checkout() {
       list=$(mktemp) || return 1
       (cd "$src" && git ls-files -z -co --exclude-standard) > "$list" || { rm -f "$list"; return 1; }
       n=$(tr -cd '\000' < "$list" | wc -c | tr -d ' ')
-      (cd "$src" && tar --null --ignore-failed-read -cf - -T "$list" .git 2>/dev/null) | tar -xf - -C "$dst" || { rm -f "$list"; return 1; }
-      rm -f "$list" ;;
+      if [ -d "$src/.git" ]; then printf '.git\000' >> "$list"; fi
+      (cd "$src" && tar --null --ignore-failed-read -cf - -T "$list" 2>/dev/null) | tar -xf - -C "$dst" || { rm -f "$list"; return 1; }
+      rm -f "$list"
+      if [ -f "$src/.git" ]; then
+        # A linked work tree: its .git file points into the real repository, whose index and
+        # refs a job must not touch. A clone sharing the objects (read only) stands in for it.
+        git clone -q --no-checkout --shared "$src" "$dst/.git-local-clone" >/dev/null 2>&1 &&
+          mv "$dst/.git-local-clone/.git" "$dst/.git" && rm -rf "$dst/.git-local-clone" &&
+          git -C "$dst" reset -q "$(git -C "$src" rev-parse HEAD)" >/dev/null 2>&1
+      fi ;;
   esac
   cd "$dst" || return 1
   echo "Copied local working tree $src to $dst ($n files)"
