@@ -235,6 +235,7 @@ function addRunOptions(cmd: Command): Command {
     .option("--user-profile", "pipeline: jobs also load your ~/.bash_profile")
     .option("--allow-sudo", "pipeline: install-package may use sudo apt-get")
     .option("--strict-versions", "pipeline: sem-version fails when versions differ")
+    .option("--toolbox-passthrough", "pipeline: test-results runs the real CLI from the PATH")
     .option("--lenient", "pipeline: read numbers and booleans where strings are expected")
     .option("--log-dir <dir>", "pipeline: write each job's JSONL event log here")
     .option("-q, --quiet", "pipeline: print the summary only")
@@ -297,6 +298,7 @@ function pipelineOptions(o: Record<string, unknown>) {
     userProfile: b("userProfile"),
     allowSudo: b("allowSudo"),
     strictVersions: b("strictVersions"),
+    toolboxPassthrough: b("toolboxPassthrough"),
     lenient: b("lenient"),
     logDir: s("logDir"),
     quiet: b("quiet"),

@@ -190,3 +190,22 @@ Deno.test("checkout of a linked work tree gives the copy a repository of its own
   // The commit made in the job exists only in the copy.
   assert.equal(gitIn(worktree, "log", "-1", "--format=%s"), "first");
 });
+
+Deno.test("test-results with --toolbox-passthrough runs the real CLI from the PATH", async () => {
+  const bin = `${root}/realbin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(`${bin}/test-results`, '#!/bin/sh\necho real test-results "$@"\n', {
+    mode: 0o755,
+  });
+  // (A login shell's /etc/profile may reset PATH: the real CLI's dir is put after the toolbox.)
+  const r = await inJob(`PATH="$HOME/.toolbox/bin:${bin}:$PATH" test-results publish r.xml`, {
+    env: { SEMAPHORE_LOCAL_TOOLBOX_PASSTHROUGH: "1" },
+  });
+  assert.equal(r.out, "real test-results publish r.xml\n");
+});
+
+Deno.test("a job shell keeps the invoking PATH after the login profile, toolbox first", async () => {
+  const r = await inJob('echo "$PATH"');
+  const path = Deno.env.get("PATH")!;
+  assert.equal(r.out, `${r.home}/.toolbox/bin:${r.home}/.toolbox/bin-host:${path}\n`);
+});

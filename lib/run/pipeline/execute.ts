@@ -110,6 +110,7 @@ export async function execute(
     strictVersions: options.strictVersions ?? false,
     allowSudo: options.allowSudo ?? false,
     userProfile: options.userProfile ?? false,
+    passthrough: options.toolboxPassthrough ?? false,
   };
   const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ? realDir(baseEnv.HOME) : "");
   if (options.logDir) await Deno.mkdir(options.logDir, { recursive: true });

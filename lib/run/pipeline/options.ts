@@ -53,6 +53,8 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   readonly userProfile?: boolean;
   readonly allowSudo?: boolean;
   readonly strictVersions?: boolean;
+  /** `--toolbox-passthrough`: a real `test-results` from the PATH instead of the local one. */
+  readonly toolboxPassthrough?: boolean;
   readonly lenient?: boolean;
   readonly logDir?: string;
   readonly quiet?: boolean;

@@ -29,6 +29,8 @@ export interface ToolboxSettings {
   readonly strictVersions: boolean;
   readonly allowSudo: boolean;
   readonly userProfile: boolean;
+  /** `--toolbox-passthrough`: `test-results` runs the real CLI from the PATH. @default false */
+  readonly passthrough?: boolean;
 }
 
 /** `$XDG_STATE_HOME/semaphore-agent`. */
@@ -97,6 +99,7 @@ export function toolboxEnv(
   if (settings.noCache) env.SEMAPHORE_LOCAL_NO_CACHE = "1";
   if (settings.strictVersions) env.SEMAPHORE_LOCAL_STRICT_VERSIONS = "1";
   if (settings.allowSudo) env.SEMAPHORE_LOCAL_ALLOW_SUDO = "1";
+  if (settings.passthrough) env.SEMAPHORE_LOCAL_TOOLBOX_PASSTHROUGH = "1";
   return env;
 }
 
@@ -130,7 +133,8 @@ export async function prepareJobHome(options: {
     options.userProfile && realHome
       ? `[ -f "${realHome}/.bash_profile" ] && . "${realHome}/.bash_profile"`
       : "",
-    'export PATH="$HOME/.toolbox/bin:$HOME/.toolbox/bin-host:$PATH"',
+    // The invoking PATH again: a login shell's /etc/profile may have reset it (§4.1).
+    'export PATH="$HOME/.toolbox/bin:$HOME/.toolbox/bin-host:${SEMAPHORE_LOCAL_PATH:-$PATH}"',
     '. "$HOME/.toolbox/toolbox"',
     'cd "$HOME"',
     "",
@@ -141,6 +145,7 @@ export async function prepareJobHome(options: {
     if (env[name] === undefined && realHome) env[name] = `${realHome}/${dir}`;
   }
   Object.assign(env, options.toolbox);
+  if (options.baseEnv.PATH) env.SEMAPHORE_LOCAL_PATH = options.baseEnv.PATH;
   env.HOME = home;
   return { home, env };
 }

@@ -262,6 +262,15 @@ done
 
 /** `test-results` (§4.2). */
 const TEST_RESULTS = sh`#!/bin/sh
+if [ -n "\${SEMAPHORE_LOCAL_TOOLBOX_PASSTHROUGH:-}" ]; then
+  # --toolbox-passthrough: the real test-results CLI from the PATH, when there is one.
+  old_ifs=$IFS; IFS=:
+  for dir in $PATH; do
+    case "$dir" in "$SEMAPHORE_LOCAL_TOOLBOX"*|"$HOME/.toolbox"*) continue ;; esac
+    if [ -x "$dir/test-results" ]; then IFS=$old_ifs; exec "$dir/test-results" "$@"; fi
+  done
+  IFS=$old_ifs
+fi
 cmd=\${1:-}; [ $# -gt 0 ] && shift
 case "$cmd" in
   publish) ;;
