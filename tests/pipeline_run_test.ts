@@ -410,3 +410,29 @@ blocks:
     [["Only", "J", "passed"]],
   );
 });
+
+Deno.test("agent run -s NAME:VAR sets a secret's variable from the flag or the environment", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: D
+    task:
+      secrets: [{name: creds}]
+      jobs: [{name: J, commands: ["test \\"$USER_NAME/$TOKEN\\" = 'deployer/tok-from-env' && echo ok-secrets"]}]
+`,
+  });
+  const run = await runAgent(repo, [
+    "-s",
+    "creds:USER_NAME=deployer",
+    "-s",
+    "creds:TOKEN",
+    "--jobs",
+    "1",
+  ], {
+    env: { TOKEN: "tok-from-env" },
+  });
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\nok-secrets\n/);
+  assert.doesNotMatch(run.stdout, /tok-from-env/);
+});

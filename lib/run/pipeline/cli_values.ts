@@ -57,6 +57,29 @@ export function readEnvFile(path: string): HostEnvVar[] {
   return parseEnvPairs(lines.map((l) => l.replace(/^export\s+/, "")), `--env-file ${path}`);
 }
 
+/** Reads one line from the terminal without echoing it (a secret's value). */
+function readHidden(question: string): string | undefined {
+  const encoder = new TextEncoder();
+  Deno.stderr.writeSync(encoder.encode(question));
+  const bytes: number[] = [];
+  const buffer = new Uint8Array(1);
+  Deno.stdin.setRaw(true);
+  try {
+    for (;;) {
+      if (Deno.stdin.readSync(buffer) !== 1) return undefined;
+      const byte = buffer[0];
+      if (byte === 3) return undefined; // Ctrl-C
+      if (byte === 13 || byte === 10) break;
+      if (byte === 127 || byte === 8) bytes.pop();
+      else bytes.push(byte);
+    }
+  } finally {
+    Deno.stdin.setRaw(false);
+    Deno.stderr.writeSync(encoder.encode("\n"));
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}
+
 /** `-s NAME:VAR[=VALUE]`: no value → the environment (a prompt needs a terminal). */
 export function secretOverrides(specs: readonly string[]) {
   return specs.map((spec) => {
@@ -66,7 +89,7 @@ export function secretOverrides(specs: readonly string[]) {
     if (value === undefined) {
       value = Deno.env.get(m[2]);
       if (value === undefined && Deno.stdin.isTerminal()) {
-        value = prompt(`Value of ${m[2]} for secret '${m[1]}':`) ?? undefined;
+        value = readHidden(`Value of ${m[2]} for secret '${m[1]}': `);
       }
       if (value === undefined) {
         throw new PipelineError(`--secret ${spec}: ${m[2]} is not set in the environment`);
