@@ -436,3 +436,28 @@ blocks:
   assert.match(run.stdout, /\nok-secrets\n/);
   assert.doesNotMatch(run.stdout, /tok-from-env/);
 });
+
+Deno.test("agent run fails a job with more than 300 environment variables, not the file", async () => {
+  const many = Array.from({ length: 300 }, (_, i) => `{name: V${i}, value: "x"}`).join(", ");
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: A
+    dependencies: []
+    task: {jobs: [{name: Many, commands: [echo never-runs], env_vars: [${many}]}]}
+  - name: B
+    dependencies: []
+    task: {jobs: [{name: Few, commands: [echo fine]}]}
+`,
+  });
+  const run = await runAgent(repo, ["--jobs", "2"]);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(
+    run.stdout,
+    /\[A \/ Many\] Cannot start the job: it has \d+ environment variables, more than the 300 Semaphore allows\n/,
+  );
+  assert.doesNotMatch(run.stdout, /never-runs\n/);
+  assert.match(run.stdout, /\nA +Many +failed /);
+  assert.match(run.stdout, /\nB +Few +passed /);
+});

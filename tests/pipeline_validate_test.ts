@@ -102,3 +102,15 @@ Deno.test("validatePipeline() rejects a job time limit above its block's", () =>
     "execution_time_limit: more than 24 hours",
   );
 });
+
+Deno.test("validatePipeline() parses the conditions of fields ignored locally too", () => {
+  rejects(
+    HEAD + `queue: {name: q, when: "branch === 'x'"}\nblocks:\n  - {${job}}\n`,
+    "queue.when: invalid condition 'branch === 'x'': expected a quoted string after 'branch ='",
+  );
+  rejects(
+    HEAD +
+      'blocks:\n  - task: {jobs: [{commands: [x], priority: [{value: 1, when: "tag = "}]}]}\n',
+    "blocks[0].task.jobs[0].priority[0].when: invalid condition 'tag = ': unexpected end of condition",
+  );
+});

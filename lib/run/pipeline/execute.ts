@@ -38,6 +38,9 @@ import {
 import type { RunPipelineOptions } from "./options.ts";
 import { absolute, parseEnvPairs, readEnvFile, realDir } from "./cli_values.ts";
 
+/** Semaphore fails a job with more environment variables than this. */
+const MAX_ENV_VARS = 300;
+
 function logFormatOf(value: string) {
   try {
     return parseLogFormat(value);
@@ -160,7 +163,16 @@ export async function execute(
     };
     if (!options.insecureSecrets) sink = redactingSink(sink, job.secretValues);
     let job_: Job | undefined;
-    const result = (async () => {
+    const result = (async (): Promise<"passed" | "failed" | "stopped"> => {
+      // Semaphore fails such a job rather than the pipeline file (PIPELINES.md §1.9).
+      if (job.env.length > MAX_ENV_VARS) {
+        const line = `Cannot start the job: it has ${job.env.length} environment variables, ` +
+          `more than the ${MAX_ENV_VARS} Semaphore allows`;
+        if (json) emit({ event: "job_error", block: job.blockName, job: job.name, error: line });
+        else out.write(`${line}\n`);
+        out.flush();
+        return "failed";
+      }
       if (options.logDir) {
         logFile = await Deno.open(`${options.logDir}/${stem}.jsonl`, {
           write: true,

@@ -141,6 +141,8 @@ export interface PipelineDef {
   readonly fail_fast?: FailFastDef;
   readonly after_pipeline?: TaskDef;
   readonly promotions: readonly PromotionDef[];
+  /** Conditions of fields ignored locally (`auto_cancel`, `queue`, `priority`): checked only. */
+  readonly ignoredConditions: readonly ConditionDef[];
 }
 
 /** Where the pipeline file is, for `task_file` and `commands_file`. */
@@ -196,6 +198,7 @@ function joinPath(base: string, rel: string): string {
 class Reader {
   readonly notices: string[] = [];
   readonly warnings: string[] = [];
+  readonly ignoredConditions: ConditionDef[] = [];
   readonly ctx: SchemaContext;
 
   constructor(ctx: SchemaContext) {
@@ -271,7 +274,7 @@ class Reader {
       if (!("value" in obj)) this.fail(p, "missing key 'value'");
       const v = this.int(obj.value, `${p}.value`, 0);
       if (v > 100) this.fail(`${p}.value`, "must be at most 100");
-      this.condition({ when: obj.when }, p);
+      this.ignoredConditions.push(this.condition({ when: obj.when }, p));
     });
     this.notice(path, "jobs are not queued");
   }
@@ -693,7 +696,9 @@ class Reader {
     if ("auto_cancel" in obj) {
       const ac = this.map(obj.auto_cancel, "auto_cancel", ["running", "queued"]);
       if (Object.keys(ac).length === 0) this.fail("auto_cancel", "needs 'running' or 'queued'");
-      for (const k of Object.keys(ac)) this.condition(ac[k], `auto_cancel.${k}`);
+      for (const k of Object.keys(ac)) {
+        this.ignoredConditions.push(this.condition(ac[k], `auto_cancel.${k}`));
+      }
       this.notice("auto_cancel", "one pipeline runs at a time");
     }
     if ("queue" in obj) {
@@ -732,6 +737,7 @@ class Reader {
           this.promotion(p, `promotions[${i}]`)
         )
         : [],
+      ignoredConditions: this.ignoredConditions,
     };
   }
 
@@ -743,7 +749,7 @@ class Reader {
     if ("name" in obj && this.str(obj.name, `${path}.name`) === "") {
       this.fail(`${path}.name`, "expected a non-empty name");
     }
-    if ("when" in obj) this.condition({ when: obj.when }, path);
+    if ("when" in obj) this.ignoredConditions.push(this.condition({ when: obj.when }, path));
     if ("scope" in obj) {
       const scope = this.str(obj.scope, `${path}.scope`);
       if (scope !== "project" && scope !== "organization") {

@@ -195,6 +195,7 @@ export function validatePipeline(def: PipelineDef): Pipeline {
     checkJobLimits(afterPipeline, def.timeLimitSet ? def.timeLimit : MAX_MINUTES);
   }
   for (const promotion of def.promotions) condition(promotion.auto_promote);
+  for (const ignored of def.ignoredConditions) condition(ignored);
   return { def, blocks, afterPipeline, failFast: failFast(def.fail_fast) };
 }
 
