@@ -70,3 +70,11 @@ Deno.test("parseCondition() rejects what renderedtext/when does not lex", () => 
     assert.throws(() => parseCondition(text), new ConditionError(message), text);
   }
 });
+
+Deno.test("parseCondition() rejects a bad regular expression; (?i) makes one case-insensitive", () => {
+  assert.throws(
+    () => parseCondition("branch =~ '['"),
+    new ConditionError("invalid regular expression '['"),
+  );
+  assert.equal(evaluate("branch =~ '(?i)^MASTER$'", onMaster), true);
+});

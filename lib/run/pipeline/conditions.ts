@@ -183,12 +183,14 @@ class Parser {
       if (value.k !== "str") {
         throw new ConditionError(`expected a quoted string after '${t.v} ${op.v}'`);
       }
+      if (op.v === "=~" || op.v === "!~") regex(value.v); // a bad pattern fails the file
       return { t: "cmp", keyword: t.v, op: op.v, value: value.v };
     }
     if (t.k === "str" && this.#peek()?.k === "op") {
       const op = this.#next() as { v: string };
       const kw = this.#next();
       if (kw.k !== "kw") throw new ConditionError(`expected a keyword after '${t.v}' ${op.v}`);
+      if (op.v === "=~" || op.v === "!~") regex(t.v);
       return { t: "cmp", keyword: kw.v, op: op.v, value: t.v };
     }
     if (t.k === "fun") {
@@ -303,9 +305,11 @@ function truthy(value: WhenValue): boolean {
   return true;
 }
 
+/** A PCRE pattern as a JS RegExp: a leading `(?i)` becomes the `i` flag. */
 function regex(pattern: string): RegExp {
+  const insensitive = pattern.startsWith("(?i)");
   try {
-    return new RegExp(pattern);
+    return new RegExp(insensitive ? pattern.slice(4) : pattern, insensitive ? "i" : "");
   } catch {
     throw new ConditionError(`invalid regular expression '${pattern}'`);
   }
