@@ -242,6 +242,7 @@ function addRunOptions(cmd: Command): Command {
     .option("--json", "pipeline: print progress as JSON lines (job events tagged with block, job)")
     .option("-v, --verbose", "pipeline: the agent's own log (info) on stderr")
     .option("-C, --directory <dir>", "pipeline: the repository root")
+    .option("-w, --watch", "pipeline: run again after every change in the repository")
     .option("--project <name>", "pipeline: SEMAPHORE_PROJECT_NAME");
 }
 
@@ -254,6 +255,7 @@ function pipelineOptions(o: Record<string, unknown>) {
   return {
     directory: s("directory"),
     list: b("list"),
+    watch: b("watch"),
     graph: o.graph as "text" | "dot" | undefined,
     images: l("image"),
     promote: l("promote"),

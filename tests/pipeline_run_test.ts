@@ -273,6 +273,7 @@ blocks:
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
   let out = "";
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   while (!(/ready-one\n/.test(out) && /ready-two\n/.test(out))) {
@@ -287,6 +288,7 @@ blocks:
     out += value;
   }
   const status = await child.status;
+  clearTimeout(guard);
   await child.stderr.cancel();
   assert.equal(status.code, 130, out);
   assert.match(out, /\nPipeline stopped \(user\) in /);
@@ -460,4 +462,59 @@ blocks:
   assert.doesNotMatch(run.stdout, /never-runs\n/);
   assert.match(run.stdout, /\nA +Many +failed /);
   assert.match(run.stdout, /\nB +Few +passed /);
+});
+
+Deno.test("agent run -w runs the pipeline again after a change and stops on Ctrl-C", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - {name: A, task: {jobs: [{name: J, commands: ["cat $SEMAPHORE_LOCAL_SOURCE/value.txt"]}]}}
+`,
+    "value.txt": "first\n",
+  });
+  const home = await Deno.makeTempDir({ prefix: "pipeline-home-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      new URL("../main.ts", import.meta.url).pathname,
+      "run",
+      "-w",
+      "--jobs",
+      "1",
+    ],
+    cwd: repo,
+    env: { HOME: home, PATH: Deno.env.get("PATH")!, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // A hung child fails the test instead of hanging it.
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  let out = "";
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const until = async (pattern: RegExp) => {
+    while (!pattern.test(out)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`ended before ${pattern}: ${out}`);
+      out += value;
+    }
+  };
+  await until(/Watching for changes/);
+  await Deno.writeTextFile(`${repo}/value.txt`, "second\n");
+  await until(/\nsecond\n[\s\S]*Watching for changes/);
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const status = await child.status;
+  clearTimeout(guard);
+  await child.stderr.cancel();
+  assert.equal(status.code, 130, out);
+  assert.match(out, /\nfirst\n/);
+  assert.match(out, /\nChange seen: running again\n/);
+  await Deno.remove(home, { recursive: true });
 });

@@ -15,6 +15,8 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   /** `-C`: the repository root. @default the file's repository */
   readonly directory?: string;
   readonly list?: boolean;
+  /** `-w`: run again after every change in the repository. */
+  readonly watch?: boolean;
   /** `--promote NAME` (repeatable): run these promotions after the pipeline, chains followed. */
   readonly promote?: readonly string[];
   /** `--auto-promote`: run every promotion whose condition holds after the pipeline. */

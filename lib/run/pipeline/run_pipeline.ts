@@ -62,6 +62,7 @@ function nextWorkflowNumber(state: string, projectId: string): number {
  * @throws {UsageError} (exit 2) an invalid pipeline, flag, secret or git fact.
  */
 export async function runPipelineFile(options: RunPipelineOptions): Promise<number> {
+  if (options.watch && !options.promotion) return await watch(options);
   try {
     return await run(options);
   } catch (error) {
@@ -69,6 +70,72 @@ export async function runPipelineFile(options: RunPipelineOptions): Promise<numb
       throw new UsageError(`${options.path}: ${error.message}`, { cause: error });
     }
     throw error;
+  }
+}
+
+/**
+ * `-w`: runs the pipeline, then again after every change in the repository (`.git/` aside),
+ * until Ctrl-C (exit 130). An invalid pipeline is reported and waits for the next change.
+ */
+async function watch(options: RunPipelineOptions): Promise<number> {
+  const write = options.write ?? writer(Deno.stdout);
+  const writeErr = options.writeErr ?? writer(Deno.stderr);
+  const pipelinePath = realDir(absolute(options.path));
+  const dir = pipelinePath.slice(0, pipelinePath.lastIndexOf("/")) || "/";
+  const root = realDir(options.directory ? absolute(options.directory) : findRepoRoot(dir) ?? dir);
+  for (;;) {
+    try {
+      if (await run(options) === 130) return 130;
+    } catch (error) {
+      if (!(error instanceof PipelineError)) throw error;
+      writeErr(`agent: ${options.path}: ${error.message}\n`);
+    }
+    const ignored = [options.logDir, options.printRequests]
+      .filter((d) => d !== undefined)
+      .map((d) => realDir(absolute(d!)));
+    const watching = () => write("\nWatching for changes (Ctrl-C to stop)...\n");
+    if (!await nextChange(root, ignored, watching)) return 130;
+    write("\nChange seen: running again\n");
+  }
+}
+
+/**
+ * Resolves true at the next change under `root` (outside `.git/` and the `ignored` dirs the
+ * run itself writes), false on Ctrl-C.
+ */
+async function nextChange(
+  root: string,
+  ignored: readonly string[],
+  onWatching: () => void,
+): Promise<boolean> {
+  const watcher = Deno.watchFs(root, { recursive: true });
+  onWatching(); // only now: a change made after this line is seen
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    watcher.close();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    for await (const event of watcher) {
+      const relevant = event.paths.some((p) =>
+        !p.includes("/.git/") && !p.endsWith("/.git") &&
+        !ignored.some((d) => p === d || p.startsWith(`${d}/`))
+      );
+      if (relevant) {
+        // Let a burst of writes (an editor saving, a checkout) settle first.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return true;
+      }
+    }
+    return !interrupted;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    try {
+      watcher.close();
+    } catch {
+      // already closed
+    }
   }
 }
 
