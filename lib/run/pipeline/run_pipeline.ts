@@ -21,7 +21,6 @@ import { writeRequests } from "./request_file.ts";
 import { stateDir } from "./toolbox.ts";
 import type { PromotionContext, RunPipelineOptions } from "./options.ts";
 import { absolute, parseEnvPairs, realDir, secretOverrides, writer } from "./cli_values.ts";
-import { execute } from "./execute.ts";
 
 export type { PromotionContext, RunPipelineOptions };
 
@@ -309,6 +308,8 @@ async function run(options: RunPipelineOptions): Promise<number> {
     return 0;
   }
 
+  // The job engine and the executors load only when jobs run: -l, -n, -g stay light.
+  const { execute } = await import("./execute.ts");
   const outcome = await execute({
     options,
     images,
