@@ -104,6 +104,10 @@ async function userDir(user: { uid: number; gid: number }): Promise<string> {
     await Deno.mkdir(`${dir}/${sub}`);
     await Deno.chown(`${dir}/${sub}`, user.uid, user.gid);
   }
+  // The checkout may live under /tmp (CI clones into a temp folder), which the private /tmp
+  // hides: the agent runs from a copy beside the test user's files.
+  await Deno.copyFile(AGENT, `${dir}/agent`);
+  await Deno.chmod(`${dir}/agent`, 0o755);
   return dir;
 }
 
@@ -130,7 +134,7 @@ function spawnAsUser(
       `--regid=${user.gid}`,
       "--clear-groups",
       "--",
-      AGENT,
+      `${dir}/agent`,
       ...args,
     ],
     cwd: `${dir}/work`,
