@@ -1267,20 +1267,32 @@ async function runJobRightAfterFinishedJob(): Promise<void> {
 
 /**
  * A job with 6000+ events (3000 commands): pushed in batches of at most 2000 lines, the full
- * ones exactly 2000, `start_from` contiguous.
+ * ones exactly 2000, `start_from` contiguous. The hub holds the pushes until the last command
+ * ran, so the events pile up however fast this machine runs the commands.
  */
 async function manyEvents(): Promise<void> {
   const since = nowSeconds();
   await using hub = await FakeHub.start({ nextSyncAfterMs: 200 });
   const count = 3000;
-  const id = hub.assignJob({ commands: Array.from({ length: count }, () => ":") });
+  const markerDir = await Deno.makeTempDir({ prefix: "start_e2e_marker_" });
+  const marker = `${markerDir}/commands-done`;
+  using watcher = Deno.watchFs(markerDir);
+  const release = hub.holdLogPushes();
+  const commands = [...Array.from({ length: count }, () => ":"), `touch ${marker}`];
+  const id = hub.assignJob({ commands });
   await using agent = await AgentProcess.start(hub, { flags: ["--disconnect-after-job"] });
+  for await (const event of watcher) {
+    if (event.paths.includes(marker)) break;
+  }
+  release();
   const exit = await agent.exit();
+  await Deno.remove(markerDir, { recursive: true });
 
   await assertShutdown(hub, agent, exit, { reason: "JOB_FINISHED", hubReason: "job-finished" });
   const log = [
     ...prologue(),
     ...Array.from({ length: count }, () => command(":")).flat(),
+    ...command(`touch ${marker}`),
     ...EXPORT_RESULT,
     "job_finished: passed",
   ];

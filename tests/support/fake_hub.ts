@@ -153,6 +153,7 @@ export class FakeHub implements AsyncDisposable {
   readonly jobs = new Map<string, HubJob>();
   readonly #queue: string[] = [];
   readonly #logs = new Map<string, HubJobLog>();
+  #logHold: Promise<void> | undefined;
   /** Shutdown reasons the hub sent. */
   readonly shutdowns: string[] = [];
 
@@ -268,6 +269,19 @@ export class FakeHub implements AsyncDisposable {
   /** Delays every answer by `ms` (0 to stop). */
   setSlowness(ms: number): void {
     this.#slowMs = ms;
+  }
+
+  /**
+   * Holds every log push unanswered until the returned function is called (or the hub goes
+   * down or closes), so that a job's events pile up in the agent.
+   */
+  holdLogPushes(): () => void {
+    const held = Promise.withResolvers<void>();
+    this.#logHold = held.promise;
+    return () => {
+      this.#logHold = undefined;
+      held.resolve();
+    };
   }
 
   /** Answers every `n`th request with 500 without handling it (0 to stop). */
@@ -428,6 +442,14 @@ export class FakeHub implements AsyncDisposable {
     const headers = Object.fromEntries(req.headers.entries());
     let response: Response;
     if (this.#slowMs > 0) await this.#sleep(this.#slowMs);
+    const hold = this.#logHold;
+    if (hold && url.pathname.includes("/api/v1/logs/")) {
+      const signal = this.#downSignal.signal;
+      await Promise.race([
+        hold,
+        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
+      ]);
+    }
     if (this.#down || this.#closed) {
       response = new Response("going down", { status: 503 });
     } else if (req.headers.get("user-agent") !== this.#options.userAgent) {
