@@ -87,8 +87,18 @@ function addStartOptions(cmd: Command): Command {
       "--metrics-addr <host:port>",
       "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
     )
-    .option("--log-format <format>", "the agent log's format: text (default) or json");
+    .option("--log-format <format>", "the agent log's format: text (default) or json")
+    .option(...JOB_LIMIT_FLAGS.memory)
+    .option(...JOB_LIMIT_FLAGS.cpu)
+    .option(...JOB_LIMIT_FLAGS.pids);
 }
+
+/** The job limit flags of `run`, `serve` and `start` (DECISIONS.md 23). */
+const JOB_LIMIT_FLAGS = {
+  memory: ["--job-memory-limit <size>", "memory a job may use, e.g. 2G (none by default)"],
+  cpu: ["--job-cpu-limit <cpus>", "CPUs a job may use, e.g. 1.5 (none by default)"],
+  pids: ["--job-pids-limit <n>", "processes a job may have at once (none by default)"],
+} as const;
 
 /** The `agent serve` flags (SEMAPHORE_COMPAT.md §3.2 and DECISIONS.md 15). */
 function addServeOptions(cmd: Command): Command {
@@ -115,7 +125,17 @@ function addServeOptions(cmd: Command): Command {
       "--metrics-addr <host:port>",
       "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
     )
-    .option("--log-format <format>", "the agent log's format: text (default) or json");
+    .option("--log-format <format>", "the agent log's format: text (default) or json")
+    .option(...JOB_LIMIT_FLAGS.memory)
+    .option(...JOB_LIMIT_FLAGS.cpu)
+    .option(...JOB_LIMIT_FLAGS.pids);
+}
+
+/** The job limit flags as commander names them. */
+interface JobLimitOptions {
+  readonly jobMemoryLimit?: string;
+  readonly jobCpuLimit?: string;
+  readonly jobPidsLimit?: string;
 }
 
 /** Returns the options of `cmd` that were given on the command line, by flag name. */
@@ -178,6 +198,9 @@ function addRunOptions(cmd: Command): Command {
     .option("--log-file <path>", "job file: also write the JSONL event log here")
     .option("--debug", "show stack traces for unexpected errors")
     .option("--log-format <format>", "the agent log's format on stderr: text (default) or json")
+    .option(...JOB_LIMIT_FLAGS.memory)
+    .option(...JOB_LIMIT_FLAGS.cpu)
+    .option(...JOB_LIMIT_FLAGS.pids)
     .option("-l, --list", "pipeline: print the plan (stage, block, job, dependencies, conditions)")
     .option("-n, --dry-run", "pipeline: print each job's commands and env names; run nothing")
     .addOption(
@@ -361,13 +384,19 @@ Examples:
         ).map((o) => o.long!.replace(/^--/, "")),
       );
       const given = Object.keys(explicitFlags(cmd)).filter((f) =>
-        f !== "log-file" && f !== "debug" && f !== "log-format" && typed.has(f)
+        f !== "log-file" && f !== "debug" && f !== "log-format" && !f.startsWith("job-") &&
+        typed.has(f)
       );
       setExit(
         await runFile({
           path,
           logFile: opts.logFile as string | undefined,
           logFormat: opts.logFormat as string | undefined,
+          limits: {
+            memory: opts.jobMemoryLimit as string | undefined,
+            cpu: opts.jobCpuLimit as string | undefined,
+            pids: opts.jobPidsLimit as string | undefined,
+          },
           pipelineFlags: given,
           pipeline: pipelineOptions(opts),
         }),

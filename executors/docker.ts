@@ -27,8 +27,12 @@ import type {
   Executor,
   FileInjection,
   HostEnvVar,
+  JobLimits,
+  ResourceUsage,
   RunCommandOptions,
 } from "../lib/engine/executor.ts";
+import { sumUsage } from "../lib/engine/resource_usage.ts";
+import { processCgroupUsage } from "./job_cgroup.ts";
 import type {
   Container,
   EnvVar,
@@ -53,6 +57,7 @@ import {
   type DeviceMapping,
   DockerClient,
   dockerSocketPath,
+  type HostConfig,
   type RegistryAuth,
 } from "./docker_api.ts";
 import { ContainerTerminal } from "./docker_terminal.ts";
@@ -115,6 +120,18 @@ export interface DockerExecutorOptions {
   readonly writeJumpPoint?: boolean;
   /** How long bash in the main container gets to answer. @default SHELL_START_TIMEOUT_MS */
   readonly shellStartTimeoutMs?: number;
+  /** Limits applied to each container of the job. @default none */
+  readonly limits?: JobLimits;
+}
+
+/** The `HostConfig` fields of `limits` (each container of a job gets them). */
+export function containerLimits(limits: JobLimits = {}): HostConfig {
+  const { memoryBytes, cpus, pids } = limits;
+  return {
+    ...(memoryBytes !== undefined ? { Memory: memoryBytes, MemorySwap: memoryBytes } : {}),
+    ...(cpus !== undefined ? { NanoCpus: Math.round(cpus * 1e9) } : {}),
+    ...(pids !== undefined ? { PidsLimit: pids } : {}),
+  };
 }
 
 /**
@@ -169,6 +186,7 @@ class DockerExecutor implements Executor {
   readonly #homeDir: string | undefined;
   readonly #writeJumpPoint: boolean;
   readonly #shellStartTimeoutMs: number | undefined;
+  readonly #hostLimits: HostConfig;
   readonly #subject: string;
   readonly #instance = crypto.randomUUID();
   readonly #abort = new AbortController();
@@ -203,6 +221,7 @@ class DockerExecutor implements Executor {
     this.#homeDir = options.homeDir;
     this.#writeJumpPoint = options.writeJumpPoint ?? true;
     this.#shellStartTimeoutMs = options.shellStartTimeoutMs;
+    this.#hostLimits = containerLimits(options.limits);
     this.#subject = `[job=${this.#request.job_id}]`;
     this.#containers = [...this.#request.compose.containers];
   }
@@ -478,7 +497,7 @@ class DockerExecutor implements Executor {
         const id = await create(`${prefix}-${nameSafe(sidecar.name)}`, {
           ...composeContainerConfig(sidecar),
           Labels: labels,
-          HostConfig: { NetworkMode: prefix, Devices: devices },
+          HostConfig: { NetworkMode: prefix, Devices: devices, ...this.#hostLimits },
           NetworkingConfig: network(sidecar.name),
         });
         await networkReady;
@@ -503,6 +522,7 @@ class DockerExecutor implements Executor {
       HostConfig: {
         NetworkMode: prefix,
         Devices: devices,
+        ...this.#hostLimits,
         Binds: [
           `${docker.socketPath}:/var/run/docker.sock`,
           `${mountPath}:${CONTAINER_TEMP_DIR}:ro`,
@@ -648,6 +668,31 @@ class DockerExecutor implements Executor {
       await this.#client.killContainer(this.#mainId).catch((error) =>
         this.#logger.warn(`${this.#subject} Cannot kill the main container: ${errorMessage(error)}`)
       );
+    }
+  }
+
+  /**
+   * What the job's containers used, read from their cgroups on this host while they still run
+   * (`undefined` when the daemon's processes are not visible here). Docker kills and removes
+   * their processes in cleanup.
+   */
+  async finish(): Promise<ResourceUsage | undefined> {
+    const client = this.#client;
+    if (!client) return undefined;
+    try {
+      const filters = {
+        label: [`${JOB_LABEL}=${this.#request.job_id}`, `${INSTANCE_LABEL}=${this.#instance}`],
+      };
+      const parts: ResourceUsage[] = [];
+      for (const container of await client.listContainers(filters)) {
+        const pid = (await client.inspectContainer(container.Id))?.State.Pid;
+        const usage = pid ? await processCgroupUsage(pid) : undefined;
+        if (usage) parts.push(usage);
+      }
+      return sumUsage(parts);
+    } catch (error) {
+      this.#logger.warn(`${this.#subject} Cannot measure the containers: ${errorMessage(error)}`);
+      return undefined;
     }
   }
 

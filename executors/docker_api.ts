@@ -125,6 +125,14 @@ export interface HostConfig {
   readonly NetworkMode?: string;
   readonly AutoRemove?: boolean;
   readonly Init?: boolean;
+  /** Memory limit in bytes. */
+  readonly Memory?: number;
+  /** Memory plus swap in bytes (equal to `Memory`: no swap). */
+  readonly MemorySwap?: number;
+  /** CPU quota in 10^-9 CPUs. */
+  readonly NanoCpus?: number;
+  /** Most processes at once. */
+  readonly PidsLimit?: number;
 }
 
 /** One network endpoint of a new container. */
@@ -162,6 +170,8 @@ export interface ContainerInspect {
   readonly State: {
     readonly Status: string;
     readonly Running: boolean;
+    /** The container's init process on the daemon's host (0 when it is not running). */
+    readonly Pid?: number;
     readonly ExitCode: number;
     readonly Error: string;
   };

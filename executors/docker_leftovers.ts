@@ -17,6 +17,7 @@
 import type { Logger } from "../lib/util/agent_log.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 import { DockerClient } from "./docker_api.ts";
+import { removeRecordedJob } from "./job_record.ts";
 
 /** The label every container and network of a job carries: `semaphore-agent.job=<job_id>`. */
 export const JOB_LABEL = "semaphore-agent.job";
@@ -66,7 +67,8 @@ export interface RemoveLeftoversOptions {
 
 /**
  * Removes the containers and networks labelled `semaphore-agent.job` that agents which are no
- * longer running left behind (called at agent start). A daemon that cannot be reached is
+ * longer running left behind (called at agent start), then their jobs' host dirs (and the
+ * processes, cgroups and files a shell job recorded there). A daemon that cannot be reached is
  * logged and skipped: no container job could have run on it.
  *
  * @returns how many containers and networks were removed.
@@ -200,7 +202,7 @@ export async function createJobHostDir(): Promise<JobHostDir> {
  * Deletes the per-job host dirs whose owner file nobody holds locked (they may hold env files).
  * A dir without an owner file is being made, or is not an agent's: it is left alone.
  */
-async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<void> {
+export async function removeLeftoverHostDirs(logger: Logger, all = false): Promise<void> {
   try {
     for await (const entry of Deno.readDir(HOST_DIR_PARENT)) {
       if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
@@ -208,6 +210,7 @@ async function removeLeftoverHostDirs(logger: Logger, all: boolean): Promise<voi
       const state = await ownerState(dir);
       if (state === "no dir" || state === "no owner file") continue;
       if (!all && state !== "free") continue;
+      await removeRecordedJob(dir, logger); // a shell job's processes, cgroup and env files
       await Deno.remove(dir, { recursive: true }).then(
         () => logger.info(`Removed leftover job directory ${dir}`),
         (error) =>

@@ -11,7 +11,8 @@ import { errorMessage, JobConstructionError } from "../lib/util/errors.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { createShellExecutor } from "./shell.ts";
 import { createDockerExecutor } from "./docker.ts";
-import { removeLeftovers } from "./docker_leftovers.ts";
+import { removeLeftoverHostDirs, removeLeftovers } from "./docker_leftovers.ts";
+import { jobIsolation, removeEmptyLeftoverCgroups } from "./job_cgroup.ts";
 
 /**
  * Builds the executor that `setup.request.executor` names.
@@ -28,6 +29,7 @@ export function createExecutor(setup: ExecutorSetup): Executor {
         logger,
         selfHosted: setup.selfHosted ?? false,
         baseEnv: setup.shellEnv,
+        limits: setup.limits,
       });
     case "dockercompose":
       return createDockerExecutor({
@@ -39,6 +41,7 @@ export function createExecutor(setup: ExecutorSetup): Executor {
         failOnMissingFiles: setup.failOnMissingFiles ?? false,
         metrics: setup.metrics,
         hostEnv: setup.shellEnv,
+        limits: setup.limits,
       });
     default:
       throw new JobConstructionError("unknown executor type");
@@ -46,18 +49,36 @@ export function createExecutor(setup: ExecutorSetup): Executor {
 }
 
 /**
- * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
- * owners that are no longer alive). Every agent that runs jobs calls it once at start; it
- * gives up quietly after a few seconds when Docker does not answer.
+ * Finds how shell jobs are isolated on this host (a cgroup per job, or the child-subreaper
+ * fallback; DECISIONS.md 23) and says so, and why, in the agent log. Every mode calls it at start.
  */
-export async function cleanUpAfterCrashedAgents(logger: Logger): Promise<void> {
+export async function logJobIsolation(logger: Logger): Promise<void> {
+  const isolation = await jobIsolation();
+  logger.info(`Job isolation: ${isolation.description}`);
+}
+
+/**
+ * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
+ * owners that are no longer alive, and the processes, cgroups and env files of their shell
+ * jobs). Every agent that runs jobs calls it once at start; it gives up quietly after a few
+ * seconds when Docker does not answer. Without `docker`, only the host side is looked at.
+ */
+export async function cleanUpAfterCrashedAgents(
+  logger: Logger,
+  options: { readonly docker?: boolean } = {},
+): Promise<void> {
   try {
-    const { containers, networks } = await removeLeftovers({ logger });
-    if (containers + networks > 0) {
-      logger.info(
-        `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
-      );
+    if (options.docker === false) {
+      await removeLeftoverHostDirs(logger);
+    } else {
+      const { containers, networks } = await removeLeftovers({ logger });
+      if (containers + networks > 0) {
+        logger.info(
+          `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
+        );
+      }
     }
+    await removeEmptyLeftoverCgroups(logger);
   } catch (error) {
     logger.warn(`Cannot remove what earlier jobs left behind: ${errorMessage(error)}`);
   }

@@ -14,7 +14,14 @@
  */
 
 import type { Terminal } from "../lib/engine/shell_session.ts";
-import { findProcessTree, killProcessTree } from "./process_tree.ts";
+import {
+  findProcessTree,
+  identifyProcessTree,
+  killProcessTree,
+  type ProcessId,
+  readStat,
+} from "./process_tree.ts";
+import type { JobCgroup } from "./job_cgroup.ts";
 
 /** Options of {@linkcode spawnPty}. */
 export interface PtyOptions {
@@ -26,7 +33,21 @@ export interface PtyOptions {
   readonly cwd?: string;
   /** `NAME=VALUE` added to the environment to find the job's processes when stopping. */
   readonly processTag: string;
+  /**
+   * The job's cgroup: the shim joins it before it starts, so every process of the job is in it,
+   * and killing the tree empties it. Without one, the tree is swept through `/proc`.
+   */
+  readonly cgroup?: JobCgroup;
+  /** Without a cgroup: the agent is a child subreaper, so sweep its adopted orphans too. */
+  readonly adoptedOrphans?: boolean;
 }
+
+/**
+ * Joins the cgroup (its pid written to each `cgroup.procs`), then becomes `script`: every
+ * process of the job starts inside the cgroup. Exit code 125 when it cannot join.
+ */
+const JOIN_CGROUP =
+  'cmd=$1; shift; for f; do echo $$ > "$f" || exit 125; done; exec script -qfec "$cmd" /dev/null';
 
 /** Quotes one argument for `sh`. */
 export function shellQuote(arg: string): string {
@@ -42,15 +63,22 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #tag: string;
   readonly #sessions = new Set<number>();
+  readonly #cgroup: JobCgroup | undefined;
+  readonly #adoptedOrphans: boolean;
   #alive = true;
   #killed: Promise<void> | undefined;
 
   constructor(options: PtyOptions) {
-    const { command, env, cwd, processTag } = options;
+    const { command, env, cwd, processTag, cgroup } = options;
     const [tagName, ...tagValue] = processTag.split("=");
     this.#tag = processTag;
-    this.#child = new Deno.Command("script", {
-      args: ["-qfec", command.map(shellQuote).join(" "), "/dev/null"],
+    this.#cgroup = cgroup;
+    this.#adoptedOrphans = options.adoptedOrphans ?? false;
+    const line = command.map(shellQuote).join(" ");
+    this.#child = new Deno.Command(cgroup ? "sh" : "script", {
+      args: cgroup
+        ? ["-c", JOIN_CGROUP, "sh", line, ...cgroup.procsFiles]
+        : ["-qfec", line, "/dev/null"],
       env: { ...env, [tagName]: tagValue.join("=") },
       clearEnv: true,
       cwd,
@@ -72,24 +100,55 @@ export class PtyProcess implements Terminal, AsyncDisposable {
    * Notes the sessions of the processes now under the shim (the shell leads one), so they are
    * found when stopping even after the shim itself is gone and its pid may be reused.
    */
-  rememberTree(): void {
-    if (!this.#alive) return;
-    for (const pid of findProcessTree({ rootPid: this.pid })) {
+  async rememberTree(): Promise<void> {
+    if (!this.#alive || this.#cgroup) return;
+    for (const pid of await findProcessTree({ rootPid: this.pid })) {
       if (pid === this.pid) continue;
-      try {
-        const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-        this.#sessions.add(Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[3]));
-      } catch {
-        // gone meanwhile
-      }
+      const info = await readStat(pid);
+      if (info) this.#sessions.add(info.sid);
     }
   }
 
-  #sweep(): void {
-    killProcessTree({
+  /**
+   * The shim and the shell it started (what a pids limit must not kill): `script` runs the
+   * command through `$SHELL -c`, which is the shell itself when that execs, else its parent.
+   */
+  async shellPids(): Promise<Set<number>> {
+    const out = new Set([this.pid]);
+    const infos = [];
+    for (const pid of (await this.#cgroup?.pids()) ?? []) {
+      const info = await readStat(pid);
+      if (info) infos.push(info);
+    }
+    for (const child of infos.filter((p) => p.ppid === this.pid)) {
+      out.add(child.pid);
+      if (child.comm === "bash") continue;
+      for (const grandchild of infos.filter((p) => p.ppid === child.pid && p.comm === "bash")) {
+        out.add(grandchild.pid);
+      }
+    }
+    return out;
+  }
+
+  /** Without a cgroup: the job's processes now, named for good (for the crash record). */
+  async identifyTree(): Promise<ProcessId[]> {
+    return await identifyProcessTree({
+      rootPid: this.#alive ? this.pid : -1,
+      sessionIds: [...this.#sessions],
+      adoptedOrphans: this.#adoptedOrphans,
+    });
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#cgroup) {
+      await this.#cgroup.kill();
+      return;
+    }
+    await killProcessTree({
       rootPid: this.#alive ? this.pid : -1,
       tag: this.#tag,
       sessionIds: [...this.#sessions],
+      adoptedOrphans: this.#adoptedOrphans,
     });
   }
 
@@ -98,14 +157,17 @@ export class PtyProcess implements Terminal, AsyncDisposable {
     return this.#writer.write(bytes);
   }
 
-  /** Kills the process and everything it started, then waits for it. Idempotent. */
+  /**
+   * Kills the process and everything it started, then waits for it (and, with a cgroup, until
+   * the cgroup is empty). Idempotent.
+   */
   kill(): Promise<void> {
     this.#killed ??= (async () => {
-      this.rememberTree();
-      this.#sweep();
+      await this.rememberTree();
+      await this.#sweep();
       await this.exited;
       await this.#writer.close().catch(() => {});
-      this.#sweep(); // what forked while the first sweep ran
+      await this.#sweep(); // what forked while the first sweep ran
     })();
     return this.#killed;
   }

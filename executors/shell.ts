@@ -10,12 +10,18 @@ import type {
   CommandOutput,
   Executor,
   HostEnvVar,
+  JobLimits,
+  ResourceUsage,
   RunCommandOptions,
 } from "../lib/engine/executor.ts";
 import type { EnvVar, JobFile, JobRequest } from "../lib/engine/job_request_types.ts";
 import type { EventSink } from "../lib/engine/events.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
-import { type CommandLog, runLoggedCommand } from "../lib/engine/command_log.ts";
+import {
+  type CommandLog,
+  type CommandRunner,
+  runLoggedCommand,
+} from "../lib/engine/command_log.ts";
 import {
   exportEnvironment,
   guardedProfileLine,
@@ -28,6 +34,10 @@ import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
 import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
 import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
+import { JOB_CGROUP_PREFIX, JobCgroup, jobIsolation } from "./job_cgroup.ts";
+import { createJobHostDir, type JobHostDir } from "./docker_leftovers.ts";
+import { type JobRecord, writeJobRecord } from "./job_record.ts";
+import { formatBytes } from "../lib/engine/resource_usage.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
 export interface ShellExecutorOptions {
@@ -41,6 +51,8 @@ export interface ShellExecutorOptions {
    * (DECISIONS.md 14). @default the agent's
    */
   readonly baseEnv?: Readonly<Record<string, string>>;
+  /** Limits on the job's cgroup. @default none */
+  readonly limits?: JobLimits;
 }
 
 /**
@@ -79,10 +91,21 @@ class ShellExecutor implements Executor {
   readonly #baseEnv: Readonly<Record<string, string>>;
   /** Env files whose line may be in `~/.bash_profile` (removed at cleanup). */
   readonly #envFiles: string[] = [];
-  /** The job's private directory (0700): command files and env files, all 0600. */
-  #storageDir: Promise<string> | undefined;
+  readonly #limits: JobLimits;
+  /**
+   * The job's private directory (0700): command files and env files, all 0600. Its owner file
+   * stays locked while the job lives (docker_leftovers.ts), and it holds the job's record.
+   */
+  #hostDir: Promise<JobHostDir> | undefined;
+  #record: JobRecord | undefined;
+  #cgroup: JobCgroup | undefined;
   #pty: PtyProcess | undefined;
   #session: ShellSession | undefined;
+  #finished: Promise<ResourceUsage | undefined> | undefined;
+  /** Without a cgroup: records the job's processes every second, for crash recovery. */
+  #tracker: ReturnType<typeof setInterval> | undefined;
+  #tracked = "[]";
+  #tracking = false;
   #cleaned: Promise<void> | undefined;
 
   constructor(options: ShellExecutorOptions) {
@@ -91,6 +114,7 @@ class ShellExecutor implements Executor {
     this.#logger = options.logger;
     this.#selfHosted = options.selfHosted ?? false;
     this.#baseEnv = scrubbedEnvironment(options.baseEnv);
+    this.#limits = options.limits ?? {};
   }
 
   /** The job shell's home: where `~` and relative file paths point. */
@@ -112,26 +136,64 @@ class ShellExecutor implements Executor {
     }
   }
 
-  /** Made on first use: `<tmpdir>/agent-job-*`, mode 0700, owned by the agent's user. */
+  /**
+   * Made on first use: `<tmpdir>/agent-temp-directory-*`, mode 0700, owned by the agent's user,
+   * with its owner file locked until cleanup.
+   */
   #ensureStorageDir(): Promise<string> {
-    this.#storageDir ??= Deno.makeTempDir({ prefix: "agent-job-" });
-    return this.#storageDir;
+    this.#hostDir ??= (async () => {
+      const dir = await createJobHostDir();
+      try {
+        await Deno.chmod(dir.path, 0o700);
+      } catch (error) {
+        await dir.remove().catch(() => {});
+        throw error;
+      }
+      return dir;
+    })();
+    return this.#hostDir.then((dir) => dir.path);
   }
 
   async start(): Promise<number> {
     try {
+      // Locked while the job lives: another agent removes what the record names once it is not.
       const storageDir = await this.#ensureStorageDir();
+      const isolation = await jobIsolation();
+      if (isolation.kind !== "none") {
+        this.#cgroup = await JobCgroup.create(
+          isolation,
+          `${JOB_CGROUP_PREFIX}${crypto.randomUUID()}`,
+          this.#limits,
+        );
+      } else if (Object.keys(this.#limits).length > 0) {
+        this.#logger.warn(
+          `[job=${this.#request.job_id}] Job limits need cgroups, which this agent cannot use`,
+        );
+      }
+      const processTag = `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`;
+      await this.#updateRecord({
+        jobId: this.#request.job_id,
+        processTag,
+        cgroup: this.#cgroup?.record,
+        files: [], // the env files are in the job's directory
+      });
       const pty = new PtyProcess({
         // A login shell as in the original; without readline, which reads the terminal one
         // byte at a time and costs ~0.2 ms per command line we write.
         command: ["bash", "--login", "--noediting"],
         env: this.#baseEnv,
-        processTag: `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`,
+        processTag,
+        cgroup: this.#cgroup,
+        adoptedOrphans: isolation.kind === "none",
       });
       this.#pty = pty;
       this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
       await this.#session.start();
-      pty.rememberTree();
+      await pty.rememberTree();
+      if (!this.#cgroup) {
+        await this.#track();
+        this.#tracker = setInterval(() => this.#track(), TRACK_INTERVAL_MS);
+      }
       this.#logger.info(`[job=${this.#request.job_id}] [pid=${pty.pid}] Started the job shell`);
       return 0;
     } catch (error) {
@@ -167,7 +229,13 @@ class ShellExecutor implements Executor {
   }
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
-    return runLoggedCommand(this.#session, this.#sink, command, options);
+    const session = this.#session;
+    const limited = this.#cgroup && this.#pty &&
+      (this.#limits.memoryBytes !== undefined || this.#limits.pids !== undefined);
+    const runner = session && limited
+      ? limitWatchingRunner(session, this.#cgroup!, this.#pty!, this.#limits)
+      : session;
+    return runLoggedCommand(runner, this.#sink, command, options);
   }
 
   getOutputFromCommand(command: string): Promise<CommandOutput> {
@@ -179,16 +247,64 @@ class ShellExecutor implements Executor {
     await this.#pty?.kill();
   }
 
+  /**
+   * Without a cgroup: writes the job's processes (pid and start time) to its record when they
+   * changed, so that the next agent finds them if this one dies, even those that dropped the tag.
+   */
+  async #track(): Promise<void> {
+    if (this.#tracking || !this.#pty || !this.#record || this.#finished) return;
+    this.#tracking = true;
+    try {
+      const processes = await this.#pty.identifyTree();
+      const text = JSON.stringify(processes);
+      if (text !== this.#tracked && !this.#finished) {
+        this.#tracked = text;
+        await this.#updateRecord({ ...this.#record, processes });
+      }
+    } catch {
+      // the next round tries again
+    } finally {
+      this.#tracking = false;
+    }
+  }
+
+  async #updateRecord(record: JobRecord): Promise<void> {
+    this.#record = record;
+    const dir = await this.#hostDir?.catch(() => undefined);
+    if (dir) await writeJobRecord(dir.path, record);
+  }
+
+  /** Empties the job's cgroup (or sweeps its processes), measures it, removes the cgroup. */
+  finish(): Promise<ResourceUsage | undefined> {
+    this.#finished ??= (async () => {
+      clearInterval(this.#tracker);
+      await this.stop();
+      const cgroup = this.#cgroup;
+      if (!cgroup) return undefined;
+      if (!(await cgroup.kill())) {
+        this.#logger.warn(
+          `[job=${this.#request.job_id}] Some processes of the job were still alive after 10 s`,
+        );
+      }
+      const usage = await cgroup.usage();
+      await cgroup.remove().catch((error) =>
+        this.#logger.warn(`[job=${this.#request.job_id}] ${errorMessage(error)}`)
+      );
+      return usage;
+    })();
+    return this.#finished;
+  }
+
   cleanup(): Promise<void> {
     this.#cleaned ??= (async () => {
-      await this.stop();
+      await this.finish();
       await this.#session?.close();
-      const storageDir = await this.#storageDir?.catch(() => undefined);
-      if (storageDir) {
-        await Deno.remove(storageDir, { recursive: true }).catch((error) => {
+      const hostDir = await this.#hostDir?.catch(() => undefined);
+      if (hostDir) {
+        await hostDir.remove().catch((error) => {
           if (!(error instanceof Deno.errors.NotFound)) {
             this.#logger.warn(
-              `[job=${this.#request.job_id}] Cannot remove ${storageDir}: ${errorMessage(error)}`,
+              `[job=${this.#request.job_id}] Cannot remove ${hostDir.path}: ${errorMessage(error)}`,
             );
           }
         });
@@ -210,6 +326,68 @@ class ShellExecutor implements Executor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.cleanup();
   }
+}
+
+/** How often the processes of a job without a cgroup are recorded. */
+const TRACK_INTERVAL_MS = 1000;
+
+/** How often a command's limits are checked while it runs. */
+const LIMIT_POLL_MS = 200;
+
+/**
+ * Runs commands in `session` and says in a command's output when the job reached a limit while
+ * it ran: the memory limit (the kernel killed a process) or the process limit (forks failed:
+ * every process but the shell is killed, so the job can go on to its epilogue). Such a command
+ * fails.
+ */
+function limitWatchingRunner(
+  session: CommandRunner,
+  cgroup: JobCgroup,
+  pty: PtyProcess,
+  limits: JobLimits,
+): CommandRunner {
+  return {
+    async run(command, onOutput) {
+      let memoryHit = false;
+      let pidsHit = false;
+      let checking: Promise<void> = Promise.resolve();
+      const check = () => {
+        checking = checking.then(async () => {
+          const hits = await cgroup.limitHits();
+          if (hits.memory > 0) memoryHit = true;
+          if (hits.pids > 0) {
+            pidsHit = true;
+            await cgroup.killAllBut(await pty.shellPids());
+          }
+        });
+        return checking;
+      };
+      await check(); // what happened before this command is not its doing
+      memoryHit = pidsHit = false;
+      let lastByte = 10;
+      const timer = setInterval(check, LIMIT_POLL_MS);
+      let exitCode: number;
+      try {
+        exitCode = await session.run(command, (bytes) => {
+          if (bytes.length > 0) lastByte = bytes[bytes.length - 1];
+          onOutput(bytes);
+        });
+      } finally {
+        clearInterval(timer);
+      }
+      await check();
+      const lines: string[] = [];
+      if (memoryHit) {
+        lines.push(
+          `Killed: the job reached its memory limit (${formatBytes(limits.memoryBytes!)})`,
+        );
+      }
+      if (pidsHit) lines.push(`Killed: the job reached its process limit (${limits.pids})`);
+      if (lines.length === 0) return exitCode;
+      onOutput(new TextEncoder().encode(`${lastByte === 10 ? "" : "\n"}${lines.join("\n")}\n`));
+      return exitCode === 0 ? 1 : exitCode;
+    },
+  };
 }
 
 function nanoseconds(): string {

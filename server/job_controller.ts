@@ -25,7 +25,7 @@ import {
 } from "../lib/engine/events.ts";
 import { EventLog } from "../lib/engine/event_log.ts";
 import { Job, type JobOptions } from "../lib/engine/job.ts";
-import type { FileInjection } from "../lib/engine/executor.ts";
+import type { FileInjection, JobLimits } from "../lib/engine/executor.ts";
 import { createExecutor } from "../executors/for_job.ts";
 import type { JobRequest } from "../lib/engine/job_request_types.ts";
 import {
@@ -120,6 +120,8 @@ export interface JobControllerOptions {
   readonly fileInjections?: readonly FileInjection[];
   /** `--expose-kvm-device`. @default true */
   readonly exposeKvmDevice?: boolean;
+  /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit`. @default none */
+  readonly limits?: JobLimits;
   readonly metrics?: Metrics;
   /** Prometheus metrics (`--metrics-addr`). @default none */
   readonly agentMetrics?: AgentMetrics;
@@ -293,6 +295,7 @@ export class JobController implements JobsApi {
       logger,
       selfHosted: false,
       exposeKvmDevice: options.exposeKvmDevice ?? true,
+      limits: options.limits,
       fileInjections: options.fileInjections ?? [],
       failOnMissingFiles: false,
       preJobHookPath: options.preJobHookPath || undefined,

@@ -12,7 +12,8 @@ import { agentLogFromEnv, type Logger } from "../lib/util/agent_log.ts";
 import { errorMessage, UsageError } from "../lib/util/errors.ts";
 import { osTempDir } from "../lib/util/temp_dir.ts";
 import type { FileInjection } from "../lib/engine/executor.ts";
-import { cleanUpAfterCrashedAgents } from "../executors/for_job.ts";
+import { cleanUpAfterCrashedAgents, logJobIsolation } from "../executors/for_job.ts";
+import { parseJobLimits } from "../lib/engine/job_limits.ts";
 import { createStatsdMetrics, type StatsdMetrics } from "./statsd.ts";
 import { VERSION } from "../lib/util/version.ts";
 import { createApp } from "./app.ts";
@@ -40,6 +41,12 @@ export interface ServeOptions {
   readonly metricsAddr?: string;
   /** `--log-format text|json` (else `SEMAPHORE_AGENT_LOG_FORMAT`). @default "text" */
   readonly logFormat?: string;
+  /** `--job-memory-limit` (else `SEMAPHORE_AGENT_JOB_MEMORY_LIMIT`). @default none */
+  readonly jobMemoryLimit?: string;
+  /** `--job-cpu-limit` (else `SEMAPHORE_AGENT_JOB_CPU_LIMIT`). @default none */
+  readonly jobCpuLimit?: string;
+  /** `--job-pids-limit` (else `SEMAPHORE_AGENT_JOB_PIDS_LIMIT`). @default none */
+  readonly jobPidsLimit?: string;
 }
 
 /** A `SEMAPHORE_AGENT_*` variable; empty counts as unset. */
@@ -206,6 +213,17 @@ export async function serve(options: ServeOptions): Promise<number> {
     options.tlsCertPath ?? "server.crt",
     options.tlsKeyPath ?? "server.key",
   );
+  let limits;
+  try {
+    limits = parseJobLimits({
+      memory: options.jobMemoryLimit ?? agentEnv("JOB_MEMORY_LIMIT"),
+      cpu: options.jobCpuLimit ?? agentEnv("JOB_CPU_LIMIT"),
+      pids: options.jobPidsLimit ?? agentEnv("JOB_PIDS_LIMIT"),
+    });
+  } catch (error) {
+    throw new UsageError(errorMessage(error), { exitCode: 2 });
+  }
+  await logJobIsolation(logger);
   await cleanUpAfterCrashedAgents(logger);
   const requested = options.callbackRetryAttempts ?? DEFAULT_CALLBACK_ATTEMPTS;
   const callbackRetryAttempts = requested > 0 ? requested : DEFAULT_CALLBACK_ATTEMPTS;
@@ -220,6 +238,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     preJobHookPath: options.preJobHookPath || undefined,
     fileInjections,
     exposeKvmDevice: options.exposeKvmDevice ?? true,
+    limits,
     metrics,
     agentMetrics: agentMetrics || undefined,
   });

@@ -45,10 +45,17 @@ async function withConfigFile(
 }
 
 Deno.test("CONFIG_KEYS lists the original's 25 keys and ours, each with a flag in main.ts and an env var", async () => {
-  // The original's 25 (§3.1), then ours: metrics-addr and log-format (issue 11).
-  assert.equal(CONFIG_KEYS.length, 27);
-  assert.equal(new Set(CONFIG_KEYS).size, 27);
-  assert.deepEqual(CONFIG_KEYS.slice(25), ["metrics-addr", "log-format"]);
+  // The original's 25 (§3.1), then ours: metrics-addr and log-format (issue 11), the job limits
+  // (DECISIONS.md 23).
+  assert.equal(CONFIG_KEYS.length, 30);
+  assert.equal(new Set(CONFIG_KEYS).size, 30);
+  assert.deepEqual(CONFIG_KEYS.slice(25), [
+    "metrics-addr",
+    "log-format",
+    "job-memory-limit",
+    "job-cpu-limit",
+    "job-pids-limit",
+  ]);
   const main = await Deno.readTextFile(new URL("../main.ts", import.meta.url));
   const start = main.slice(
     main.indexOf("function addStartOptions"),
@@ -103,6 +110,7 @@ Deno.test("loadConfig() uses the defaults when only the required keys are set", 
       logsFlushTimeoutSeconds: 60,
       metricsAddr: undefined,
       logFormat: "text",
+      jobLimits: {},
     },
   );
 });
@@ -128,6 +136,23 @@ Deno.test("loadConfig() reads metrics-addr and log-format from flags, env and fi
     (error: Error) =>
       error instanceof UsageError &&
       error.message === "Log format xml not supported (text, json). Exiting...",
+  );
+});
+
+Deno.test("loadConfig() reads the job limits from flags, variables and the file", async () => {
+  await withConfigFile("job-memory-limit: 2G\njob-pids-limit: 100", async (path) => {
+    const config = await load(
+      { ...REQUIRED, "config-file": path, "job-pids-limit": "50" },
+      { SEMAPHORE_AGENT_JOB_CPU_LIMIT: "1.5" },
+    );
+    assert.deepEqual(config.jobLimits, { memoryBytes: 2 * 1024 ** 3, cpus: 1.5, pids: 50 });
+  });
+});
+
+Deno.test("loadConfig() stops with one line for a job limit that is not one", async () => {
+  await assertFatal(
+    load(REQUIRED, { SEMAPHORE_AGENT_JOB_MEMORY_LIMIT: "lots" }),
+    "Cannot read job-memory-limit: 'lots' is not a memory size of at least 1 MiB (e.g. 512M, 2G). Exiting...",
   );
 });
 

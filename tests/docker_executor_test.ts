@@ -42,6 +42,7 @@ interface JobRun {
   readonly result: JobResult;
   readonly events: JobEvent[];
   readonly log: string[];
+  readonly job: Job;
 }
 
 /** Options of {@linkcode runJob}: the mode's executor settings, plus test hooks. */
@@ -91,7 +92,7 @@ async function runJob(request: JobRequest, options: RunOptions = {}): Promise<Jo
   });
   const result = await job.run();
   if (dockerOnly?.dockerSocketPath === undefined) await assertNothingLeft(request.job_id);
-  return { result, events, log: simplify(events) };
+  return { result, events, log: simplify(events), job };
 }
 
 const START = [
@@ -247,6 +248,39 @@ dockerTest(
     assert.ok(outputs.includes(`${builder}\n`));
   },
 );
+
+dockerTest("job limits become the container's Memory, NanoCpus and PidsLimit", async () => {
+  const read = (file: string) => `read -r v < /sys/fs/cgroup/${file}; echo $v`;
+  const run = await runJob(
+    makeRequest({
+      commands: commands(
+        read("memory/memory.limit_in_bytes"),
+        read("cpu/cpu.cfs_quota_us"),
+        read("pids/pids.max"),
+      ),
+    }),
+    { limits: { memoryBytes: 256 * 1024 * 1024, cpus: 0.5, pids: 100 } },
+  );
+  assert.equal(run.result, "passed", run.log.join("\n"));
+  for (const [file, value] of [["memory", "268435456"], ["cpu", "50000"], ["pids", "100"]]) {
+    const at = run.log.findIndex((l) =>
+      l.startsWith(`directive: read -r v < /sys/fs/cgroup/${file}`)
+    );
+    assert.equal(run.log[at + 1], `${value}\n`);
+  }
+});
+
+dockerTest("Job measures a container job from its containers' cgroups", async () => {
+  const { result, log, job } = await runJob(makeRequest({
+    commands: commands("x=$(head -c 52428800 /dev/zero | tr '\\0' a); echo ${#x}"),
+  }));
+  assert.equal(result, "passed", log.join("\n"));
+  assert.ok(log.includes("52428800\n"), log.join("\n"));
+  const usage = job.usage!;
+  assert.ok(usage.peakMemoryBytes! >= 50 * 1024 * 1024, JSON.stringify(usage));
+  assert.ok(usage.cpuUserSeconds! + usage.cpuSystemSeconds! > 0, JSON.stringify(usage));
+  assert.ok(usage.peakProcesses! >= 2, JSON.stringify(usage));
+});
 
 dockerTest("docker-in-docker: a job runs docker against the mounted socket", async () => {
   const run = await runJob(makeRequest({

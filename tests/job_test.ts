@@ -14,6 +14,7 @@ import {
 } from "./support/job_harness.ts";
 import type { JobEvent } from "../lib/engine/events.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
+import { recordingLogger } from "./support/recording_logger.ts";
 
 const cmd = (directive: string, alias = "") => ({ directive, alias });
 const env = (name: string, value: string) => ({ name, value: encodeBase64(value) });
@@ -694,4 +695,21 @@ Deno.test("job: `exit 130` ends the shell: the job fails as in the original, it 
   // "SEMAPHORE_JOB_RESULT is set to ''", ignoring the `passed` the job exported.
   assert.ok(!simplify(events).includes("directive: Checking job result"));
   assert.equal(result, "failed");
+});
+
+Deno.test("job: logs what it used as one agent-log line before job_finished", async () => {
+  const logger = recordingLogger();
+  let linesAtFinish: string[] = [];
+  const { result } = await runTestJob({
+    request: { job_id: "usage-job", commands: [cmd("true")] },
+    logger,
+    onEvent(event) {
+      if (event.event === "job_finished") linesAtFinish = [...logger.lines];
+    },
+  });
+  assert.equal(result, "passed");
+  const usage = linesAtFinish.filter((l) => l.includes("Resources used:"));
+  assert.equal(usage.length, 1);
+  assert.match(usage[0], /^info: \[job=usage-job\] Resources used: CPU .*; wall \d+\.\d\d s$/);
+  assert.equal(logger.lines.filter((l) => l.includes("Resources used:")).length, 1);
 });

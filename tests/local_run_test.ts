@@ -92,6 +92,39 @@ Deno.test("runJobFile() creates the --log-file readable by its user alone", asyn
   }
 });
 
+Deno.test("runJobFile() prints what the job used after its result", async () => {
+  const path = await writeJob("commands:\n  - directive: sleep 0.2\n");
+  let out = "";
+  const code = await runJobFile({
+    path,
+    write: (t) => out += t,
+    color: false,
+    shellEnv: await env(),
+  });
+  assert.equal(code, 0);
+  assert.match(
+    out,
+    /\nJob passed in [^\n]+\nResources used: CPU \d+\.\d\d s user, \d+\.\d\d s system; peak memory [\d.]+ [KM]iB; peak processes \d+; block IO \S+ \S+ read, \S+ \S+ written; wall (0\.[2-9]|[1-9])\d* s\n$/,
+  );
+  await Deno.remove(path);
+});
+
+Deno.test("runJobFile() rejects a job limit that is not one with exit code 2", async () => {
+  const path = await writeJob("commands:\n  - directive: echo never\n");
+  let out = "";
+  await assert.rejects(
+    () => runJobFile({ path, write: (t) => out += t, limits: { pids: "many" } }),
+    (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.equal(error.exitCode, 2);
+      assert.equal(error.message, "--job-pids-limit: 'many' is not a positive number of processes");
+      return true;
+    },
+  );
+  assert.equal(out, "");
+  await Deno.remove(path);
+});
+
 Deno.test("runJobFile() exits 1 for a failed job and 130 for a stopped one", async () => {
   const failing = await writeJob("commands:\n  - directive: exit 3\n");
   assert.equal(await runJobFile({ path: failing, write: () => {}, shellEnv: await env() }), 1);

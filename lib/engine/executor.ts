@@ -35,6 +35,30 @@ export interface CommandOutput {
   readonly exitCode: number;
 }
 
+/**
+ * What a job used, as far as the executor could measure it (cgroup accounting, DECISIONS.md 23):
+ * a figure it cannot know is absent.
+ */
+export interface ResourceUsage {
+  readonly cpuUserSeconds?: number;
+  readonly cpuSystemSeconds?: number;
+  readonly peakMemoryBytes?: number;
+  /** The most processes (and threads) the job had at once. */
+  readonly peakProcesses?: number;
+  readonly blockReadBytes?: number;
+  readonly blockWriteBytes?: number;
+}
+
+/** Opt-in limits of a job (`--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit`). */
+export interface JobLimits {
+  /** Bytes of memory. */
+  readonly memoryBytes?: number;
+  /** CPUs, fractional (`1.5`). */
+  readonly cpus?: number;
+  /** Processes and threads at once. */
+  readonly pids?: number;
+}
+
 /** The executor lifecycle the job engine drives (§5.2). Exit codes follow the original. */
 export interface Executor extends AsyncDisposable {
   /** Host preparation (authorized_keys, jump point, compose manifest). 0 when ready. */
@@ -51,6 +75,12 @@ export interface Executor extends AsyncDisposable {
   getOutputFromCommand(command: string): Promise<CommandOutput>;
   /** Stops what runs now: the running command ends with exit code 1. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * The job's commands are over: ends every process the job left and waits until none is left,
+   * then returns what the job used (`undefined` when it cannot be measured). Called before
+   * `job_finished`; `cleanup()` calls it too when it was not.
+   */
+  finish?(): Promise<ResourceUsage | undefined>;
   /** Removes everything the executor made (processes, files, containers). Idempotent. */
   cleanup(): Promise<void>;
 }
@@ -82,6 +112,8 @@ export interface ExecutorSetup {
   readonly shellEnv?: Readonly<Record<string, string>>;
   /** StatsD metrics (serve only, §7.9). @default none */
   readonly metrics?: Metrics;
+  /** Limits on what the job may use. @default none */
+  readonly limits?: JobLimits;
 }
 
 /**

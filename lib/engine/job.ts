@@ -13,6 +13,7 @@ import { errorMessage, JobConstructionError } from "../util/errors.ts";
 import { validateForJob } from "./job_request.ts";
 import { encodeBase64 } from "../util/base64.ts";
 import type { Logger } from "../util/agent_log.ts";
+import { formatUsage, type JobUsage } from "./resource_usage.ts";
 
 /** What the mode running a job does around `job_finished` (§5.6). */
 export interface JobTeardownHooks {
@@ -65,6 +66,7 @@ export class Job {
   #stopping: Promise<void> | undefined;
   #running: Promise<JobResult> | undefined;
   #finished = false;
+  #usage: JobUsage | undefined;
 
   private constructor(options: JobOptions, executor: Executor) {
     this.#options = options;
@@ -90,6 +92,11 @@ export class Job {
   /** Whether `run()` has completed. */
   get finished(): boolean {
     return this.#finished;
+  }
+
+  /** What the job used, known once its processes are gone (before `job_finished`). */
+  get usage(): JobUsage | undefined {
+    return this.#usage;
   }
 
   /** Whether a stop was requested (from outside, or by a command exiting 130). */
@@ -120,6 +127,7 @@ export class Job {
   async #run(): Promise<JobResult> {
     this.#logger.info(`[job=${this.id}] Running job ${this.id}`);
     this.#sink.write({ event: "job_started", timestamp: unixSeconds() });
+    const startedAt = performance.now();
     let result: JobResult = "failed";
     let executorRunning = false;
     let epiloguesExecuted = false;
@@ -143,6 +151,7 @@ export class Job {
       this.#logger.error(`[job=${this.id}] Job failed unexpectedly: ${errorMessage(error)}`);
       result = this.#stopped ? "stopped" : "failed";
     }
+    await this.#finishProcesses(startedAt);
     try {
       await this.#teardown(result);
     } finally {
@@ -152,6 +161,21 @@ export class Job {
       this.#logger.info(`[job=${this.id}] Job finished with result: ${result}`);
     }
     return result;
+  }
+
+  /**
+   * Ends whatever processes the job left (the executor waits until none is left), so nothing of
+   * the job runs once `job_finished` is written, and logs what the job used (DECISIONS.md 23).
+   */
+  async #finishProcesses(startedAt: number): Promise<void> {
+    let usage;
+    try {
+      usage = await this.#executor.finish?.();
+    } catch (error) {
+      this.#logger.error(`[job=${this.id}] Cannot end the job's processes: ${errorMessage(error)}`);
+    }
+    this.#usage = { ...usage, wallSeconds: (performance.now() - startedAt) / 1000 };
+    this.#logger.info(`[job=${this.id}] Resources used: ${formatUsage(this.#usage)}`);
   }
 
   /** Env, files, pre-job hook, commands, and the result they give (§5.2). */

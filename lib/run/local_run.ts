@@ -15,11 +15,17 @@
 import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "../engine/events.ts";
 import { parseJobRequestFile } from "../engine/job_request.ts";
 import { Job } from "../engine/job.ts";
-import { cleanUpAfterCrashedAgents, createExecutor } from "../../executors/for_job.ts";
+import {
+  cleanUpAfterCrashedAgents,
+  createExecutor,
+  logJobIsolation,
+} from "../../executors/for_job.ts";
 import { createLivePrinter } from "./live_printer.ts";
 import { agentLogFromEnv, type Logger } from "../util/agent_log.ts";
 import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
+import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
+import { formatUsage } from "../engine/resource_usage.ts";
 
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
@@ -35,6 +41,8 @@ export interface RunJobFileOptions {
   readonly shellEnv?: Readonly<Record<string, string>>;
   /** `--log-format` of the agent's own log (stderr). @default `SEMAPHORE_AGENT_LOG_FORMAT`, else text */
   readonly logFormat?: string;
+  /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` as given. @default none */
+  readonly limits?: JobLimitTexts;
 }
 
 /** Callback attempts of `agent run` (§3.3). */
@@ -87,6 +95,12 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     write = stdoutWriter(),
     color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR"),
   } = options;
+  let limits;
+  try {
+    limits = parseJobLimits(options.limits ?? {});
+  } catch (error) {
+    throw new UsageError(errorMessage(error));
+  }
   let request;
   try {
     request = await parseJobRequestFile(path);
@@ -150,6 +164,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       selfHosted: true, // see the module comment: no edits to the user's home
       shellEnv: options.shellEnv,
       exposeKvmDevice: true,
+      limits,
       hooks: {
         async beforeJobFinished(result) {
           reporting = true;
@@ -174,7 +189,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     throw new UsageError(`${path}: ${error instanceof Error ? error.message : error}`);
   }
 
-  if (request.executor === "dockercompose") await cleanUpAfterCrashedAgents(logger);
+  await logJobIsolation(logger);
+  await cleanUpAfterCrashedAgents(logger, { docker: request.executor === "dockercompose" });
   const started = job;
   const onSignal = () => {
     if (reporting) show("\nInterrupted: not waiting for the callbacks\n");
@@ -191,6 +207,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
         `${outputFailure}; ${result === "stopped" ? "the job was stopped" : `the job ${result}`}`,
       );
     }
+    if (started.usage) show(`Resources used: ${formatUsage(started.usage)}\n`);
     return EXIT_CODES[result];
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);

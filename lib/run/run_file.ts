@@ -9,7 +9,8 @@
 
 import { isMap, parseDocument } from "yaml";
 import { runJobFile } from "./local_run.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
+import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
 
 /** The default pipeline file, under `-C` or the current directory. */
@@ -23,6 +24,8 @@ export interface RunFileOptions {
   readonly logFile?: string;
   /** `--log-format`: the agent log's format on stderr (both kinds of file). */
   readonly logFormat?: string;
+  /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` (both kinds of file). */
+  readonly limits?: JobLimitTexts;
   /** Names of the pipeline-only flags given on the command line. */
   readonly pipelineFlags: readonly string[];
   /** The pipeline options (used when FILE is a pipeline). */
@@ -77,8 +80,14 @@ export async function runFile(options: RunFileOptions): Promise<number> {
     if (options.logFile !== undefined) {
       throw new UsageError(`--log-file is for job files; for a pipeline use --log-dir DIR`);
     }
+    let limits;
+    try {
+      limits = parseJobLimits(options.limits ?? {});
+    } catch (error) {
+      throw new UsageError(errorMessage(error));
+    }
     const { runPipelineFile } = await import("./pipeline/run_pipeline.ts");
-    return await runPipelineFile({ ...options.pipeline, path });
+    return await runPipelineFile({ ...options.pipeline, path, limits });
   }
   if (options.pipelineFlags.length > 0) {
     throw new UsageError(
@@ -87,5 +96,10 @@ export async function runFile(options: RunFileOptions): Promise<number> {
         "and this is a job request file",
     );
   }
-  return await runJobFile({ path, logFile: options.logFile, logFormat: options.logFormat });
+  return await runJobFile({
+    path,
+    logFile: options.logFile,
+    logFormat: options.logFormat,
+    limits: options.limits,
+  });
 }

@@ -1,5 +1,6 @@
 /**
- * The configuration of `agent start` (SEMAPHORE_COMPAT.md §3.1): its 25 keys and ours, each a flag, a
+ * The configuration of `agent start` (SEMAPHORE_COMPAT.md §3.1): its 25 keys and ours (the
+ * metrics address, the log format and the three job limits of DECISIONS.md 23), each a flag, a
  * `SEMAPHORE_AGENT_*` environment variable and a YAML config-file key, merged with the
  * original's precedence (explicit flag > environment > config file > default) and validated in
  * the original's order with its exact messages. The result is one frozen {@linkcode AgentConfig}.
@@ -11,7 +12,8 @@
 import { parse as parseYaml } from "yaml";
 import { UsageError } from "../util/errors.ts";
 import type { HostEnvVar } from "../engine/executor.ts";
-import type { FileInjection } from "../engine/executor.ts";
+import type { FileInjection, JobLimits } from "../engine/executor.ts";
+import { parseJobLimits } from "../engine/job_limits.ts";
 import { type ListenAddress, parseListenAddress } from "../telemetry/listen_address.ts";
 import { type LogFormat, parseLogFormat } from "../util/agent_log.ts";
 
@@ -44,6 +46,9 @@ export const CONFIG_KEYS = [
   "kubernetes-default-image",
   "metrics-addr",
   "log-format",
+  "job-memory-limit",
+  "job-cpu-limit",
+  "job-pids-limit",
 ] as const;
 
 /** One configuration key of `agent start`. */
@@ -79,6 +84,9 @@ const KEY_TYPES: Readonly<Record<ConfigKey, KeyType>> = {
   "kubernetes-default-image": "string",
   "metrics-addr": "string",
   "log-format": "string",
+  "job-memory-limit": "string",
+  "job-cpu-limit": "string",
+  "job-pids-limit": "string",
 };
 
 const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly string[]>> = {
@@ -109,6 +117,9 @@ const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly 
   "kubernetes-default-image": "",
   "metrics-addr": "",
   "log-format": "text",
+  "job-memory-limit": "",
+  "job-cpu-limit": "",
+  "job-pids-limit": "",
 };
 
 /** The variable that sets the push logger's flush timeout in seconds (not one of the 25 keys). */
@@ -159,6 +170,8 @@ export interface AgentConfig {
   readonly metricsAddr: ListenAddress | undefined;
   /** The agent log's format. */
   readonly logFormat: LogFormat;
+  /** `job-memory-limit`, `job-cpu-limit`, `job-pids-limit` (none by default). */
+  readonly jobLimits: JobLimits;
 }
 
 /** Options of {@linkcode loadConfig}. */
@@ -174,7 +187,7 @@ export function envVarName(key: ConfigKey): string {
   return `SEMAPHORE_AGENT_${key.toUpperCase().replaceAll("-", "_")}`;
 }
 
-/** Names of the environment variables that configure the agent (all 25 keys). */
+/** Names of the environment variables that configure the agent (every key). */
 export function configEnvVarNames(): readonly string[] {
   return CONFIG_KEYS.map(envVarName);
 }
@@ -482,6 +495,16 @@ export async function loadConfig(
   } catch (error) {
     fatal(`${(error as Error).message}. Exiting...`);
   }
+  let jobLimits: JobLimits;
+  try {
+    jobLimits = parseJobLimits({
+      memory: str("job-memory-limit"),
+      cpu: str("job-cpu-limit"),
+      pids: str("job-pids-limit"),
+    }, (key) => key);
+  } catch (error) {
+    fatal(`Cannot read ${(error as Error).message}. Exiting...`);
+  }
 
   return Object.freeze({
     configFile,
@@ -514,5 +537,6 @@ export async function loadConfig(
     logsFlushTimeoutSeconds,
     metricsAddr: metricsAddr && Object.freeze(metricsAddr),
     logFormat,
+    jobLimits: Object.freeze({ ...jobLimits }),
   });
 }

@@ -22,7 +22,7 @@ import {
   type SyncResponse,
 } from "./hub_client.ts";
 import { ListenerJob } from "./listener_job.ts";
-import { cleanUpAfterCrashedAgents } from "../../executors/for_job.ts";
+import { cleanUpAfterCrashedAgents, logJobIsolation } from "../../executors/for_job.ts";
 import { archName, hostName, osName } from "./os_info.ts";
 import type { PushDelays } from "./push_logger.ts";
 import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./shutdown_hook.ts";
@@ -478,6 +478,7 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
     format: config.logFormat,
     jobId: () => listener?.runningJobId,
   });
+  await logJobIsolation(logger);
   await cleanUpAfterCrashedAgents(logger);
   if (config.nameSource === "random") {
     logger.info("Agent name was not assigned - using a random one.");

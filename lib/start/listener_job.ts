@@ -149,6 +149,7 @@ export class ListenerJob {
         hostEnvVars: config.envVars,
         fileInjections: config.files,
         failOnMissingFiles: config.failOnMissingFiles,
+        limits: config.jobLimits,
         preJobHookPath: config.preJobHookPath || undefined,
         sourcePreJobHook: config.sourcePreJobHook,
         failOnPreJobHookError: config.failOnPreJobHookError,

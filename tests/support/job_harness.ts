@@ -59,7 +59,7 @@ export interface TestJobRun {
 }
 
 /** Options of {@linkcode startTestJob}: a partial job request plus job options. */
-export interface TestJobOptions extends Partial<Omit<JobOptions, "request" | "sink" | "logger">> {
+export interface TestJobOptions extends Partial<Omit<JobOptions, "request" | "sink">> {
   readonly request: Record<string, unknown>;
   /** Called with each event as it is written. */
   readonly onEvent?: (event: JobEvent, job: Job) => void;

@@ -221,6 +221,7 @@ export async function execute(
           exposeKvmDevice: true,
           hostEnvVars,
           fileInjections,
+          limits: options.limits,
         });
         if (interrupted.signal.aborted) await job_.stop();
         const r = await job_.run();

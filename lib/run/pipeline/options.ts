@@ -7,6 +7,7 @@
 
 import type { GitFlags } from "./git_facts.ts";
 import type { Selection } from "./plan.ts";
+import type { JobLimits } from "../../engine/executor.ts";
 
 /** Options of {@linkcode runPipelineFile}: the pipeline flags of `agent run`. */
 export interface RunPipelineOptions extends GitFlags, Selection {
@@ -14,6 +15,8 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   readonly path: string;
   /** `-C`: the repository root. @default the file's repository */
   readonly directory?: string;
+  /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` for every job. @default none */
+  readonly limits?: JobLimits;
   readonly list?: boolean;
   /** `-w`: run again after every change in the repository. */
   readonly watch?: boolean;
