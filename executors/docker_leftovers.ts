@@ -34,8 +34,13 @@ export const OWNER_LABEL = "semaphore-agent.owner";
  */
 export const HOST_DIR_LABEL = "semaphore-agent.hostdir";
 
-/** Where each job's host directory is made. */
-const HOST_DIR_PARENT = "/tmp";
+/**
+ * Where each job's host directory is made: `$TMPDIR`, else `/tmp`. Agents that share it find each
+ * other's leftovers.
+ */
+function hostDirParent(): string {
+  return Deno.env.get("TMPDIR") || "/tmp";
+}
 const HOST_DIR_PREFIX = "agent-temp-directory-";
 /**
  * Locked (exclusive) by the agent that made the host dir for as long as the job lives; its text
@@ -179,7 +184,7 @@ export class JobHostDir implements AsyncDisposable {
  */
 export async function createJobHostDir(): Promise<JobHostDir> {
   // Per job, so two jobs never share it; made 0700 by makeTempDir.
-  const dir = await Deno.makeTempDir({ dir: HOST_DIR_PARENT, prefix: HOST_DIR_PREFIX });
+  const dir = await Deno.makeTempDir({ dir: hostDirParent(), prefix: HOST_DIR_PREFIX });
   let owner: Deno.FsFile | undefined;
   try {
     await Deno.mkdir(`${dir}/${MOUNT_DIR}`);
@@ -204,9 +209,10 @@ export async function createJobHostDir(): Promise<JobHostDir> {
  */
 export async function removeLeftoverHostDirs(logger: Logger, all = false): Promise<void> {
   try {
-    for await (const entry of Deno.readDir(HOST_DIR_PARENT)) {
+    const parent = hostDirParent();
+    for await (const entry of Deno.readDir(parent)) {
       if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
-      const dir = `${HOST_DIR_PARENT}/${entry.name}`;
+      const dir = `${parent}/${entry.name}`;
       const state = await ownerState(dir);
       if (state === "no dir" || state === "no owner file") continue;
       if (!all && state !== "free") continue;

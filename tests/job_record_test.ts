@@ -31,10 +31,11 @@ function processesWith(marker: string): number[] {
 /** The job record (host dir, cgroup dirs, files) whose cgroup holds `pid`. */
 async function recordHolding(
   pid: number,
+  parent = "/tmp",
 ): Promise<{ dir: string; cgroups: string[]; files: string[] } | undefined> {
-  for await (const entry of Deno.readDir("/tmp")) {
+  for await (const entry of Deno.readDir(parent)) {
     if (!entry.name.startsWith("agent-temp-directory-")) continue;
-    const dir = `/tmp/${entry.name}`;
+    const dir = `${parent}/${entry.name}`;
     try {
       const record = JSON.parse(await Deno.readTextFile(`${dir}/job.json`));
       for (const cgroup of record.cgroup?.dirs ?? []) {
@@ -62,6 +63,8 @@ async function exists(path: string): Promise<boolean> {
 Deno.test("a new agent removes the processes, cgroup and files of a job whose agent was killed", async () => {
   const marker = `agent-crash-${crypto.randomUUID()}`;
   const home = await makeHome();
+  // The agents' job dirs and env files: only these two agents look there.
+  const tmp = await Deno.makeTempDir({ prefix: "agent-crash-tmp-" });
   const job = await Deno.makeTempFile({ suffix: ".yaml" });
   const sleeper = `exec -a ${marker} sleep 1000`;
   await Deno.writeTextFile(
@@ -78,7 +81,7 @@ Deno.test("a new agent removes the processes, cgroup and files of a job whose ag
   );
   const agent = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, "run", job],
-    env: testShellEnv(home),
+    env: { ...testShellEnv(home), TMPDIR: tmp },
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -89,7 +92,7 @@ Deno.test("a new agent removes the processes, cgroup and files of a job whose ag
       pids = processesWith(marker);
     }
     assert.equal(pids.length, 3);
-    const record = await recordHolding(pids[0]);
+    const record = await recordHolding(pids[0], tmp);
     assert.ok(record, "the job recorded its cgroup");
     agent.kill("SIGKILL");
     await agent.status;
@@ -99,7 +102,7 @@ Deno.test("a new agent removes the processes, cgroup and files of a job whose ag
     await Deno.writeTextFile(job, "commands:\n  - directive: echo next\n");
     const next = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, "run", job],
-      env: { ...testShellEnv(home), SEMAPHORE_AGENT_LOG_LEVEL: "info" },
+      env: { ...testShellEnv(home), TMPDIR: tmp, SEMAPHORE_AGENT_LOG_LEVEL: "info" },
       stdout: "null",
       stderr: "piped",
     }).output();
@@ -120,6 +123,7 @@ Deno.test("a new agent removes the processes, cgroup and files of a job whose ag
     }
     await Deno.remove(job);
     await Deno.remove(home, { recursive: true });
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 

@@ -76,6 +76,7 @@ async function nobodySandbox(): Promise<
   await Deno.mkdir(`${dir}/deno`);
   await Deno.rename(`${dir}/deno-npm`, `${dir}/deno/npm`);
   await Deno.mkdir(`${dir}/home`);
+  await Deno.mkdir(`${dir}/tmp`); // the agents' job dirs: only these agents look there
   await new Deno.Command("chown", { args: ["-R", `${NOBODY}:${NOBODY}`, dir] }).output();
   await Deno.chmod(dir, 0o755);
   let jobs = 0;
@@ -102,6 +103,7 @@ async function nobodySandbox(): Promise<
           PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
           HOME: `${dir}/home`,
           DENO_DIR: `${dir}/deno`,
+          TMPDIR: `${dir}/tmp`,
           SEMAPHORE_AGENT_LOG_LEVEL: "info",
         },
         stdin: "null",
@@ -163,10 +165,11 @@ Deno.test("a non-root agent killed mid-job: the next one removes the job's escap
       await new Promise((r) => setTimeout(r, 20));
       const pids = processesWith(marker);
       if (pids.length < 4) continue;
-      for await (const entry of Deno.readDir("/tmp")) {
+      for await (const entry of Deno.readDir(`${sandbox.dir}/tmp`)) {
         if (!entry.name.startsWith("agent-temp-directory-")) continue;
         try {
-          const record = JSON.parse(await Deno.readTextFile(`/tmp/${entry.name}/job.json`));
+          const path = `${sandbox.dir}/tmp/${entry.name}/job.json`;
+          const record = JSON.parse(await Deno.readTextFile(path));
           const known = new Set((record.processes ?? []).map((p: { pid: number }) => p.pid));
           if (pids.every((pid) => known.has(pid))) recorded = true;
         } catch {
