@@ -202,6 +202,28 @@ export async function serve(options: ServeOptions): Promise<number> {
   } catch (error) {
     throw fatal(errorMessage(error));
   }
+  let limits;
+  try {
+    const given = {
+      "job-memory-limit": options.jobMemoryLimit,
+      "job-cpu-limit": options.jobCpuLimit,
+      "job-pids-limit": options.jobPidsLimit,
+    };
+    const fromEnv = (key: keyof typeof given) => agentEnv(key.toUpperCase().replaceAll("-", "_"));
+    limits = parseJobLimits(
+      {
+        memory: given["job-memory-limit"] ?? fromEnv("job-memory-limit"),
+        cpu: given["job-cpu-limit"] ?? fromEnv("job-cpu-limit"),
+        pids: given["job-pids-limit"] ?? fromEnv("job-pids-limit"),
+      },
+      (key) =>
+        given[key] !== undefined
+          ? `--${key}`
+          : `SEMAPHORE_AGENT_${key.toUpperCase().replaceAll("-", "_")}`,
+    );
+  } catch (error) {
+    throw fatal(errorMessage(error));
+  }
   const secret = await resolveAuthTokenSecret(options);
   const port = options.port ?? 8000;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -213,16 +235,6 @@ export async function serve(options: ServeOptions): Promise<number> {
     options.tlsCertPath ?? "server.crt",
     options.tlsKeyPath ?? "server.key",
   );
-  let limits;
-  try {
-    limits = parseJobLimits({
-      memory: options.jobMemoryLimit ?? agentEnv("JOB_MEMORY_LIMIT"),
-      cpu: options.jobCpuLimit ?? agentEnv("JOB_CPU_LIMIT"),
-      pids: options.jobPidsLimit ?? agentEnv("JOB_PIDS_LIMIT"),
-    });
-  } catch (error) {
-    throw new UsageError(errorMessage(error), { exitCode: 2 });
-  }
   await logJobIsolation(logger);
   await cleanUpAfterCrashedAgents(logger);
   const requested = options.callbackRetryAttempts ?? DEFAULT_CALLBACK_ATTEMPTS;

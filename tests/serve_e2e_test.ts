@@ -262,6 +262,18 @@ Deno.test("agent serve takes the secret from a file and refuses bad configuratio
       /^agent: Cannot read --auth-token-secret-file .*missing/,
     );
   });
+  await t.step("job limits that are not limits, from a flag or a variable", async () => {
+    await fail(
+      ["--auth-token-secret", "s", "--job-memory-limit", "lots"],
+      {},
+      /^agent: --job-memory-limit: 'lots' is not a memory size of at least 1 MiB \(e\.g\. 512M, 2G\)\n$/,
+    );
+    await fail(
+      ["--auth-token-secret", "s"],
+      { SEMAPHORE_AGENT_JOB_PIDS_LIMIT: "0" },
+      /^agent: SEMAPHORE_AGENT_JOB_PIDS_LIMIT: '0' is not a positive number of processes\n$/,
+    );
+  });
   await t.step("missing certificate", async () => {
     await fail(
       ["--auth-token-secret", "s", "--tls-cert-path", `${dir.path}/nope.crt`],
