@@ -25,7 +25,7 @@ import {
 } from "../lib/engine/events.ts";
 import { EventLog } from "../lib/engine/event_log.ts";
 import { Job, type JobOptions } from "../lib/engine/job.ts";
-import type { FileInjection, JobLimits } from "../lib/engine/executor.ts";
+import type { FileInjection, JobLimits, ResourceUsage } from "../lib/engine/executor.ts";
 import { createExecutor } from "../executors/for_job.ts";
 import type { JobRequest } from "../lib/engine/job_request_types.ts";
 import {
@@ -54,6 +54,8 @@ export interface RunnableJob {
   run(): Promise<JobResult>;
   /** Stops the job; idempotent. */
   stop(): Promise<void>;
+  /** What the job used, once its processes ended (cgroup accounting). */
+  readonly usage?: ResourceUsage;
 }
 
 /** The server state reported by `GET /status`. */
@@ -260,7 +262,10 @@ export class JobController implements JobsApi {
     entry.job = job;
     this.#active = entry;
     entry.done = job.run().then(
-      (result) => result,
+      (result) => {
+        if (job.usage) this.#options.agentMetrics?.jobResources(job.usage);
+        return result;
+      },
       (error) => {
         logger.error(`[job=${entry.id}] Job run failed: ${errorMessage(error)}`);
         return "failed" as const;

@@ -102,7 +102,7 @@ Deno.test("AgentMetrics shows one state, hub requests by endpoint and status cla
     assert.deepEqual(await samples(metrics, "semaphore_agent_image_pull_failures_total"), [
       "semaphore_agent_image_pull_failures_total 1",
     ]);
-    metrics.jobResources({ cpuUserSeconds: 1.5, peakMemoryBytes: 2e8, peakPids: 51 });
+    metrics.jobResources({ cpuUserSeconds: 1.5, peakMemoryBytes: 2e8, peakProcesses: 51 });
     assert.deepEqual(await samples(metrics, "semaphore_agent_job_cpu_seconds_total"), [
       'semaphore_agent_job_cpu_seconds_total{mode="user"} 1.5',
     ]);

@@ -121,6 +121,13 @@ Deno.test({
       assert.equal(ready.value, 1);
       const states = await prometheus.query("semaphore_agent_state == 1");
       assert.deepEqual(states.map((s) => s.metric.state), ["waiting-for-jobs"]);
+      if (Deno.uid() === 0) {
+        // As root the jobs run in cgroups of their own, which measure what they used.
+        const [peak] = await prometheus.query("semaphore_agent_last_job_peak_memory_bytes");
+        assert.ok(peak.value > 0, `peak memory: ${peak.value}`);
+        const cpu = await prometheus.query("semaphore_agent_job_cpu_seconds_total");
+        assert.deepEqual(cpu.map((s) => s.metric.mode).sort(), ["system", "user"]);
+      }
       const [rss] = await prometheus.query("semaphore_agent_process_resident_memory_bytes");
       assert.ok(rss.value > 1e6);
       const [fds] = await prometheus.query("semaphore_agent_process_open_fds");

@@ -180,7 +180,9 @@ export class ListenerJob {
     this.#options.onRunning?.();
     if (this.#stopRequested) void job.stop();
     try {
-      return await job.run();
+      const result = await job.run();
+      if (job.usage) metrics?.jobResources(job.usage);
+      return result;
     } finally {
       // Normally closed by the teardown hook already; this covers a hook that never ran.
       await pusher?.close();

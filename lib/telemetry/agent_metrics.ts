@@ -14,6 +14,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { cpuUsage } from "node:process";
 import type { JobResult } from "../engine/events.ts";
 import type { ImagePullOutcome, Metrics } from "../engine/metrics.ts";
+import type { ResourceUsage } from "../engine/executor.ts";
 
 const PREFIX = "semaphore_agent_";
 
@@ -33,16 +34,6 @@ export type AgentStateName = typeof AGENT_STATES[number];
 
 /** The hub endpoints the request metrics name (the path's last word). */
 export type HubEndpoint = "register" | "sync" | "job" | "refresh" | "disconnect" | "logs";
-
-/** What the agent knows of a finished job's resource use (cgroup accounting). */
-export interface JobResources {
-  readonly cpuUserSeconds?: number;
-  readonly cpuSystemSeconds?: number;
-  readonly peakMemoryBytes?: number;
-  readonly peakPids?: number;
-  readonly ioReadBytes?: number;
-  readonly ioWriteBytes?: number;
-}
 
 /** The log push backlog at one moment. */
 export interface LogBacklog {
@@ -337,23 +328,25 @@ export class AgentMetrics {
   }
 
   /** What a finished job used, where the agent measured it. */
-  jobResources(resources: JobResources): void {
+  jobResources(resources: ResourceUsage): void {
     if (resources.cpuUserSeconds !== undefined) {
       this.#jobCpu.inc({ mode: "user" }, resources.cpuUserSeconds);
     }
     if (resources.cpuSystemSeconds !== undefined) {
       this.#jobCpu.inc({ mode: "system" }, resources.cpuSystemSeconds);
     }
-    if (resources.ioReadBytes !== undefined) {
-      this.#jobIo.inc({ direction: "read" }, resources.ioReadBytes);
+    if (resources.blockReadBytes !== undefined) {
+      this.#jobIo.inc({ direction: "read" }, resources.blockReadBytes);
     }
-    if (resources.ioWriteBytes !== undefined) {
-      this.#jobIo.inc({ direction: "write" }, resources.ioWriteBytes);
+    if (resources.blockWriteBytes !== undefined) {
+      this.#jobIo.inc({ direction: "write" }, resources.blockWriteBytes);
     }
     if (resources.peakMemoryBytes !== undefined) {
       this.#lastJobPeakMemory.set(resources.peakMemoryBytes);
     }
-    if (resources.peakPids !== undefined) this.#lastJobPeakPids.set(resources.peakPids);
+    if (resources.peakProcesses !== undefined) {
+      this.#lastJobPeakPids.set(resources.peakProcesses);
+    }
   }
 
   /** The self-hosted agent entered `state`. */
