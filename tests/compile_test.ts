@@ -265,3 +265,28 @@ Deno.test("dist/agent run evaluates no Hono, jose, commander, server/ or lib/sta
   assert.deepEqual(foreign, []);
   assert.deepEqual(scripts.flatMap((s) => s.nodeImports), []);
 });
+
+Deno.test("dist/agent run peaks under 60 MiB of memory while a job prints 20 MB", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-memory-" });
+  try {
+    const path = join(dir, "output.yaml");
+    await Deno.writeTextFile(
+      path,
+      [
+        "commands:",
+        "  - directive: yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 20000000",
+        // The agent is the parent of the PTY shim (`script`), the job shell's parent.
+        "  - directive: grep VmHWM /proc/$(cut -d ' ' -f 4 /proc/$PPID/stat)/status",
+        "",
+      ].join("\n"),
+    );
+    const result = await runAgent(["run", path]);
+    assert.equal(result.code, 0, result.stderr);
+    const peak = /^VmHWM:\s+(\d+) kB$/m.exec(result.stdout);
+    assert.ok(peak, result.stdout.slice(-500));
+    const mib = Number(peak[1]) / 1024;
+    assert.ok(mib <= 60, `peak RSS ${mib.toFixed(1)} MiB`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
