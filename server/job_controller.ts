@@ -287,6 +287,7 @@ export class JobController implements JobsApi {
           entry.jobFinished.resolve();
         }
       },
+      ready: () => log.ready(),
     };
     return {
       createExecutor,
