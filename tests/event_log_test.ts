@@ -512,11 +512,10 @@ Deno.test("EventLog slows a job's output down to a slow disk: pending bytes stay
   const home = await makeHome();
   const size = 2_000_000;
   const maxPendingBytes = 128 * 1024;
-  let log!: EventLog;
   let mostPending = 0;
   // A slow disk: at most 4 KiB per write, one timer tick each (a few MB/s), far below what
-  // `yes` prints through a PTY.
-  log = await EventLog.create({
+  // `yes` prints through a PTY. (Its writes start after `log` is assigned.)
+  const log: EventLog = await EventLog.create({
     dir: dir.path,
     maxPendingBytes,
     open: openWith(async (file, bytes) => {
