@@ -25,9 +25,14 @@
 #     Deno's Node compatibility layer, 30-50 ms before anything runs. Commander needs it (loaded
 #     lazily, see above); `yaml`'s Node build needs it (createRequire, node:process, node:buffer),
 #     so the bundle is made with `--platform browser`, which picks yaml's ESM build (`browser`
-#     condition), identical otherwise; hono, jose and commander bundle to the same code either
-#     way. tests/compile_test.ts checks that no chunk `version` or `run` loads imports `node:`,
-#     hono, jose or the self-hosted client.
+#     condition); hono, jose and commander bundle to the same code either way. One difference
+#     needs a patch: for a CommonJS package that requires a Node builtin (prom-client, loaded
+#     only with --metrics-addr), esbuild's browser shim throws "Dynamic require ... is not
+#     supported"; the patch lets it take the builtin from `process.getBuiltinModule()` instead
+#     (with `--platform deno` the shim would `import "node:module"` in the chunk that every
+#     command loads: +40 ms for `version`). tests/compile_test.ts checks that no chunk `version`
+#     or `run` loads imports `node:`, hono, jose or the self-hosted client, and that the metrics
+#     endpoint works.
 #   - V8 code cache: `deno run` caches the compiled code of each module it loads in DENO_DIR
 #     (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the launcher leaves alone: setting
 #     DENO_DIR would reach every job's environment. Where that directory is not writable, Deno
@@ -140,6 +145,24 @@ if [ ! -f "$work/payload/app/main.js" ]; then
   echo "compile.sh: Cannot bundle the agent: deno bundle wrote no main.js" >&2
   exit 1
 fi
+# esbuild's require shim for the browser platform (see "Start-up time" above): Node builtins
+# come from process.getBuiltinModule(), loaded only when a CommonJS package asks for one.
+shim_throw="throw Error('Dynamic require of \"' + x + '\" is not supported');"
+shim_builtin="const builtin = globalThis.process?.getBuiltinModule?.(x); if (builtin) return builtin;"
+for chunk in "$work/payload/app/"*.js; do
+  if grep -q "Dynamic require of" "$chunk"; then
+    if ! grep -qF "$shim_throw" "$chunk"; then
+      echo "compile.sh: Cannot bundle the agent: esbuild's require shim in $(basename "$chunk") has an unknown form" >&2
+      exit 1
+    fi
+    SHIM_THROW="$shim_throw" SHIM_BUILTIN="$shim_builtin" "$deno_exe" eval --no-config '
+      const [path] = Deno.args;
+      const text = Deno.readTextFileSync(path);
+      const from = Deno.env.get("SHIM_THROW");
+      Deno.writeTextFileSync(path, text.replace(from, `${Deno.env.get("SHIM_BUILTIN")} ${from}`));
+    ' "$chunk"
+  fi
+done
 # Every npm package must be inside the bundle: the launcher runs with --no-npm.
 npm_import="(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:"
 if grep -Eq "$npm_import" "$work/payload/app/"*.js; then

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { join, relative } from "node:path";
 import { AGENT, CACHE_HOME, ensureBuilt, ROOT } from "./support/compiled_agent.ts";
+import { startServeAgent } from "./support/serve_agent.ts";
 
 interface AgentResult {
   readonly code: number;
@@ -287,6 +288,31 @@ Deno.test("dist/agent run peaks under 60 MiB of memory while a job prints 20 MB"
     const mib = Number(peak[1]) / 1024;
     assert.ok(mib <= 60, `peak RSS ${mib.toFixed(1)} MiB`);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dist/agent serve --metrics-addr serves /metrics (prom-client's Node builtins load in the bundle)", async () => {
+  await ensureBuilt();
+  const dir = await Deno.makeTempDir({ prefix: "agent-metrics-" });
+  const previous = Deno.env.get("AGENT_BIN");
+  Deno.env.set("AGENT_BIN", AGENT);
+  try {
+    await Deno.mkdir(join(dir, "home"));
+    await using agent = await startServeAgent({
+      dir,
+      env: { HOME: join(dir, "home"), XDG_CACHE_HOME: CACHE_HOME },
+      args: ["--metrics-addr", "127.0.0.1:0"],
+    });
+    const line = await agent.waitForLine(/Serving metrics on/);
+    const port = Number(/127\.0\.0\.1:(\d+)\/metrics/.exec(line)![1]);
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    const body = await res.text();
+    assert.equal(res.status, 200, body);
+    assert.match(body, /^# TYPE semaphore_agent_jobs_finished_total counter$/m);
+  } finally {
+    if (previous === undefined) Deno.env.delete("AGENT_BIN");
+    else Deno.env.set("AGENT_BIN", previous);
     await Deno.remove(dir, { recursive: true });
   }
 });
