@@ -33,10 +33,11 @@
 #     command loads: +40 ms for `version`). tests/compile_test.ts checks that no chunk `version`
 #     or `run` loads imports `node:`, hono, jose or the self-hosted client, and that the metrics
 #     endpoint works.
-#   - V8 code cache: `deno run` caches the compiled code of each module it loads in DENO_DIR
-#     (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the launcher leaves alone: setting
-#     DENO_DIR would reach every job's environment. Where that directory is not writable, Deno
-#     runs without the cache (a few ms slower for `run`).
+#   - Deno's caches: `deno run` keeps the V8 code cache and the dependency analysis of each
+#     module it loads in DENO_DIR (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the
+#     launcher leaves alone: setting DENO_DIR would reach every job's environment. The first run
+#     of a build fills them (~15 MiB more at its peak, ~0.1 s); where that directory cannot be
+#     written, every run pays that.
 #
 # Memory (both ways run V8 with the flags in $v8_flags below): peak RSS of `agent run` while a
 # job prints 100 MB was 66-72 MiB, of which 38 MiB file-backed (the deno binary's code pages in
