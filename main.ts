@@ -501,7 +501,14 @@ export function readPlainCommandLine(args: readonly string[]): Invocation | unde
   const opts = { remote: "origin", deps: true, timeouts: true, cache: true, logFile, logFormat };
   return {
     command: "run",
-    options: { path, logFile, logFormat, pipelineFlags: [], pipeline: pipelineOptions(opts) },
+    options: {
+      path,
+      logFile,
+      logFormat,
+      limits: { memory: undefined, cpu: undefined, pids: undefined },
+      pipelineFlags: [],
+      pipeline: pipelineOptions(opts),
+    },
   };
 }
 
