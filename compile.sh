@@ -11,7 +11,47 @@
 #      first run it unpacks once into ${XDG_CACHE_HOME:-$HOME/.cache}/semaphore-agent/
 #      (runtime-<hash>/ and agent-<hash>/, each by temp dir + rename, so concurrent first runs
 #      are safe; rebuilds of the agent share the runtime directory) and then execs
-#      `deno run -A ... agent.js "$@"`: same CLI, exit codes, stdin/stdout and signals.
+#      `deno run -A ... main.js "$@"`: same CLI, exit codes, stdin/stdout and signals.
+#
+# Start-up time (the fallback's choices; `deno compile` loads its module graph lazily by itself):
+#   - Each command loads only its own code: main.ts reads `version` and plain `run` command lines
+#     without commander and loads every mode (and commander) with `import()`. The bundle keeps
+#     that: `--code-splitting` makes each `import()` target a chunk of its own (main.js is 10 kB;
+#     `run` adds the engine and executors, ~400 kB; serve's Hono and jose and start's client stay
+#     in chunks that `run` never reads). A single-file bundle would keep the `import()`s lazy too
+#     (esbuild wraps each module in an init function), but V8 would still parse all 750 kB and
+#     every `node:` import of every mode is hoisted to its top and evaluated at start.
+#   - No `node:` module on the paths of `version` and `run`: the first `node:` import starts
+#     Deno's Node compatibility layer, 30-50 ms before anything runs. Commander needs it (loaded
+#     lazily, see above); `yaml`'s Node build needs it (createRequire, node:process, node:buffer),
+#     so the bundle is made with `--platform browser`, which picks yaml's ESM build (`browser`
+#     condition); hono, jose and commander bundle to the same code either way. One difference
+#     needs a patch: for a CommonJS package that requires a Node builtin (prom-client, loaded
+#     only with --metrics-addr), esbuild's browser shim throws "Dynamic require ... is not
+#     supported"; the patch lets it take the builtin from `process.getBuiltinModule()` instead
+#     (with `--platform deno` the shim would `import "node:module"` in the chunk that every
+#     command loads: +40 ms for `version`). tests/compile_test.ts checks that no chunk `version`
+#     or `run` loads imports `node:`, hono, jose or the self-hosted client, and that the metrics
+#     endpoint works.
+#   - Deno's caches: `deno run` keeps the V8 code cache and the dependency analysis of each
+#     module it loads in DENO_DIR (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the
+#     launcher leaves alone: setting DENO_DIR would reach every job's environment. The first run
+#     of a build fills them (~15 MiB more at its peak, ~0.1 s); where that directory cannot be
+#     written, every run pays that.
+#
+# Memory (both ways run V8 with the flags in $v8_flags below): peak RSS of `agent run` while a
+# job prints 100 MB was 66-72 MiB, of which 38 MiB file-backed (the deno binary's code pages in
+# use) and 22-33 MiB anonymous. With the flags it is ~48 MiB, the same for 10 MB and 1 GB:
+#   - `--no-opt --no-maglev`: no optimizing compiler. The agent's work per output chunk is done
+#     by Deno's native code (decode, encode, write); compiling its few hot JS functions touched
+#     ~6 MiB more of the binary's code and ~4 MiB of compiler memory for no measurable gain
+#     (same CPU for text output and for 1000 commands). The cost: output that is mostly
+#     invalid UTF-8 (binary garbage) takes about a third more CPU in the per-byte decoder.
+#   - `--max-semi-space-size=1` (MiB): V8's young generation stays small (default up to 16);
+#     the output path's garbage is short-lived, so more frequent scavenges cost nothing visible.
+# The rest is in the agent's own code (lib/engine/shell_session.ts reads the terminal into one
+# reused buffer; lib/run/local_run.ts encodes into one reused buffer): each chunk read used to
+# be a new 64 KiB buffer, freed only when V8 got round to it, ~10 MiB of malloc heap at a time.
 #
 # Each way is smoke-tested (`dist/agent version` must print `v<deno.json version>`) before the
 # script reports success.
@@ -19,6 +59,9 @@
 # Environment: DENORT_BIN (path to denort), AGENT_COMPILE_FALLBACK=1 (go straight to 3),
 # AGENT_COMPILE_TIMEOUT (seconds for way 2, default 60).
 set -euo pipefail
+
+# V8 flags of the built agent (see "Memory" above).
+v8_flags="--no-opt,--no-maglev,--max-semi-space-size=1"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 root=$(pwd)
@@ -64,7 +107,7 @@ human_size() {
 # repository's deno.json for the import map and deno.lock for the pins.
 deno_compile() { # $1: timeout in seconds
   rm -f "$out"
-  timeout "$1" "$deno_exe" compile -A --quiet --output "$out" main.ts
+  timeout "$1" "$deno_exe" compile -A --quiet "--v8-flags=$v8_flags" --output "$out" main.ts
 }
 
 if [ -n "${DENORT_BIN:-}" ]; then
@@ -97,25 +140,52 @@ work=$(mktemp -d "$root/dist/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/payload/app" "$work/payload/runtime"
 
-"$deno_exe" bundle --quiet --platform deno --output "$work/payload/app/agent.js" main.ts
+# main.js and one chunk per import() target (see "Start-up time" above).
+"$deno_exe" bundle --quiet --platform browser --code-splitting --outdir "$work/payload/app" main.ts
+if [ ! -f "$work/payload/app/main.js" ]; then
+  echo "compile.sh: Cannot bundle the agent: deno bundle wrote no main.js" >&2
+  exit 1
+fi
+# esbuild's require shim for the browser platform (see "Start-up time" above): Node builtins
+# come from process.getBuiltinModule(), loaded only when a CommonJS package asks for one.
+shim_throw="throw Error('Dynamic require of \"' + x + '\" is not supported');"
+shim_builtin="const builtin = globalThis.process?.getBuiltinModule?.(x); if (builtin) return builtin;"
+for chunk in "$work/payload/app/"*.js; do
+  if grep -q "Dynamic require of" "$chunk"; then
+    if ! grep -qF "$shim_throw" "$chunk"; then
+      echo "compile.sh: Cannot bundle the agent: esbuild's require shim in $(basename "$chunk") has an unknown form" >&2
+      exit 1
+    fi
+    SHIM_THROW="$shim_throw" SHIM_BUILTIN="$shim_builtin" "$deno_exe" eval --no-config '
+      const [path] = Deno.args;
+      const text = Deno.readTextFileSync(path);
+      const from = Deno.env.get("SHIM_THROW");
+      Deno.writeTextFileSync(path, text.replace(from, `${Deno.env.get("SHIM_BUILTIN")} ${from}`));
+    ' "$chunk"
+  fi
+done
 # Every npm package must be inside the bundle: the launcher runs with --no-npm.
 npm_import="(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:"
-if grep -Eq "$npm_import" "$work/payload/app/agent.js"; then
+if grep -Eq "$npm_import" "$work/payload/app/"*.js; then
   echo "compile.sh: Cannot bundle the agent: the bundle still imports npm: specifiers" >&2
-  grep -En "$npm_import" "$work/payload/app/agent.js" | head -n 5 >&2
+  grep -En "$npm_import" "$work/payload/app/"*.js | head -n 5 >&2
   exit 1
 fi
 cp "$deno_exe" "$work/payload/runtime/deno"
 chmod 0755 "$work/payload/runtime/deno"
-chmod 0644 "$work/payload/app/agent.js"
+chmod 0644 "$work/payload/app/"*.js
 
 # Cache directories are named after their content: rebuilding the agent adds only a new app
 # directory (the bundle) beside the one shared runtime directory (the ~100 MB deno binary).
 runtime_id=$(sha256sum "$work/payload/runtime/deno" | cut -c1-16)
-app_id=$( (echo "$runtime_id $unstable_flags" && cat "$work/payload/app/agent.js") | sha256sum | cut -c1-16)
+app_files=$(cd "$work/payload" && LC_ALL=C ls app/*.js)
+app_id=$( (echo "$runtime_id $unstable_flags $v8_flags" && cd "$work/payload" && for f in $app_files; do
+  echo "$f" && cat "$f"
+done) | sha256sum | cut -c1-16)
 # The app comes first so that a run that needs only the app can stop reading early.
+# shellcheck disable=SC2086 # the file names have no spaces
 tar -C "$work/payload" --owner=0 --group=0 --numeric-owner --mtime=@0 \
-  -cf - app/agent.js runtime/deno | gzip -6 -n >"$work/payload.tar.gz"
+  -cf - $app_files runtime/deno | gzip -6 -n >"$work/payload.tar.gz"
 payload_sum=$(sha256sum "$work/payload.tar.gz" | cut -c1-64)
 
 write_header() { # $1: the payload offset, padded to 10 characters
@@ -132,7 +202,7 @@ elif [ -n "\${HOME:-}" ]; then base=\$HOME/.cache/semaphore-agent
 else base=\${TMPDIR:-/tmp}/semaphore-agent-\$(id -u); fi
 rt=\$base/runtime-$runtime_id
 app=\$base/agent-$app_id
-if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
+if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/main.js" ]; then
   self=\$0
   case \$self in */*) ;; *) self=\$(command -v -- "\$self") ;; esac
   if ! mkdir -p "\$base" 2>/dev/null || [ ! -w "\$base" ]; then
@@ -142,7 +212,7 @@ if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
     mkdir -p "\$base" || exit 1
   fi
 fi
-if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
+if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/main.js" ]; then
   if command -v sha256sum >/dev/null 2>&1; then
     got=\$(tail -c +\$((offset + 1)) "\$self" | sha256sum | cut -c1-64)
     if [ "\$got" != "\$sum" ]; then
@@ -153,7 +223,7 @@ if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
   tmp=\$(mktemp -d "\$base/.unpack.XXXXXX") || exit 1
   trap 'rm -rf "\$tmp"' EXIT
   trap 'exit 130' INT TERM
-  members=app/agent.js
+  members="$(echo $app_files)"
   [ -x "\$rt/deno" ] || members="\$members runtime/deno"
   if ! tail -c +\$((offset + 1)) "\$self" | tar -xzf - -C "\$tmp" \$members; then
     echo "agent: Cannot unpack \$self into \$base" >&2
@@ -164,15 +234,15 @@ if [ ! -x "\$rt/deno" ] || [ ! -f "\$app/agent.js" ]; then
     if [ -e "\$rt" ] && [ ! -x "\$rt/deno" ]; then rm -rf "\$rt"; fi # damaged by hand
     mv -T "\$tmp/runtime" "\$rt" 2>/dev/null || [ -x "\$rt/deno" ] || mv "\$tmp/runtime" "\$rt" || exit 1
   fi
-  if [ ! -f "\$app/agent.js" ]; then
-    if [ -e "\$app" ] && [ ! -f "\$app/agent.js" ]; then rm -rf "\$app"; fi
-    mv -T "\$tmp/app" "\$app" 2>/dev/null || [ -f "\$app/agent.js" ] || mv "\$tmp/app" "\$app" || exit 1
+  if [ ! -f "\$app/main.js" ]; then
+    if [ -e "\$app" ] && [ ! -f "\$app/main.js" ]; then rm -rf "\$app"; fi
+    mv -T "\$tmp/app" "\$app" 2>/dev/null || [ -f "\$app/main.js" ] || mv "\$tmp/app" "\$app" || exit 1
   fi
   rm -rf "\$tmp"
   trap - EXIT INT TERM
 fi
 export DENO_NO_UPDATE_CHECK=1
-exec "\$rt/deno" run -A --no-prompt --no-config --no-lock --no-remote --no-npm --cached-only $unstable_flags "\$app/agent.js" "\$@"
+exec "\$rt/deno" run -A --no-prompt --no-config --no-lock --no-remote --no-npm --cached-only --v8-flags=$v8_flags $unstable_flags "\$app/main.js" "\$@"
 exit 127
 EOF
 }

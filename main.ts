@@ -1,16 +1,35 @@
 /**
  * The agent's command tree: `start`, `serve`, `run`, `version`. Flags are declared here and
- * nothing else happens here: each action loads its mode with a dynamic `import()` (so a command
+ * nothing else happens here: each command loads its mode with a dynamic `import()` (so a command
  * evaluates only its own code), hands it a typed options object and turns its outcome into an
  * exit code. Only this module prints `agent: <message>`.
+ *
+ * Start-up time: commander is loaded with `import()` too, because it pulls in Deno's Node
+ * compatibility layer (`node:fs`, `node:child_process`, ...), which costs tens of milliseconds
+ * before the first line of a command runs. `agent version` and `agent run JOB [--log-file PATH]
+ * [--log-format FORMAT] [--debug]` in their plain forms are read by {@linkcode readPlainCommandLine} without it, to
+ * the same {@linkcode Invocation} commander would produce; every other command line (help,
+ * errors, `serve`, `start`) goes through commander.
  *
  * @module
  */
 
-import { Command, CommanderError, Option } from "commander";
+import type { Command, Option } from "commander";
 import { VERSION } from "./lib/util/version.ts";
 import { UsageError } from "./lib/util/errors.ts";
-import { setDumpable } from "./lib/util/prctl.ts";
+
+/** The commander package, loaded on demand. */
+type Commander = typeof import("commander");
+
+/** What `agent run` hands to its mode. */
+type RunFileOptions = Parameters<typeof import("./lib/run/run_file.ts").runFile>[0];
+
+/** A command line that was understood, before its mode runs. */
+export type Invocation =
+  | { readonly command: "version" }
+  | { readonly command: "run"; readonly options: RunFileOptions }
+  | { readonly command: "serve"; readonly opts: Record<string, unknown> }
+  | { readonly command: "start"; readonly given: Record<string, unknown> };
 
 /** Collects repeatable, comma-separated string-slice flags (`--env-vars A=1,B=2 --env-vars C=3`). */
 function collectList(value: string, previous: string[] | undefined): string[] {
@@ -36,7 +55,7 @@ const BOOL_FLAGS = new Set<string>();
  * A boolean flag as pflag parses it: `--flag` or `--flag=value`, never taking the next
  * argument (`--disconnect-after-job false` is true plus a stray `false`).
  */
-function boolOption(flags: string, description: string): Option {
+function boolOption({ Option }: Commander, flags: string, description: string): Option {
   BOOL_FLAGS.add(flags);
   const option = new Option(`${flags} [bool]`, description).argParser(parseBool).preset("true");
   // `--no-https` is a flag of its own, not commander's negation of `--https`.
@@ -45,18 +64,19 @@ function boolOption(flags: string, description: string): Option {
 }
 
 /** The `agent start` flags (SEMAPHORE_COMPAT.md §3.1), in the original's order. */
-function addStartOptions(cmd: Command): Command {
+function addStartOptions(commander: Commander, cmd: Command): Command {
+  const { Option } = commander;
   return cmd
     .option("--config-file <path>", "YAML config file (flags and SEMAPHORE_AGENT_* variables win)")
     .option("--name <name>", "agent name; a random one when empty")
     .option("--name-from-env <var>", "environment variable holding the agent name (deprecated)")
     .option("--endpoint <host>", "Semaphore organization endpoint, e.g. myorg.semaphoreci.com")
     .option("--token <token>", "agent type registration token")
-    .addOption(boolOption("--no-https", "use http:// instead of https:// for the API"))
+    .addOption(boolOption(commander, "--no-https", "use http:// instead of https:// for the API"))
     .option("--shutdown-hook-path <path>", "script run with bash when the agent shuts down")
     .option("--pre-job-hook-path <path>", "script run in the job shell before the commands")
     .option("--post-job-hook-path <path>", "script run in the job shell after the epilogues")
-    .addOption(boolOption("--disconnect-after-job", "ask to be shut down after one job"))
+    .addOption(boolOption(commander, "--disconnect-after-job", "ask to be shut down after one job"))
     .option("--job-id <id>", "run this job only (needs --disconnect-after-job)")
     .addOption(
       new Option("--disconnect-after-idle-timeout <seconds>", "shut down after idling this long")
@@ -68,13 +88,23 @@ function addStartOptions(cmd: Command): Command {
     )
     .option("--env-vars <NAME=VALUE...>", "host environment variables for jobs", collectList)
     .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
-    .addOption(boolOption("--fail-on-missing-files", "fail a job when a --files path is missing"))
+    .addOption(
+      boolOption(commander, "--fail-on-missing-files", "fail a job when a --files path is missing"),
+    )
     .option("--upload-job-logs <when>", "never, always or when-trimmed")
     .addOption(
-      boolOption("--fail-on-pre-job-hook-error", "fail the job when the pre-job hook fails"),
+      boolOption(
+        commander,
+        "--fail-on-pre-job-hook-error",
+        "fail the job when the pre-job hook fails",
+      ),
     )
-    .addOption(boolOption("--source-pre-job-hook", "source the pre-job hook instead of bash"))
-    .addOption(boolOption("--kubernetes-executor", "run jobs in Kubernetes pods (unsupported)"))
+    .addOption(
+      boolOption(commander, "--source-pre-job-hook", "source the pre-job hook instead of bash"),
+    )
+    .addOption(
+      boolOption(commander, "--kubernetes-executor", "run jobs in Kubernetes pods (unsupported)"),
+    )
     .option("--kubernetes-pod-spec <configmap>", "ConfigMap decorating job pods")
     .option("--kubernetes-allowed-images <regex...>", "images jobs may use", collectList)
     .option("--kubernetes-labels <KEY=VALUE...>", "labels for pods and secrets", collectList)
@@ -101,7 +131,8 @@ const JOB_LIMIT_FLAGS = {
 } as const;
 
 /** The `agent serve` flags (SEMAPHORE_COMPAT.md §3.2 and DECISIONS.md 15). */
-function addServeOptions(cmd: Command): Command {
+function addServeOptions(commander: Commander, cmd: Command): Command {
+  const { Option } = commander;
   return cmd
     .option("--auth-token-secret <secret>", "HMAC secret for JWT validation (required)")
     .option("--auth-token-secret-file <path>", "read the JWT secret from this file")
@@ -119,7 +150,7 @@ function addServeOptions(cmd: Command): Command {
     .option("--pre-job-hook-path <path>", "script sourced before the job's commands", "")
     .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
     .addOption(
-      boolOption("--expose-kvm-device", "pass /dev/kvm to job containers").default(true),
+      boolOption(commander, "--expose-kvm-device", "pass /dev/kvm to job containers").default(true),
     )
     .option(
       "--metrics-addr <host:port>",
@@ -193,7 +224,8 @@ function parsePositive(value: string): number {
 }
 
 /** The `agent run` flags (PIPELINES.md §6.2); all but --log-file and --debug are pipeline flags. */
-function addRunOptions(cmd: Command): Command {
+function addRunOptions(commander: Commander, cmd: Command): Command {
+  const { Option } = commander;
   return cmd
     .option("--log-file <path>", "job file: also write the JSONL event log here")
     .option("--debug", "show stack traces for unexpected errors")
@@ -334,8 +366,12 @@ function pipelineOptions(o: Record<string, unknown>) {
   };
 }
 
-function buildProgram(setExit: (code: number) => void): Command {
-  const program = new Command("agent")
+/**
+ * The command tree; each command's action hands its {@linkcode Invocation} to `invoke` (and
+ * loads nothing).
+ */
+function buildProgram(commander: Commander, invoke: (invocation: Invocation) => void): Command {
+  const program = new commander.Command("agent")
     .description("Semaphore CI job agent")
     .helpOption("-h, --help", "show help")
     .showHelpAfterError(false)
@@ -346,11 +382,11 @@ function buildProgram(setExit: (code: number) => void): Command {
     });
 
   program.command("version").description("print the agent version").action(() => {
-    console.log(VERSION);
-    setExit(0);
+    invoke({ command: "version" });
   });
 
   addRunOptions(
+    commander,
     program
       .command("run")
       .description(
@@ -375,8 +411,7 @@ Examples:
   agent run -b Tests --jobs 4          # one block and what it depends on
   agent run examples/hello.yaml --log-file job.jsonl`,
     )
-    .action(async (path: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
-      const { runFile } = await import("./lib/run/run_file.ts");
+    .action((path: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
       // Pipeline flags typed with a job file are an error; those from .agentrc are not.
       const typed = new Set(
         cmd.options.filter((o) =>
@@ -387,8 +422,9 @@ Examples:
         f !== "log-file" && f !== "debug" && f !== "log-format" && !f.startsWith("job-") &&
         typed.has(f)
       );
-      setExit(
-        await runFile({
+      invoke({
+        command: "run",
+        options: {
           path,
           logFile: opts.logFile as string | undefined,
           logFormat: opts.logFormat as string | undefined,
@@ -399,27 +435,130 @@ Examples:
           },
           pipelineFlags: given,
           pipeline: pipelineOptions(opts),
-        }),
-      );
+        },
+      });
     });
 
   addServeOptions(
+    commander,
     program.command("serve").description("hosted mode: accept one job over HTTPS")
       .allowExcessArguments(true), // pflag allows positional arguments anywhere
-  ).action(async (_opts, cmd: Command) => {
-    const { serve } = await import("./server/serve.ts");
-    setExit(await serve(cmd.opts()));
+  ).action((_opts, cmd: Command) => {
+    invoke({ command: "serve", opts: cmd.opts() });
   });
 
   addStartOptions(
+    commander,
     program.command("start").description("self-hosted mode: register with Semaphore and run jobs")
       .allowExcessArguments(true),
-  ).action(async (_opts, cmd: Command) => {
-    const { startAgent } = await import("./lib/start/listener.ts");
-    setExit(await startAgent(explicitFlags(cmd)));
+  ).action((_opts, cmd: Command) => {
+    invoke({ command: "start", given: explicitFlags(cmd) });
   });
 
   return program;
+}
+
+/** The value flags of `run`, by the option they set. */
+const RUN_VALUE_FLAGS = { "--log-file": "logFile", "--log-format": "logFormat" } as const;
+
+/**
+ * Reads `agent version` and `agent run FILE` with `--log-file PATH`, `--log-format FORMAT` (each
+ * also as `--flag=VALUE`) and `--debug`, in any order, without loading commander, when no
+ * defaults file (`runrc`, `.agentrc`) adds flags; undefined for anything else (help, no file or
+ * an extra argument, any other flag, a value that starts with `-`, a repeated flag), which
+ * commander then reads, errors and help included.
+ *
+ * @throws {UsageError} a defaults file line that is not a flag (as commander's path does).
+ */
+export function readPlainCommandLine(args: readonly string[]): Invocation | undefined {
+  if (args.length === 1 && args[0] === "version") return { command: "version" };
+  if (args[0] !== "run") return undefined;
+  let path: string | undefined;
+  const values: { logFile?: string; logFormat?: string } = {};
+  let debug = false;
+  for (let i = 1; i < args.length; i++) {
+    const arg = args[i];
+    const eq = arg.indexOf("=");
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    if (arg === "--debug" && !debug) {
+      debug = true;
+    } else if (Object.hasOwn(RUN_VALUE_FLAGS, flag)) {
+      const key = RUN_VALUE_FLAGS[flag as keyof typeof RUN_VALUE_FLAGS];
+      const value = eq === -1 ? args[++i] : arg.slice(eq + 1);
+      if (values[key] !== undefined || value === undefined || value.startsWith("-")) {
+        return undefined;
+      }
+      values[key] = value;
+    } else if (!arg.startsWith("-") && path === undefined) {
+      path = arg;
+    } else {
+      return undefined;
+    }
+  }
+  if (path === undefined || readRunDefaults().length > 0) return undefined;
+  const { logFile, logFormat } = values;
+  // What commander gives for no pipeline flag: the defaults of --remote and the --no-* flags.
+  const opts = { remote: "origin", deps: true, timeouts: true, cache: true, logFile, logFormat };
+  return {
+    command: "run",
+    options: {
+      path,
+      logFile,
+      logFormat,
+      limits: { memory: undefined, cpu: undefined, pids: undefined },
+      pipelineFlags: [],
+      pipeline: pipelineOptions(opts),
+    },
+  };
+}
+
+/**
+ * Reads any command line with commander. Resolves with an exit code instead when commander ran
+ * no command: 0 after help, 2 after a usage error (which commander printed).
+ */
+export async function readCommandLine(args: readonly string[]): Promise<Invocation | number> {
+  const commander = await import("commander");
+  let invocation: Invocation | undefined;
+  const program = buildProgram(commander, (i) => invocation = i);
+  // A bare boolean flag becomes `--flag=true` so that commander never takes the next argument
+  // as its value, as pflag does not.
+  let normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);
+  if (args[0] === "run") {
+    runTypedFlags = new Set(
+      args.slice(1).filter((a) => a.startsWith("-")).map((a) => a.replace(/=.*$/, "")),
+    );
+    normalized = ["run", ...readRunDefaults(), ...normalized.slice(1)];
+  }
+  try {
+    await program.parseAsync(normalized, { from: "user" });
+  } catch (error) {
+    if (error instanceof commander.CommanderError) {
+      return error.exitCode === 0 || error.code === "commander.helpDisplayed" ? 0 : 2;
+    }
+    throw error;
+  }
+  return invocation ?? 0;
+}
+
+/** Loads the invoked mode, runs it and resolves with the exit code. */
+async function invoke(invocation: Invocation): Promise<number> {
+  switch (invocation.command) {
+    case "version":
+      console.log(VERSION);
+      return 0;
+    case "run": {
+      const { runFile } = await import("./lib/run/run_file.ts");
+      return await runFile(invocation.options);
+    }
+    case "serve": {
+      const { serve } = await import("./server/serve.ts");
+      return await serve(invocation.opts);
+    }
+    case "start": {
+      const { startAgent } = await import("./lib/start/listener.ts");
+      return await startAgent(invocation.given);
+    }
+  }
 }
 
 /**
@@ -427,9 +566,11 @@ Examples:
  * `fd/` and the like then belong to root, and `ptrace` is refused, so a job running as the
  * agent's user cannot read the agent's secrets there. Its children are dumpable again once
  * they exec (they get no secret: DECISIONS.md 14). Elsewhere than Linux there is no such
- * route to close; a refusal is said on stderr.
+ * route to close; a refusal is said on stderr. (Loaded with `import()`, as `version` needs
+ * none of it.)
  */
-function protectAgentProcess(): void {
+async function protectAgentProcess(): Promise<void> {
+  const { setDumpable } = await import("./lib/util/prctl.ts");
   const outcome = setDumpable(false);
   if (
     outcome.state === "failed" || (outcome.state === "unsupported" && Deno.build.os === "linux")
@@ -440,10 +581,8 @@ function protectAgentProcess(): void {
 
 /** Runs the CLI with `args` and resolves with the process exit code. */
 export async function main(args: readonly string[]): Promise<number> {
-  let code = 0;
-  const program = buildProgram((c) => code = c);
   if (args.length === 0) {
-    program.outputHelp({ error: true });
+    buildProgram(await import("commander"), () => {}).outputHelp({ error: true });
     return 1;
   }
   const known = ["version", "run", "serve", "start", "help", "-h", "--help"];
@@ -452,23 +591,11 @@ export async function main(args: readonly string[]): Promise<number> {
     console.error(`agent: unknown command '${args[0]}' - nothing to do (see 'agent --help')`);
     return 0;
   }
-  if (["run", "serve", "start"].includes(args[0])) protectAgentProcess();
-  // A bare boolean flag becomes `--flag=true` so that commander never takes the next argument
-  // as its value, as pflag does not.
-  let normalized = args.map((arg) => BOOL_FLAGS.has(arg) ? `${arg}=true` : arg);
+  if (["run", "serve", "start"].includes(args[0])) await protectAgentProcess();
   try {
-    if (args[0] === "run") {
-      runTypedFlags = new Set(
-        args.slice(1).filter((a) => a.startsWith("-")).map((a) => a.replace(/=.*$/, "")),
-      );
-      normalized = ["run", ...readRunDefaults(), ...normalized.slice(1)];
-    }
-    await program.parseAsync(normalized, { from: "user" });
-    return code;
+    const invocation = readPlainCommandLine(args) ?? await readCommandLine(args);
+    return typeof invocation === "number" ? invocation : await invoke(invocation);
   } catch (error) {
-    if (error instanceof CommanderError) {
-      return error.exitCode === 0 || error.code === "commander.helpDisplayed" ? 0 : 2;
-    }
     if (error instanceof UsageError) {
       console.error(`agent: ${error.message}`);
       return error.exitCode;

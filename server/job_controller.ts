@@ -292,6 +292,7 @@ export class JobController implements JobsApi {
           entry.jobFinished.resolve();
         }
       },
+      ready: () => log.ready(),
     };
     return {
       createExecutor,

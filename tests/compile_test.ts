@@ -10,8 +10,9 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { AGENT, CACHE_HOME, ensureBuilt, ROOT } from "./support/compiled_agent.ts";
+import { startServeAgent } from "./support/serve_agent.ts";
 
 interface AgentResult {
   readonly code: number;
@@ -19,15 +20,21 @@ interface AgentResult {
   readonly stderr: string;
 }
 
-/** Runs dist/agent with `args` in a fresh HOME; `cwd` defaults to the repository. */
-async function runAgent(args: string[], options: { cwd?: string } = {}): Promise<AgentResult> {
+/**
+ * Runs dist/agent with `args` in a fresh HOME; `cwd` defaults to the repository, `env` adds
+ * variables.
+ */
+async function runAgent(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<AgentResult> {
   await ensureBuilt();
   const home = await Deno.makeTempDir({ prefix: "agent-home-" });
   try {
     const { code, stdout, stderr } = await new Deno.Command(AGENT, {
       args,
       cwd: options.cwd ?? ROOT,
-      env: { HOME: home, XDG_CACHE_HOME: CACHE_HOME },
+      env: { HOME: home, XDG_CACHE_HOME: CACHE_HOME, ...options.env },
       stdin: "null",
     }).output();
     const text = new TextDecoder();
@@ -180,6 +187,135 @@ Deno.test("dist/agent run exits 130 when SIGTERM reaches it through the launcher
     assert.doesNotMatch(stdout, /^never-reached$/m);
     assert.ok(seconds < 20, `stopping took ${seconds.toFixed(1)} s`);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** What one script the runtime evaluated was built from. */
+interface EvaluatedScript {
+  /** The script's URL. */
+  readonly url: string;
+  /**
+   * The modules in it: repository paths (`main.ts`, `server/app.ts`) and packages
+   * (`npm:hono`). A bundle chunk names its modules in esbuild's `// path` comments (none for
+   * esbuild's helpers); a module of a `deno compile` binary is its URL.
+   */
+  readonly modules: readonly string[];
+  /** The `node:` modules it imports. */
+  readonly nodeImports: readonly string[];
+}
+
+function moduleName(path: string): string {
+  const npm = /registry\.npmjs\.org\/((?:@[^/]+\/)?[^/]+)\//.exec(path);
+  if (npm) return `npm:${npm[1]}`;
+  return path.startsWith("/") ? relative(ROOT, path) : path;
+}
+
+/**
+ * Runs dist/agent with `args` and V8 coverage on (DENO_COVERAGE_DIR), which lists every script
+ * the runtime evaluated, and says what each was built from.
+ */
+async function evaluatedScripts(args: string[]): Promise<EvaluatedScript[]> {
+  const coverage = await Deno.makeTempDir({ prefix: "agent-coverage-" });
+  try {
+    const result = await runAgent(args, { env: { DENO_COVERAGE_DIR: coverage } });
+    assert.equal(result.code, 0, show(result));
+    const scripts: EvaluatedScript[] = [];
+    for await (const entry of Deno.readDir(coverage)) {
+      const { url } = JSON.parse(await Deno.readTextFile(join(coverage, entry.name)));
+      let source: string | undefined;
+      try {
+        source = await Deno.readTextFile(new URL(url));
+      } catch {
+        // a module inside a `deno compile` binary: its URL says what it is
+      }
+      // A chunk without such comments holds esbuild's own helpers only.
+      const modules = source === undefined
+        ? [new URL(url).pathname]
+        : [...source.matchAll(/^\/\/ (\S+\.(?:[cm]?[jt]s|json))$/gm)].map((m) => m[1]);
+      scripts.push({
+        url,
+        modules: [...new Set(modules.map(moduleName))].sort(),
+        nodeImports: [...(source ?? "").matchAll(/\bfrom\s*"(node:[^"]+)"/g)].map((m) => m[1]),
+      });
+    }
+    return scripts;
+  } finally {
+    await Deno.remove(coverage, { recursive: true });
+  }
+}
+
+Deno.test("dist/agent version evaluates main.ts, the version and the error types only, no node: module", async () => {
+  const scripts = await evaluatedScripts(["version"]);
+  const modules = [...new Set(scripts.flatMap((s) => s.modules))].sort();
+  assert.deepEqual(
+    modules.filter((m) => m !== "deno.json"),
+    ["lib/util/errors.ts", "lib/util/version.ts", "main.ts"],
+  );
+  assert.deepEqual(scripts.flatMap((s) => s.nodeImports), []);
+});
+
+Deno.test("dist/agent run evaluates no Hono, jose, commander, server/ or lib/start/ code, no node: module", async () => {
+  const scripts = await evaluatedScripts(["run", "examples/hello.yaml"]);
+  const modules = scripts.flatMap((s) => s.modules);
+  assert.ok(modules.includes("lib/run/local_run.ts"), modules.join("\n"));
+  const foreign = modules.filter((m) =>
+    ["npm:hono", "npm:jose", "npm:commander"].includes(m) || m.startsWith("server/") ||
+    m.startsWith("lib/start/")
+  );
+  assert.deepEqual(foreign, []);
+  assert.deepEqual(scripts.flatMap((s) => s.nodeImports), []);
+});
+
+Deno.test("dist/agent run peaks under 60 MiB of memory while a job prints 20 MB", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-memory-" });
+  try {
+    const path = join(dir, "output.yaml");
+    await Deno.writeTextFile(
+      path,
+      [
+        "commands:",
+        "  - directive: yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 20000000",
+        // The agent is the parent of the PTY shim (`script`), the job shell's parent.
+        "  - directive: grep VmHWM /proc/$(cut -d ' ' -f 4 /proc/$PPID/stat)/status",
+        "",
+      ].join("\n"),
+    );
+    // The first run of a build fills Deno's caches (dependency analysis, code cache), which
+    // costs memory once (compile.sh); the figure is that of every later run.
+    assert.equal((await runAgent(["run", "examples/hello.yaml"])).code, 0);
+    const result = await runAgent(["run", path]);
+    assert.equal(result.code, 0, result.stderr);
+    const peak = /^VmHWM:\s+(\d+) kB$/m.exec(result.stdout);
+    assert.ok(peak, result.stdout.slice(-500));
+    const mib = Number(peak[1]) / 1024;
+    assert.ok(mib <= 60, `peak RSS ${mib.toFixed(1)} MiB`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dist/agent serve --metrics-addr serves /metrics (prom-client's Node builtins load in the bundle)", async () => {
+  await ensureBuilt();
+  const dir = await Deno.makeTempDir({ prefix: "agent-metrics-" });
+  const previous = Deno.env.get("AGENT_BIN");
+  Deno.env.set("AGENT_BIN", AGENT);
+  try {
+    await Deno.mkdir(join(dir, "home"));
+    await using agent = await startServeAgent({
+      dir,
+      env: { HOME: join(dir, "home"), XDG_CACHE_HOME: CACHE_HOME },
+      args: ["--metrics-addr", "127.0.0.1:0"],
+    });
+    const line = await agent.waitForLine(/Serving metrics on/);
+    const port = Number(/127\.0\.0\.1:(\d+)\/metrics/.exec(line)![1]);
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    const body = await res.text();
+    assert.equal(res.status, 200, body);
+    assert.match(body, /^# TYPE semaphore_agent_jobs_finished_total counter$/m);
+  } finally {
+    if (previous === undefined) Deno.env.delete("AGENT_BIN");
+    else Deno.env.set("AGENT_BIN", previous);
     await Deno.remove(dir, { recursive: true });
   }
 });

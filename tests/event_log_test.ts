@@ -6,10 +6,15 @@
  */
 
 import assert from "node:assert/strict";
-import { EventLog } from "../lib/engine/event_log.ts";
+import { EventLog, type EventLogFile } from "../lib/engine/event_log.ts";
 import { osTempDir } from "../lib/util/temp_dir.ts";
-import { decodeUtf8PerByte, type JobEvent } from "../lib/engine/events.ts";
+import { decodeUtf8PerByte, encodeEvent, type JobEvent } from "../lib/engine/events.ts";
+import { Job } from "../lib/engine/job.ts";
+import { parseJobRequestJson } from "../lib/engine/job_request.ts";
+import { silentLogger } from "../lib/util/agent_log.ts";
+import { createExecutor } from "../executors/for_job.ts";
 import { gzipFile, writePlainTextLog } from "../lib/reporting/plain_text_log.ts";
+import { makeHome, testShellEnv } from "./support/job_harness.ts";
 
 const T = 1700000000;
 
@@ -432,6 +437,130 @@ Deno.test("EventLog records the first disk error without throwing from write()",
     lineCount: 100,
     size: 4096,
   });
+});
+
+/** Opens the log file as the default does, and writes it through `write`. */
+function openWith(
+  write: (file: Deno.FsFile, bytes: Uint8Array) => Promise<number>,
+): (path: string) => Promise<EventLogFile> {
+  return async (path) => {
+    const file = await Deno.open(path, { write: true, createNew: true });
+    return { write: (bytes) => write(file, bytes), close: () => file.close() };
+  };
+}
+
+Deno.test("EventLog.ready() waits while more than maxPendingBytes wait for the disk", async () => {
+  await using dir = await tempDir();
+  // A disk that stands still until the test opens the gate.
+  let entered!: () => void;
+  const writing = new Promise<void>((resolve) => entered = resolve);
+  let openGate!: () => void;
+  const gate = new Promise<void>((resolve) => openGate = resolve);
+  await using log = await EventLog.create({
+    dir: dir.path,
+    maxPendingBytes: 1000,
+    open: openWith(async (file, bytes) => {
+      entered();
+      await gate;
+      return await file.write(bytes);
+    }),
+  });
+  assert.equal(log.ready(), undefined);
+  const lines: string[] = [];
+  for (let i = 0; lines.join("").length <= 1000; i++) {
+    log.write(numbered(i));
+    lines.push(numberedLine(i));
+  }
+  await writing;
+  const bytes = new TextEncoder().encode(lines.join("")).length;
+  assert.equal(log.pendingBytes, bytes);
+  const ready = log.ready();
+  assert.ok(ready instanceof Promise);
+  const state = await Promise.race([ready.then(() => "resolved"), Promise.resolve("waiting")]);
+  assert.equal(state, "waiting");
+  openGate();
+  await ready;
+  assert.ok(log.pendingBytes <= 1000, `${log.pendingBytes} bytes still wait`);
+  await log.flush();
+  assert.equal(log.ready(), undefined);
+  assert.equal(await Deno.readTextFile(log.path), lines.join(""));
+});
+
+Deno.test("EventLog.ready() resolves when the disk fails instead of waiting forever", async () => {
+  await using dir = await tempDir();
+  let fail!: () => void;
+  const failed = new Promise<void>((resolve) => fail = resolve);
+  await using log = await EventLog.create({
+    dir: dir.path,
+    maxPendingBytes: 10,
+    onError: () => {},
+    open: openWith(async () => {
+      await failed;
+      throw new Error("disk gone");
+    }),
+  });
+  log.write(EVENTS[0]);
+  const ready = log.ready();
+  assert.ok(ready instanceof Promise);
+  fail();
+  await ready;
+  assert.match(log.error?.message ?? "", /disk gone/);
+});
+
+Deno.test("EventLog slows a job's output down to a slow disk: pending bytes stay under the bound, the file holds every line", async () => {
+  await using dir = await tempDir();
+  const home = await makeHome();
+  const size = 2_000_000;
+  const maxPendingBytes = 128 * 1024;
+  let mostPending = 0;
+  // A slow disk: at most 4 KiB per write, one timer tick each (a few MB/s), far below what
+  // `yes` prints through a PTY. (Its writes start after `log` is assigned.)
+  const log: EventLog = await EventLog.create({
+    dir: dir.path,
+    maxPendingBytes,
+    open: openWith(async (file, bytes) => {
+      mostPending = Math.max(mostPending, log.pendingBytes);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      return await file.write(bytes.subarray(0, 4096));
+    }),
+  });
+  const accepted: string[] = [];
+  log.subscribe((event) => accepted.push(encodeEvent(event)));
+  const producer = `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c ${size}`;
+  try {
+    const job = Job.create({
+      createExecutor,
+      request: parseJobRequestJson(JSON.stringify({
+        job_id: "slow-disk",
+        commands: [{ directive: producer }],
+      })),
+      sink: log,
+      logger: silentLogger,
+      shellEnv: testShellEnv(home),
+      selfHosted: true,
+    });
+    assert.equal(await job.run(), "passed");
+    await log.close();
+    assert.equal(await Deno.readTextFile(log.path), accepted.join(""));
+  } finally {
+    await log.remove();
+    await Deno.remove(home, { recursive: true });
+  }
+  // One terminal read (64 KiB) may land on top of the bound before the reader waits.
+  assert.ok(
+    mostPending <= maxPendingBytes + 80 * 1024,
+    `${mostPending} bytes waited for the disk (bound ${maxPendingBytes})`,
+  );
+  const events = accepted.map((line) => JSON.parse(line));
+  let inside = false;
+  let output = "";
+  for (const event of events) {
+    if (event.event === "cmd_started") inside = event.directive === producer;
+    if (event.event === "cmd_output" && inside) output += event.output;
+  }
+  const line = "0123456789abcdefghijklmnopqrstuvwxyz\n";
+  assert.equal(output, line.repeat(Math.ceil(size / line.length)).slice(0, size));
+  assert.equal(events.at(-1).event, "job_finished");
 });
 
 Deno.test("writePlainTextLog() writes directives and output only (§6.6 example)", async () => {

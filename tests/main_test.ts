@@ -1,4 +1,10 @@
 /**
+ * Tests of main.ts.
+ *
+ * Each command evaluates only its own modules (observed through V8 coverage, which lists every
+ * script the runtime evaluated), and the plain `version` / `run` command lines read without
+ * commander give what commander gives.
+ *
  * What a job can read of the agent that runs it (DECISIONS.md 21), end to end: the built
  * `dist/agent start` and `dist/agent serve` run as a non-root user with their secrets in the
  * environment, as the README advises; the job, running as that same user, tries every route it
@@ -18,6 +24,142 @@ import assert from "node:assert/strict";
 import { AGENT, ensureBuilt } from "./support/compiled_agent.ts";
 import { FakeHub } from "./support/fake_hub.ts";
 import { makeLeafCert, SECRET, startCallbackReceiver, TOKEN } from "./support/serve_agent.ts";
+import { join } from "node:path";
+import { readCommandLine, readPlainCommandLine } from "../main.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Deno's cache of this process, kept for the child whose HOME is empty. */
+function denoDir(): string {
+  const cache = Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/tmp", ".cache");
+  return Deno.env.get("DENO_DIR") ?? join(cache, "deno");
+}
+
+/**
+ * Runs `deno run main.ts ...args` with V8 coverage on and returns the scripts it evaluated:
+ * repository files as relative paths, npm packages as `npm:<name>`.
+ */
+async function evaluatedModules(args: string[]): Promise<string[]> {
+  const tmp = await Deno.makeTempDir({ prefix: "agent-main-test-" });
+  try {
+    const home = join(tmp, "home");
+    await Deno.mkdir(home);
+    const coverage = join(tmp, "coverage");
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--cached-only",
+        `--coverage=${coverage}`,
+        join(ROOT, "main.ts"),
+        ...args,
+      ],
+      cwd: ROOT,
+      env: { HOME: home, DENO_DIR: denoDir() },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const modules = new Set<string>();
+    for await (const entry of Deno.readDir(coverage)) {
+      const { url } = JSON.parse(await Deno.readTextFile(join(coverage, entry.name)));
+      const path = new URL(url).pathname;
+      const npm = /\/registry\.npmjs\.org\/((?:@[^/]+\/)?[^/]+)\//.exec(path);
+      modules.add(
+        npm ? `npm:${npm[1]}` : path.startsWith(`${ROOT}/`) ? path.slice(ROOT.length + 1) : url,
+      );
+    }
+    return [...modules].sort();
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+Deno.test("main() evaluates only main.ts, the version and the error types for `agent version`", async () => {
+  assert.deepEqual(await evaluatedModules(["version"]), [
+    "lib/util/errors.ts",
+    "lib/util/version.ts",
+    "main.ts",
+  ]);
+});
+
+Deno.test("main() evaluates no Hono, jose, commander, server/ or lib/start/ module for `agent run`", async () => {
+  const modules = await evaluatedModules(["run", "examples/hello.yaml"]);
+  assert.ok(modules.includes("lib/run/local_run.ts"), modules.join("\n"));
+  assert.ok(modules.includes("executors/shell.ts"), modules.join("\n"));
+  const foreign = modules.filter((m) =>
+    ["npm:hono", "npm:jose", "npm:commander"].includes(m) || m.startsWith("server/") ||
+    m.startsWith("lib/start/")
+  );
+  assert.deepEqual(foreign, []);
+});
+
+/** Command lines that {@linkcode readPlainCommandLine} reads itself, and what they mean. */
+const PLAIN_FORMS: readonly string[][] = [
+  ["version"],
+  ["run", "job.yaml"],
+  ["run", "job file.yaml"],
+  ["run", "job.yaml", "--log-file", "out.jsonl"],
+  ["run", "--log-file", "out.jsonl", "job.yaml"],
+  ["run", "--log-file=out.jsonl", "job.yaml", "--debug"],
+  ["run", "--debug", "job.yaml"],
+  ["run", "job.yaml", "--log-file="],
+  ["run", "--log-format", "json", "job.yaml"],
+  ["run", "job.yaml", "--log-format=text", "--log-file", "out.jsonl", "--debug"],
+];
+
+Deno.test("readPlainCommandLine() reads every plain form as commander does", async (t) => {
+  for (const args of PLAIN_FORMS) {
+    await t.step(args.join(" "), async () => {
+      const plain = readPlainCommandLine(args);
+      assert.notEqual(plain, undefined);
+      assert.deepEqual(plain, await readCommandLine(args));
+    });
+  }
+});
+
+Deno.test("readPlainCommandLine() leaves `run` to commander when a defaults file adds flags", async () => {
+  const config = await Deno.makeTempDir({ prefix: "agent-runrc-" });
+  const previous = Deno.env.get("XDG_CONFIG_HOME");
+  try {
+    await Deno.mkdir(join(config, "semaphore-agent"));
+    await Deno.writeTextFile(join(config, "semaphore-agent", "runrc"), "--log-format json\n");
+    Deno.env.set("XDG_CONFIG_HOME", config);
+    assert.equal(readPlainCommandLine(["run", "job.yaml"]), undefined);
+    const invocation = await readCommandLine(["run", "job.yaml"]);
+    assert.ok(typeof invocation === "object" && invocation.command === "run");
+    assert.equal(invocation.options.logFormat, "json");
+  } finally {
+    if (previous === undefined) Deno.env.delete("XDG_CONFIG_HOME");
+    else Deno.env.set("XDG_CONFIG_HOME", previous);
+    await Deno.remove(config, { recursive: true });
+  }
+});
+
+Deno.test("readPlainCommandLine() leaves help, errors, other flags and other commands to commander", () => {
+  const others = [
+    ["run"],
+    ["run", "a.yaml", "b.yaml"],
+    ["run", "-h"],
+    ["run", "a.yaml", "--help"],
+    ["run", "a.yaml", "--log-file"],
+    ["run", "a.yaml", "--log-file", "-x"],
+    ["run", "a.yaml", "--log-file", "x", "--log-file", "y"],
+    ["run", "a.yaml", "--debug", "--debug"],
+    ["run", "a.yaml", "--log-format", "json", "--log-format=text"],
+    ["run", "a.yaml", "--debug=true"],
+    ["run", "a.yaml", "--verbose"],
+    ["run", "--", "a.yaml"],
+    ["run", "-"],
+    ["version", "x"],
+    ["version", "--help"],
+    ["serve"],
+    ["start"],
+    ["help"],
+  ];
+  for (const args of others) assert.equal(readPlainCommandLine(args), undefined, args.join(" "));
+});
 
 /** The non-root user the agent runs as. */
 const USER = "agent-secrets-test";

@@ -27,6 +27,22 @@ Deno.test("OutputBuffer keeps short output until close when it arrives at once",
   assert.deepEqual(chunks, ["hello world"]);
 });
 
+Deno.test("OutputBuffer.append() keeps no reference to the caller's bytes, which it may reuse", () => {
+  const { buffer, chunks } = collect();
+  // The shell session reads the terminal into one reused buffer.
+  const reused = new Uint8Array(200);
+  reused.set(bytes("short"));
+  buffer.append(reused.subarray(0, 5));
+  const split = new Uint8Array([...bytes("b".repeat(120)), 0xe2, 0x82]);
+  reused.set(split);
+  buffer.append(reused.subarray(0, split.length));
+  reused.set(new Uint8Array([0xac, 0x21]));
+  buffer.append(reused.subarray(0, 2));
+  reused.fill(0x58);
+  buffer.close();
+  assert.equal(chunks.join(""), "short" + "b".repeat(120) + "€!");
+});
+
 Deno.test("OutputBuffer emits at once when 100 bytes or more wait", () => {
   const { buffer, chunks } = collect();
   buffer.append(bytes("a".repeat(150)));

@@ -32,9 +32,14 @@ export class CommandLog {
     return new CommandLog(sink, directive);
   }
 
-  /** Adds raw command output (chunked per §6.3 / DECISIONS.md 17). */
-  output(bytes: Uint8Array): void {
+  /**
+   * Adds raw command output (chunked per §6.3 / DECISIONS.md 17); keeps no reference to
+   * `bytes`. Returns the sink's back-pressure ({@linkcode EventSink.ready}): wait for it before
+   * giving more.
+   */
+  output(bytes: Uint8Array): Promise<void> | undefined {
     this.#buffer.append(bytes);
+    return this.#sink.ready?.();
   }
 
   /** Writes a line the agent itself produces (e.g. `Exporting A\n`) as one `cmd_output`. */
@@ -72,7 +77,8 @@ export interface LoggedCommandOptions {
 
 /** Something that runs commands and streams their output (a {@linkcode ShellSession}). */
 export interface CommandRunner {
-  run(command: string, onOutput: (bytes: Uint8Array) => void): Promise<number>;
+  /** `onOutput` may return a promise: no more output is read until it settles. */
+  run(command: string, onOutput: (bytes: Uint8Array) => void | Promise<void>): Promise<number>;
 }
 
 /**

@@ -9,6 +9,11 @@
  * call `flush()` (done for them by `readLines()` and `stream()`) and then read the file.
  * This module knows nothing about HTTP, jobs or executors.
  *
+ * Back-pressure: when more than `maxPendingBytes` wait for a slow disk, `ready()` returns a
+ * promise that settles once they are down to the bound again. The engine awaits it before it
+ * reads more of a command's output ({@linkcode EventSink.ready}), so the job's output slows down
+ * instead of the batches growing: memory stays bounded whatever the job prints.
+ *
  * @module
  */
 
@@ -25,7 +30,27 @@ export interface EventLogOptions {
    * {@linkcode EventLog.error}
    */
   readonly onError?: (error: Error) => void;
+  /**
+   * Bytes that may wait for the disk before `ready()` asks the output path to wait.
+   * @default 1 MiB
+   */
+  readonly maxPendingBytes?: number;
+  /**
+   * Creates the new file at `path`, failing with `Deno.errors.AlreadyExists` when it exists.
+   * @default `Deno.open` with `createNew` and mode 0600
+   */
+  readonly open?: (path: string) => Promise<EventLogFile>;
 }
+
+/** What the log writes through: the `Deno.FsFile` of its file. */
+export interface EventLogFile {
+  /** Writes some of `bytes` (at least one) and resolves with how many. */
+  write(bytes: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** The default of {@linkcode EventLogOptions.maxPendingBytes}. */
+export const MAX_PENDING_BYTES = 1024 * 1024;
 
 /** Size of the in-memory batch buffers and of the chunks `stream()` reads. */
 const CHUNK_SIZE = 256 * 1024;
@@ -49,9 +74,14 @@ function checkIndex(name: string, value: number): void {
   }
 }
 
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+async function writeAll(file: EventLogFile, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) done += await file.write(bytes.subarray(done));
+}
+
+function openNew(path: string): Promise<EventLogFile> {
+  // 0600 from the start (DECISIONS.md 20); createNew: never a file someone else placed.
+  return Deno.open(path, { write: true, createNew: true, mode: 0o600 });
 }
 
 interface FlushWaiter {
@@ -68,7 +98,8 @@ export class EventLog implements EventSink, AsyncDisposable {
   /** Absolute or dir-relative path of the log file. */
   readonly path: string;
   readonly #onError: ((error: Error) => void) | undefined;
-  #file: Deno.FsFile | undefined;
+  readonly #maxPending: number;
+  #file: EventLogFile | undefined;
 
   /** Byte offset of each line's start; entries [0, #count) are used. */
   #starts = new Float64Array(1024);
@@ -94,10 +125,11 @@ export class EventLog implements EventSink, AsyncDisposable {
   #removing: Promise<void> | undefined;
 
   // `private` (not #): a constructor cannot be #private; use EventLog.create().
-  private constructor(path: string, file: Deno.FsFile, onError?: (error: Error) => void) {
+  private constructor(path: string, file: EventLogFile, options: EventLogOptions) {
     this.path = path;
     this.#file = file;
-    this.#onError = onError;
+    this.#onError = options.onError;
+    this.#maxPending = options.maxPendingBytes ?? MAX_PENDING_BYTES;
   }
 
   /**
@@ -108,14 +140,13 @@ export class EventLog implements EventSink, AsyncDisposable {
    * @throws {Deno.errors.NotFound} and other file-system errors, if the file cannot be created
    */
   static async create(options: EventLogOptions = {}): Promise<EventLog> {
-    const { dir = osTempDir(), onError } = options;
+    const { dir = osTempDir(), open = openNew } = options;
     let ns = unixNanoseconds();
     for (;;) {
       const path = `${dir}/job_log_${ns}.json`;
       try {
-        // 0600 from the start (DECISIONS.md 20); createNew: never a file someone else placed.
-        const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
-        return new EventLog(path, file, onError);
+        const file = await open(path);
+        return new EventLog(path, file, options);
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
         ns += 1n;
@@ -141,6 +172,24 @@ export class EventLog implements EventSink, AsyncDisposable {
   /** Where line `index` starts in the file (the byte size for an index past the end). */
   byteOffset(index: number): number {
     return this.#offset(index);
+  }
+
+  /** Bytes accepted but not on disk yet. */
+  get pendingBytes(): number {
+    return this.#error ? 0 : this.#byteSize - this.#diskBytes;
+  }
+
+  /**
+   * Back-pressure ({@linkcode EventSink.ready}): `undefined` while at most `maxPendingBytes`
+   * wait for the disk, else a promise that resolves once that many or fewer do (or the log
+   * failed). Never rejects.
+   */
+  ready(): Promise<void> | undefined {
+    if (this.pendingBytes <= this.#maxPending) return undefined;
+    const target = this.#byteSize - this.#maxPending;
+    return new Promise((resolve) =>
+      this.#waiters.push({ target, resolve, reject: () => resolve() })
+    );
   }
 
   /**
@@ -437,11 +486,12 @@ export class EventLog implements EventSink, AsyncDisposable {
   }
 
   #settleWaiters(): void {
-    let settled = 0;
-    while (settled < this.#waiters.length && this.#waiters[settled].target <= this.#diskBytes) {
-      this.#waiters[settled++].resolve();
-    }
-    if (settled > 0) this.#waiters.splice(0, settled);
+    if (this.#waiters.length === 0) return;
+    const disk = this.#diskBytes;
+    const waiting = this.#waiters.filter((waiter) => waiter.target > disk);
+    const settled = this.#waiters.filter((waiter) => waiter.target <= disk);
+    this.#waiters = waiting;
+    for (const waiter of settled) waiter.resolve();
   }
 
   #fail(cause: unknown): void {

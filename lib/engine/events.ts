@@ -58,6 +58,13 @@ export type JobEvent =
 export interface EventSink {
   /** Records one event; must not throw and must keep the order of calls. */
   write(event: JobEvent): void;
+  /**
+   * Back-pressure: a promise that settles once the sink has room again, or `undefined` when it
+   * has room now (also when the method is absent). Before reading more of a command's output
+   * the engine waits for it, so a slow disk slows the job's output down instead of growing the
+   * sink's buffers.
+   */
+  ready?(): Promise<void> | undefined;
 }
 
 /** The current time in Unix seconds, as every event timestamp is written. */

@@ -57,7 +57,10 @@ export class OutputBuffer {
     this.#maxAgeMs = maxAgeMs;
   }
 
-  /** Adds raw output bytes. Ignored after `close()`. */
+  /**
+   * Adds raw output bytes. Ignored after `close()`. Keeps no reference to `bytes` (what waits
+   * is copied), so the caller may reuse its buffer.
+   */
   append(bytes: Uint8Array): void {
     if (this.#closed || bytes.length === 0) return;
     if (this.#pending.length === 0) {
@@ -67,6 +70,7 @@ export class OutputBuffer {
       this.#pending = concatBytes(this.#pending, bytes);
     }
     if (this.#pending.length >= this.#minChunk) this.#emit("complete");
+    if (this.#pending === bytes) this.#pending = bytes.slice();
     if (this.#pending.length > 0) this.#armTimer();
   }
 

@@ -75,25 +75,48 @@ const SOH = 0x01;
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
-/** Reads bytes from a stream with a small push-back buffer. */
+/** Size of the buffer a terminal is read into: a pipe's capacity. */
+const READ_SIZE = 64 * 1024;
+
+/**
+ * Reads a terminal's output. A byte stream (a PTY's pipe) is read into one buffer, reused for
+ * every read, so that output costs no allocation per read: each chunk is valid only until the
+ * next `read()`, and whoever keeps bytes across a read copies them. Other streams are read as
+ * they come.
+ */
 class ByteReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader;
+  /** The reused buffer of a byte stream. */
+  #buffer: ArrayBuffer | undefined;
   #done = false;
 
   constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.getReader();
+    let reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader;
+    try {
+      reader = stream.getReader({ mode: "byob" });
+      this.#buffer = new ArrayBuffer(READ_SIZE);
+    } catch {
+      reader = stream.getReader(); // not a byte stream
+    }
+    this.#reader = reader;
   }
 
   get done(): boolean {
     return this.#done;
   }
 
-  /** The next chunk, or `undefined` at the end of the stream (or on a read error). */
+  /**
+   * The next chunk, valid until the next `read()`; `undefined` at the end of the stream (or on
+   * a read error).
+   */
   async read(): Promise<Uint8Array | undefined> {
     if (this.#done) return undefined;
     try {
-      const { value, done } = await this.#reader.read();
-      if (done) {
+      const { value, done } = this.#buffer
+        ? await (this.#reader as ReadableStreamBYOBReader).read(new Uint8Array(this.#buffer))
+        : await (this.#reader as ReadableStreamDefaultReader<Uint8Array>).read();
+      if (this.#buffer && value) this.#buffer = value.buffer as ArrayBuffer;
+      if (done || value === undefined) {
         this.#done = true;
         return undefined;
       }
@@ -214,6 +237,7 @@ export class ShellSession {
           // its end is enough to find the marker or a failure pattern.
           if (this.#rest.length > MAX_START_LINE) this.#rest = this.#rest.slice(-KEPT_LINE_END);
           this.#rest = concatBytes(this.#rest, chunk);
+          if (this.#rest === chunk) this.#rest = chunk.slice(); // the reader reuses its buffer
           continue;
         }
         const line = latin1.decode(this.#rest.subarray(0, nl + 1)).replace(/\r*\n$/, "");
@@ -233,8 +257,15 @@ export class ShellSession {
    * `onOutput` as it arrives. Resolves with the exit code: the command's own, or when the
    * shell ended during it the shell's exit status (DECISIONS.md 8), or 1 when the session was
    * stopped or the shell was already gone.
+   *
+   * `onOutput` gets bytes that are valid only during the call (copy what you keep). When it
+   * returns a promise, no more output is read until that settles: a slow consumer slows the
+   * command down (its writes to the terminal block) instead of buffering without bound.
    */
-  async run(command: string, onOutput: (bytes: Uint8Array) => void): Promise<number> {
+  async run(
+    command: string,
+    onOutput: (bytes: Uint8Array) => void | Promise<void>,
+  ): Promise<number> {
     if (this.#stopped || this.#reader.done) return 1;
     const seconds = Math.floor(Date.now() / 1000);
     const startMarker = `949556c7-${seconds}-start`;
@@ -263,20 +294,26 @@ export class ShellSession {
         buffer = buffer.subarray(at + start.length);
         break;
       }
-      if (buffer.length > start.length) buffer = buffer.slice(buffer.length - start.length);
+      // A copy: the reader reuses its buffer.
+      buffer = buffer.slice(Math.max(0, buffer.length - start.length));
       const chunk = await this.#reader.read();
       if (chunk === undefined) return this.#shellGone();
       buffer = concatBytes(buffer, chunk);
     }
 
     const endPrefix = `\x01 ${end} `;
+    /** What the receiver of the output asks to wait for before more is read (back-pressure). */
+    let wait: Promise<void> | undefined;
+    const emit = (bytes: Uint8Array) => {
+      wait = (onOutput(bytes) as Promise<void> | undefined) ?? wait;
+    };
     while (true) {
       const soh = buffer.indexOf(SOH);
       if (soh === -1) {
-        if (buffer.length > 0) onOutput(buffer);
+        if (buffer.length > 0) emit(buffer);
         buffer = new Uint8Array(0);
       } else {
-        if (soh > 0) onOutput(buffer.subarray(0, soh));
+        if (soh > 0) emit(buffer.subarray(0, soh));
         buffer = buffer.subarray(soh);
         const head = latin1.decode(buffer.subarray(0, endPrefix.length + 24));
         const match = endPattern.exec(head);
@@ -285,10 +322,15 @@ export class ShellSession {
           return Number(match[1]);
         }
         if (!couldBecomeEndMarker(head, endPrefix)) {
-          onOutput(buffer.subarray(0, 1)); // a 0x01 of the command's own output
+          emit(buffer.subarray(0, 1)); // a 0x01 of the command's own output
           buffer = buffer.subarray(1);
           continue;
         }
+      }
+      if (buffer.length > 0) buffer = buffer.slice(); // a copy: the reader reuses its buffer
+      if (wait) {
+        await wait;
+        wait = undefined;
       }
       const chunk = await this.#reader.read();
       if (chunk === undefined) {
@@ -302,7 +344,9 @@ export class ShellSession {
   /** Runs a command silently and returns what it printed (§9.8). */
   async output(command: string): Promise<SessionOutput> {
     const parts: Uint8Array[] = [];
-    const exitCode = await this.run(command, (bytes) => parts.push(bytes.slice()));
+    const exitCode = await this.run(command, (bytes) => {
+      parts.push(bytes.slice());
+    });
     let all: Uint8Array = new Uint8Array(0);
     for (const part of parts) all = concatBytes(all, part);
     return { output: new TextDecoder().decode(all).replaceAll("\r\n", "\n"), exitCode };

@@ -50,12 +50,26 @@ const CALLBACK_ATTEMPTS = 60;
 
 const EXIT_CODES: Record<JobResult, number> = { passed: 0, failed: 1, stopped: 130 };
 
-function stdoutWriter(): (text: string) => void {
+/** Texts up to this many UTF-16 units are encoded into a reused buffer (3 bytes per unit). */
+const REUSED_TEXT_UNITS = 256 * 1024;
+
+/**
+ * Writes texts to `file` synchronously. Texts are encoded into one reused buffer, so the job's
+ * output (a `cmd_output` per terminal read) costs no new buffer per write.
+ */
+function textWriter(file: { writeSync(bytes: Uint8Array): number }): (text: string) => void {
   const encoder = new TextEncoder();
+  let buffer = new Uint8Array(0);
   return (text) => {
-    const bytes = encoder.encode(text);
+    let bytes: Uint8Array;
+    if (text.length <= REUSED_TEXT_UNITS) {
+      if (buffer.length < text.length * 3) buffer = new Uint8Array(text.length * 3);
+      bytes = buffer.subarray(0, encoder.encodeInto(text, buffer).written);
+    } else {
+      bytes = encoder.encode(text);
+    }
     let written = 0;
-    while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
   };
 }
 
@@ -70,12 +84,10 @@ function openLogFile(path: string): EventSink & Disposable {
       `Cannot open log file '${path}': ${error instanceof Error ? error.message : error}`,
     );
   }
-  const encoder = new TextEncoder();
+  const writeText = textWriter(file);
   return {
     write(event: JobEvent) {
-      const bytes = encoder.encode(encodeEvent(event));
-      let written = 0;
-      while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+      writeText(encodeEvent(event));
     },
     [Symbol.dispose]() {
       file.close();
@@ -92,7 +104,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   const {
     path,
     logFile,
-    write = stdoutWriter(),
+    write = textWriter(Deno.stdout),
     color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR"),
   } = options;
   let limits;

@@ -7,9 +7,11 @@
  *   lines there, since one takes about a microsecond);
  * - output throughput: a command printing 100 MB, against the same command under a bare PTY;
  *   every byte must reach the JSONL log (checked);
- * - peak memory (VmHWM) of the agent process during that job, against a Deno runtime that
- *   runs an empty script;
- * - `agent run` of a one-command job, against `deno run` of an empty file.
+ * - peak memory (VmHWM) of the agent process during that job and during a job printing a tenth
+ *   of it (memory must not grow with the output), against a Deno runtime that runs an empty
+ *   script;
+ * - `agent run` of a one-command job and `agent version`, against `deno run` of an empty file
+ *   (the note says how far above it).
  *
  * The agent is `dist/agent` when it exists (build it with `bash compile.sh`), else
  * `deno run -A main.ts`; `--source` forces the latter. Every job and floor runs with HOME set to
@@ -186,7 +188,39 @@ async function peakRssKb(pid: number): Promise<number | undefined> {
   }
 }
 
+/** Runs `agent run ...args` to the end, sampling its peak memory (VmHWM) every 20 ms. */
+async function runSampled(
+  agent: readonly string[],
+  args: readonly string[],
+  env: Readonly<Record<string, string>>,
+): Promise<{ code: number; stderr: string; ms: number; peakKb: number }> {
+  const child = new Deno.Command(agent[0], {
+    args: [...agent.slice(1), "run", ...args],
+    cwd: ROOT,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const start = performance.now();
+  const stderr = new Response(child.stderr).text();
+  let peakKb = 0;
+  let done = false;
+  const status = child.status.then((s) => {
+    done = true;
+    return s;
+  });
+  while (!done) {
+    peakKb = Math.max(peakKb, (await peakRssKb(child.pid)) ?? 0);
+    await Promise.race([status, new Promise((r) => setTimeout(r, 20))]);
+  }
+  const { code } = await status;
+  return { code, stderr: await stderr, ms: performance.now() - start, peakKb };
+}
+
 const fmtMs = (ms: number) => ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+const fmtDelta = (ms: number) => `${ms < 0 ? "-" : "+"}${fmtMs(Math.abs(ms))}`;
 const fmtUs = (ms: number) => ms >= 1 ? `${ms.toFixed(2)} ms` : `${(ms * 1000).toFixed(1)} µs`;
 const fmtMb = (kb: number) => `${(kb / 1024).toFixed(1)} MiB`;
 const fmtRate = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(1)} MB/s`;
@@ -258,23 +292,28 @@ export async function main(args: readonly string[]): Promise<number> {
       mustSucceed("the warm-up job", await timed([...agent, "run", join(tmp, "one.yaml")], env));
     }
 
-    // --- start: one-command job vs deno running an empty file
+    // --- start: one-command job and version vs deno running an empty file, interleaved so
+    // that a busy machine weighs on each the same
     await Deno.writeTextFile(join(tmp, "empty.js"), "");
-    const oneJobMs = await medianOf(
-      5,
-      async () =>
+    const starts = { oneJob: [] as number[], denoEmpty: [] as number[], version: [] as number[] };
+    for (let i = 0; i < 7; i++) {
+      starts.denoEmpty.push(
+        mustSucceed(
+          "deno startup",
+          await timed([deno, "run", "--no-config", join(tmp, "empty.js")], env),
+        ).ms,
+      );
+      starts.oneJob.push(
         mustSucceed("a one-command job", await timed([...agent, "run", join(tmp, "one.yaml")], env))
           .ms,
-    );
-    const denoEmptyMs = await medianOf(5, async () =>
-      mustSucceed(
-        "deno startup",
-        await timed([deno, "run", "--no-config", join(tmp, "empty.js")], env),
-      ).ms);
-    const versionMs = await medianOf(
-      5,
-      async () => mustSucceed("agent version", await timed([...agent, "version"], env)).ms,
-    );
+      );
+      starts.version.push(
+        mustSucceed("agent version", await timed([...agent, "version"], env)).ms,
+      );
+    }
+    const oneJobMs = median(starts.oneJob);
+    const denoEmptyMs = median(starts.denoEmpty);
+    const versionMs = median(starts.version);
 
     // --- per-command overhead: N `true` commands vs the same sourced by bash in a bare PTY
     await writeJob(join(tmp, "many.yaml"), Array(commands).fill("true"));
@@ -321,33 +360,17 @@ export async function main(args: readonly string[]): Promise<number> {
       `yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c ${outputBytes}`;
     await writeJob(join(tmp, "output.yaml"), [producer]);
     const logFile = join(tmp, "output.jsonl");
-    const child = new Deno.Command(agent[0], {
-      args: [...agent.slice(1), "run", "--log-file", logFile, join(tmp, "output.yaml")],
-      cwd: ROOT,
+    const outputRun = await runSampled(
+      agent,
+      ["--log-file", logFile, join(tmp, "output.yaml")],
       env,
-      clearEnv: true,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const outStart = performance.now();
-    const stderr = new Response(child.stderr).text();
-    let peakKb = 0;
-    let done = false;
-    const status = child.status.then((s) => {
-      done = true;
-      return s;
-    });
-    while (!done) {
-      peakKb = Math.max(peakKb, (await peakRssKb(child.pid)) ?? 0);
-      await Promise.race([status, new Promise((r) => setTimeout(r, 20))]);
+    );
+    if (outputRun.code !== 0) {
+      throw new Error(
+        `Cannot measure output throughput: exit ${outputRun.code}\n${outputRun.stderr}`,
+      );
     }
-    const { code } = await status;
-    const outputMs = performance.now() - outStart;
-    if (code !== 0) {
-      throw new Error(`Cannot measure output throughput: exit ${code}\n${await stderr}`);
-    }
-    await stderr;
+    const { peakKb, ms: outputMs } = outputRun;
     const logged = await loggedOutputBytes(logFile, producer);
     if (logged.bytes !== outputBytes || !logged.finished) {
       throw new Error(
@@ -388,10 +411,24 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     const floorKb = Number(denoRss.stdout.match(/^VmHWM:\s+(\d+) kB/m)?.[1] ?? 0);
     rows.push({
-      figure: "peak RSS during that job",
+      figure: `peak RSS, job printing ${outputBytes / 1e6} MB`,
       agent: fmtMb(peakKb),
       floor: fmtMb(floorKb),
       ratio: ratio(peakKb, floorKb),
+      note: "deno running an empty script",
+    });
+    // The same with a tenth of the output: memory must not grow with the output.
+    const smallBytes = outputBytes / 10;
+    await writeJob(join(tmp, "small.yaml"), [producer.replace(`${outputBytes}`, `${smallBytes}`)]);
+    const small = await runSampled(agent, [join(tmp, "small.yaml")], env);
+    if (small.code !== 0) {
+      throw new Error(`Cannot measure peak memory: exit ${small.code}\n${small.stderr}`);
+    }
+    rows.push({
+      figure: `peak RSS, job printing ${smallBytes / 1e6} MB`,
+      agent: fmtMb(small.peakKb),
+      floor: fmtMb(floorKb),
+      ratio: ratio(small.peakKb, floorKb),
       note: "deno running an empty script",
     });
     rows.push({
@@ -399,14 +436,14 @@ export async function main(args: readonly string[]): Promise<number> {
       agent: fmtMs(oneJobMs),
       floor: fmtMs(denoEmptyMs),
       ratio: ratio(oneJobMs, denoEmptyMs),
-      note: "deno run of an empty file",
+      note: `deno run of an empty file; ${fmtDelta(oneJobMs - denoEmptyMs)}`,
     });
     rows.push({
       figure: "agent version",
       agent: fmtMs(versionMs),
       floor: fmtMs(denoEmptyMs),
       ratio: ratio(versionMs, denoEmptyMs),
-      note: "deno run of an empty file",
+      note: `deno run of an empty file; ${fmtDelta(versionMs - denoEmptyMs)}`,
     });
 
     const context: BenchContext = { root: ROOT, agent, quick, env, tmp };
