@@ -26,6 +26,8 @@ export interface RunFileOptions {
   readonly logFormat?: string;
   /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` (both kinds of file). */
   readonly limits?: JobLimitTexts;
+  /** `--redacted-vars` patterns as given (both kinds of file). @default the default patterns */
+  readonly redactedVars?: readonly string[];
   /** Names of the pipeline-only flags given on the command line. */
   readonly pipelineFlags: readonly string[];
   /** The pipeline options (used when FILE is a pipeline). */
@@ -101,5 +103,6 @@ export async function runFile(options: RunFileOptions): Promise<number> {
     logFile: options.logFile,
     logFormat: options.logFormat,
     limits: options.limits,
+    redactedVars: options.redactedVars,
   });
 }
