@@ -160,6 +160,74 @@ Deno.test("Redactor replaces URL-encoded and JSON-escaped forms", () => {
   );
 });
 
+/** `text` base64-encoded and wrapped at `width` with `eol`, as base64(1) and PEM do. */
+function wrappedBase64(text: string, width: number, eol: string): string {
+  const encoded = b64(text);
+  const lines: string[] = [];
+  for (let i = 0; i < encoded.length; i += width) lines.push(encoded.slice(i, i + width));
+  return lines.join(eol) + eol;
+}
+
+/** Every run of 8 characters of `form` that survived in `text` (line breaks removed). */
+function survivingRuns(text: string, form: string): string[] {
+  const flat = text.replace(/\r?\n/g, "");
+  const runs: string[] = [];
+  for (let i = 0; i + 8 <= form.length; i++) {
+    if (flat.includes(form.slice(i, i + 8))) runs.push(form.slice(i, i + 8));
+  }
+  return runs;
+}
+
+Deno.test("Redactor catches base64 wrapped at 76 or 64 columns across the line breaks", () => {
+  const long = "L0ng-s3cret/" + "x9Y8z7".repeat(12) + "-end"; // 88 bytes: its base64 must wrap
+  const r = redactorOf(long);
+  const cases: [string, number, string][] = [["", 76, "\r\n"], ["a", 76, "\n"], ["ab", 64, "\r\n"]];
+  for (const [prefix, width, eol] of cases) {
+    const text = wrappedBase64(prefix + long + "\n", Number(width), String(eol));
+    const out = joined(stream(r, [text.slice(0, 50), text.slice(50, 77), text.slice(77)]));
+    const n = prefix.length;
+    const stable = b64(prefix + long + "\n").slice(
+      Math.ceil((8 * n) / 6),
+      Math.floor((8 * (n + long.length)) / 6),
+    );
+    assert.deepEqual(survivingRuns(out, stable), [], `${prefix}/${width}: ${out}`);
+    assert.equal(out.split(String(eol)).length, text.split(String(eol)).length, "lines kept");
+  }
+  // A multi-line key through `base64`: every line of it, across the wrapping.
+  const key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n" +
+    "AQEFAASCBKcwggSjAgEAAoIBAQC7MIIEvQIBADANBgkqhkiG9w0B\n-----END KEY-----";
+  const k = redactorOf(key);
+  const out = joined(stream(k, [wrappedBase64(`${key}\n`, 76, "\r\n")]));
+  let offset = 0;
+  for (const line of key.split("\n")) {
+    const stable = b64(key + "\n").slice(
+      Math.ceil((8 * offset) / 6),
+      Math.floor((8 * (offset + line.length)) / 6),
+    );
+    assert.deepEqual(survivingRuns(out, stable), [], `line '${line}': ${out}`);
+    offset += line.length + 1;
+  }
+});
+
+Deno.test("RedactionStream leaves and passes on 64- and 76-column output without secrets", () => {
+  const r = redactorOf(SECRET);
+  const text = [
+    "a".repeat(64),
+    `${"word ".repeat(15)}done`,
+    b64("x".repeat(57)),
+    "z".repeat(76),
+    "short",
+  ].join("\r\n") + "\r\n";
+  for (let cut = 0; cut < text.length; cut += 7) {
+    assert.equal(joined(stream(r, [text.slice(0, cut), text.slice(cut)])), text);
+  }
+  // A line that ends in a word outside base64 is passed on at once, break included.
+  const out: string[] = [];
+  const s = r.openStream((b) => out.push(latin1.decode(b)));
+  s.write(bytes(`${"word ".repeat(12)}done.\r\n`));
+  assert.equal(out.join(""), `${"word ".repeat(12)}done.\r\n`);
+});
+
 Deno.test("Redactor redacts a multi-line value line by line, raw and JSON-escaped", () => {
   const key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n" +
     "-----END KEY-----\n";
@@ -416,6 +484,7 @@ Deno.test("job: secrets are redacted in every form a command prints them", async
         cmd('echo "$JSON_FORM"'),
         cmd('echo "$DEPLOY_SSH_KEY"'),
         cmd(`head -c 1000000 /dev/zero | tr '\\0' x; echo "$DB_PASSWORD"; echo "$GREETING"`),
+        cmd('echo "$DEPLOY_SSH_KEY" | base64'), // wrapped at 76 columns
         cmd(`echo '${SECRET}' is in this directive`),
       ],
     },
@@ -424,6 +493,15 @@ Deno.test("job: secrets are redacted in every form a command prints them", async
   const text = textOf(events);
   assertNoLeak(text, SECRET);
   for (const line of KEY.split("\n")) assertNoLeak(text, line);
+  let offset = 0;
+  for (const line of KEY.split("\n")) {
+    const stable = b64(`${KEY}\n`).slice(
+      Math.ceil((8 * offset) / 6),
+      Math.floor((8 * (offset + line.length)) / 6),
+    );
+    assert.deepEqual(survivingRuns(text, stable), [], line);
+    offset += line.length + 1;
+  }
   const output = outputOf(events);
   assert.ok(output.includes("Values shorter than 6 bytes are not redacted: SHORT_TOKEN\n"));
   assert.ok(output.includes(`${REDACTED}\n`));

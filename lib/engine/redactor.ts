@@ -7,16 +7,18 @@
  *   {@linkcode DEFAULT_REDACTED_VARS} or of `--redacted-vars`, plus values a job declares by
  *   printing a line `::add-mask::VALUE`. A value shorter than {@linkcode MIN_SECRET_BYTES} bytes
  *   is not redacted; a multi-line value is redacted line by line.
- * - Which forms: raw, base64 at each of the three alignments (standard and URL alphabets),
- *   URL-encoded (the usual escapers' variants) and JSON-string-escaped (the usual encoders').
+ * - Which forms: raw, base64 at each of the three alignments (standard and URL alphabets; also
+ *   across the line breaks of base64 wrapped at 64 or 76 columns), URL-encoded (the usual
+ *   escapers' variants) and JSON-string-escaped (the usual encoders').
  * - How: a Wu–Manber search over all forms at once, which skips most bytes of output that holds
  *   no form, so the cost per byte hardly grows with the number of secrets, and an Aho–Corasick
  *   automaton over the end of each read. A {@linkcode RedactionStream} holds back
  *   only the bytes that may still be the start of a form, until the next bytes settle it or the
  *   stream ends; all other bytes pass on at once, unchanged.
  *
- * No form contains a newline (lines are split off, base64/URL/JSON escape it), so the automaton
- * is at its root after every `\n`: nothing is held across a line end.
+ * No form contains a newline (lines are split off, base64/URL/JSON escape it), so nothing is
+ * held across a line end, except after a line exactly as wide as wrapped base64 whose end may
+ * be the start of a base64 form, until the next line shows whether it goes on there.
  *
  * @module
  */
@@ -188,6 +190,20 @@ export function secretLines(value: Uint8Array): Uint8Array[] {
   return lines;
 }
 
+/** The base64 forms of a value (both alphabets, three alignments, line by line). */
+export function base64Forms(value: Uint8Array): Uint8Array[] {
+  const forms = new Map<string, Uint8Array>();
+  for (const line of secretLines(value)) {
+    for (let align = 0; align < 3; align++) {
+      const b64 = base64Form(line, align);
+      for (const form of [b64, b64.replaceAll("+", "-").replaceAll("/", "_")]) {
+        if (form.length >= MIN_SECRET_BYTES) forms.set(form, encoder.encode(form));
+      }
+    }
+  }
+  return [...forms.values()];
+}
+
 /** Every byte form of a value that is redacted (see the module comment), without duplicates. */
 export function secretForms(value: Uint8Array): Uint8Array[] {
   const forms = new Map<string, Uint8Array>();
@@ -196,11 +212,7 @@ export function secretForms(value: Uint8Array): Uint8Array[] {
   };
   for (const line of secretLines(value)) {
     add(line);
-    for (let align = 0; align < 3; align++) {
-      const b64 = base64Form(line, align);
-      add(encoder.encode(b64));
-      add(encoder.encode(b64.replaceAll("+", "-").replaceAll("/", "_")));
-    }
+    for (const form of base64Forms(line)) add(form);
     for (const form of urlForms(line)) add(encoder.encode(form));
     for (const form of jsonForms(line)) add(encoder.encode(form));
   }
@@ -248,8 +260,13 @@ export class Matcher {
   /** Per state: how many bytes of a form it stands for (its depth in the trie). */
   readonly depth: Int32Array;
 
-  constructor(patterns: readonly Uint8Array[]) {
+  /** The base64 forms alone, searched across the line breaks of wrapped base64. */
+  readonly wrapped: Matcher | undefined;
+
+  /** @param base64 the base64 forms among `patterns`, for wrapped base64 */
+  constructor(patterns: readonly Uint8Array[], base64?: readonly Uint8Array[]) {
     this.patterns = patterns;
+    this.wrapped = base64 ? new Matcher(base64) : undefined;
     let min = Infinity, max = 0;
     for (const p of patterns) {
       min = Math.min(min, p.length);
@@ -516,10 +533,14 @@ export class Redactor {
   #rebuild(): void {
     this.#stale = false;
     const forms = new Map<string, Uint8Array>();
+    const wrapped = new Map<string, Uint8Array>();
     for (const value of this.#values.values()) {
       for (const form of secretForms(value)) forms.set(latin1.decode(form), form);
+      for (const form of base64Forms(value)) wrapped.set(latin1.decode(form), form);
     }
-    this.#matcher = forms.size > 0 ? new Matcher([...forms.values()]) : undefined;
+    this.#matcher = forms.size > 0
+      ? new Matcher([...forms.values()], wrapped.size > 0 ? [...wrapped.values()] : undefined)
+      : undefined;
   }
 }
 
@@ -563,6 +584,13 @@ class ScanStream {
   /** Matches of the current `write()`, as offsets in its buffer. */
   readonly #found: number[] = [];
   readonly #onMatch = (start: number, end: number) => this.#found.push(start, end);
+  /** Wrapped base64: where the current line starts, and whether the last byte was a CR. */
+  #lineStart = 0;
+  #lastWasCR = false;
+  /** Line breaks after a line of a wrapping width: [start, end) pairs, in order. */
+  #junctions: number[] = [];
+  /** The start of the last line break searched across. */
+  #junctionDone = -1;
 
   constructor(matcher: Matcher, onBytes: (bytes: Uint8Array) => void) {
     this.#matcher = matcher;
@@ -582,6 +610,15 @@ class ScanStream {
     }
     const end = at + buffer.length;
     let safe = end - this.#matcher.pendingTail(buffer);
+    if (this.#matcher.wrapped) {
+      this.#findJunctions(bytes, end - bytes.length);
+      safe = Math.min(safe, this.#searchJunctions(buffer, at, false));
+      if (this.#lastWasCR && WRAP_WIDTHS.includes(end - 1 - this.#lineStart)) {
+        // A wrapped line's CR, its LF still to come: a form may go on after them.
+        const span = this.#matcher.wrapped.maxLength - 1;
+        safe = Math.min(safe, this.#backFrom(buffer, at, end - 1, span));
+      }
+    }
     const ranges = this.#ranges;
     for (let r = 0; r < ranges.length; r += 2) {
       if (ranges[r + 1] > safe) {
@@ -604,8 +641,141 @@ class ScanStream {
 
   /** Passes every byte on; returns whether anything was redacted since the start. */
   end(): boolean {
+    if (this.#matcher.wrapped) this.#searchJunctions(this.#held, this.#heldAt, true);
     this.#passOn(this.#heldAt + this.#held.length);
     return this.#matched;
+  }
+
+  /**
+   * Notes the line breaks in `bytes` (at stream offset `abs`) that end a line of a width at
+   * which tools wrap base64: a form may continue after them.
+   */
+  #findJunctions(bytes: Uint8Array, abs: number): void {
+    // Four bytes at a time, as indexOfByte() does, in one pass over the read.
+    const n = bytes.length;
+    let i = 0;
+    for (; i < n && ((bytes.byteOffset + i) & 3) !== 0; i++) {
+      if (bytes[i] === NL) this.#newline(bytes, abs, i);
+    }
+    const words = (n - i) >> 2;
+    if (words > 0) {
+      const view = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
+      for (let w = 0; w < words; w++) {
+        const x = view[w] ^ NEWLINES;
+        if ((((x - ONES) | 0) & ~x & HIGHS) !== 0) {
+          const at = i + w * 4;
+          for (let k = 0; k < 4; k++) if (bytes[at + k] === NL) this.#newline(bytes, abs, at + k);
+        }
+      }
+      i += words * 4;
+    }
+    for (; i < n; i++) if (bytes[i] === NL) this.#newline(bytes, abs, i);
+    this.#lastWasCR = bytes[n - 1] === CR;
+  }
+
+  /** A `\n` at `bytes[i]`: a line break after a line of a wrapping width is noted. */
+  #newline(bytes: Uint8Array, abs: number, i: number): void {
+    const cr = i > 0 ? bytes[i - 1] === CR : this.#lastWasCR;
+    const breakStart = abs + i - (cr ? 1 : 0);
+    const width = breakStart - this.#lineStart;
+    if (width === 64 || width === 76) this.#junctions.push(breakStart, abs + i + 1);
+    this.#lineStart = abs + i + 1;
+  }
+
+  /**
+   * Searches the base64 forms across each noted line break that has enough bytes after it
+   * (or all of them at the end); returns the offset from which bytes must stay held for a
+   * break still waiting for its next line (Infinity when none waits).
+   */
+  #searchJunctions(buffer: Uint8Array, at: number, final: boolean): number {
+    const junctions = this.#junctions;
+    while (junctions.length > 0 && junctions[1] <= at && junctions[0] <= this.#junctionDone) {
+      junctions.splice(0, 2);
+    }
+    const wrapped = this.#matcher.wrapped!;
+    const span = wrapped.maxLength - 1;
+    const end = at + buffer.length;
+    for (let j = 0; j < junctions.length; j += 2) {
+      const [breakStart, breakEnd] = [junctions[j], junctions[j + 1]];
+      if (breakStart <= this.#junctionDone) continue;
+      const ready = final || end - breakEnd >= span ||
+        buffer.indexOf(NL, Math.max(0, breakEnd - at)) !== -1;
+      if (!ready) return this.#backFrom(buffer, at, breakStart, span);
+      this.#searchAcross(buffer, at, breakStart, breakEnd, span);
+      this.#junctionDone = breakStart;
+    }
+    return Infinity;
+  }
+
+  /**
+   * The stream offset up to `count` base64 characters before `pos` (line breaks of wrapped
+   * lines skipped, no further back than a byte outside the base64 alphabets or the buffer).
+   */
+  #backFrom(buffer: Uint8Array, at: number, pos: number, count: number): number {
+    const junctions = this.#junctions;
+    let p = pos;
+    for (let k = junctions.length - 2; count > 0 && p > at;) {
+      while (k >= 0 && junctions[k] >= p) k -= 2;
+      if (k >= 0 && junctions[k + 1] === p) {
+        if (junctions[k] <= at) break;
+        p = junctions[k];
+        continue;
+      }
+      if (!IS_BASE64[buffer[p - 1 - at]]) break;
+      p--;
+      count--;
+    }
+    return p;
+  }
+
+  /** Finds base64 forms that run across the line break [breakStart, breakEnd). */
+  #searchAcross(
+    buffer: Uint8Array,
+    at: number,
+    breakStart: number,
+    breakEnd: number,
+    span: number,
+  ): void {
+    const junctions = this.#junctions;
+    const breakAt = (p: number) => {
+      for (let k = 0; k < junctions.length; k += 2) if (junctions[k] === p) return junctions[k + 1];
+      return -1;
+    };
+    const positions: number[] = [];
+    for (let p = this.#backFrom(buffer, at, breakStart, span); p < breakStart;) {
+      const skip = breakAt(p);
+      if (skip !== -1) {
+        p = skip;
+        continue;
+      }
+      positions.push(p++);
+    }
+    const joint = positions.length;
+    const end = at + buffer.length;
+    for (let p = breakEnd, count = 0; count < span && p < end;) {
+      const skip = breakAt(p);
+      if (skip !== -1) {
+        p = skip;
+        continue;
+      }
+      if (!IS_BASE64[buffer[p - at]]) break;
+      positions.push(p++);
+      count++;
+    }
+    const joined = Uint8Array.from(positions, (p) => buffer[p - at]);
+    const found: number[] = [];
+    this.#matcher.wrapped!.search(joined, 0, (start, stop) => {
+      if (start >= joint || stop <= joint) return; // not across this break
+      // One range per line, so that the line breaks stay.
+      let from = positions[start];
+      for (let i = start + 1; i <= stop; i++) {
+        if (i === stop || positions[i] !== positions[i - 1] + 1) {
+          found.push(from, positions[i - 1] + 1);
+          if (i < stop) from = positions[i];
+        }
+      }
+    });
+    if (found.length > 0) this.#addRanges(found);
   }
 
   /** Merges new [start, end) pairs (sorted by start) into the ranges. */
@@ -650,36 +820,54 @@ class ScanStream {
 }
 
 const NL = 0x0a;
+const CR = 0x0d;
 const COLON = 0x3a;
-const COLONS = 0x3a3a3a3a;
+/** The bytes of both base64 alphabets (without `=`, which no form holds). */
+const IS_BASE64 = new Uint8Array(256);
+for (const c of encoder.encode(BASE64 + "-_")) IS_BASE64[c] = 1;
+/**
+ * Line widths at which tools wrap base64: PEM and `openssl base64` 64, `base64` and MIME 76
+ * (also tested as literals in `#newline`).
+ */
+const WRAP_WIDTHS = [64, 76];
 const ONES = 0x01010101;
+const NEWLINES = 0x0a0a0a0a;
 const HIGHS = 0x80808080 | 0;
 
 /**
- * The index of the first `:` in `bytes` from `from`, or -1. Four bytes at a time (the zero-byte
- * test on the word XOR `::::`): `Uint8Array.prototype.indexOf` is several times slower.
+ * The index of the first `byte` in `bytes` from `from`, or -1. Four bytes at a time (the
+ * zero-byte test on the word XOR the byte repeated): `Uint8Array.prototype.indexOf` is several
+ * times slower.
  */
-export function indexOfColon(bytes: Uint8Array, from: number): number {
+export function indexOfByte(bytes: Uint8Array, from: number, byte: number): number {
   const n = bytes.length;
+  const repeated = (byte * ONES) | 0;
   let i = from;
-  while (i < n && ((bytes.byteOffset + i) & 3) !== 0) {
-    if (bytes[i] === COLON) return i;
+  // A byte at a time up to an aligned word, and over the first 32 bytes (a near hit is common).
+  const head = Math.min(n, from + 32);
+  while (i < n && (i < head || ((bytes.byteOffset + i) & 3) !== 0)) {
+    if (bytes[i] === byte) return i;
     i++;
   }
   const words = (n - i) >> 2;
   if (words > 0) {
     const view = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
     for (let w = 0; w < words; w++) {
-      const x = view[w] ^ COLONS;
+      const x = view[w] ^ repeated;
       if ((((x - ONES) | 0) & ~x & HIGHS) !== 0) {
         const at = i + w * 4;
-        for (let k = 0; k < 4; k++) if (bytes[at + k] === COLON) return at + k;
+        for (let k = 0; k < 4; k++) if (bytes[at + k] === byte) return at + k;
       }
     }
     i += words * 4;
   }
-  for (; i < n; i++) if (bytes[i] === COLON) return i;
+  for (; i < n; i++) if (bytes[i] === byte) return i;
   return -1;
+}
+
+/** {@linkcode indexOfByte} for `:`. */
+export function indexOfColon(bytes: Uint8Array, from: number): number {
+  return indexOfByte(bytes, from, COLON);
 }
 const ADD_MASK = encoder.encode(ADD_MASK_PREFIX);
 /** An `::add-mask::` line longer than this is dropped without adding its value. */
@@ -818,7 +1006,7 @@ export class RedactionStream {
       return;
     }
     if (matcher !== this.#scanMatcher) {
-      // A value was added: the old scan is at a line start, so it holds nothing back.
+      // A value was added (at a line start): the old scan passes on what it holds.
       this.#scan?.end();
       this.#scan = new ScanStream(matcher, this.#collect);
       this.#scanMatcher = matcher;
