@@ -209,6 +209,23 @@ Deno.test("Redactor catches base64 wrapped at 76 or 64 columns across the line b
   }
 });
 
+Deno.test("Redactor finds a secret in 1 MB of wrapped base64 read in 4 KiB pieces", () => {
+  const r = redactorOf(SECRET);
+  const filler = "0123456789".repeat(40_000);
+  const text = wrappedBase64(`${filler}${SECRET}${filler}`, 76, "\r\n");
+  const data = bytes(text);
+  const reads: Uint8Array[] = [];
+  for (let at = 0; at < data.length; at += 4096) reads.push(data.subarray(at, at + 4096));
+  const out = joined(stream(r, reads));
+  const n = filler.length;
+  const stable = b64(`${filler}${SECRET}${filler}`).slice(
+    Math.ceil((8 * n) / 6),
+    Math.floor((8 * (n + SECRET.length)) / 6),
+  );
+  assert.deepEqual(survivingRuns(out, stable), []);
+  assert.equal(out.replaceAll(REDACTED, "").length, text.length - stable.length);
+});
+
 Deno.test("RedactionStream leaves and passes on 64- and 76-column output without secrets", () => {
   const r = redactorOf(SECRET);
   const text = [

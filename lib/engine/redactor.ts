@@ -689,9 +689,13 @@ class ScanStream {
    */
   #searchJunctions(buffer: Uint8Array, at: number, final: boolean): number {
     const junctions = this.#junctions;
-    while (junctions.length > 0 && junctions[1] <= at && junctions[0] <= this.#junctionDone) {
-      junctions.splice(0, 2);
+    let gone = 0;
+    while (
+      gone < junctions.length && junctions[gone + 1] <= at && junctions[gone] <= this.#junctionDone
+    ) {
+      gone += 2;
     }
+    if (gone > 0) junctions.splice(0, gone);
     const wrapped = this.#matcher.wrapped!;
     const span = wrapped.maxLength - 1;
     const end = at + buffer.length;
@@ -714,7 +718,7 @@ class ScanStream {
   #backFrom(buffer: Uint8Array, at: number, pos: number, count: number): number {
     const junctions = this.#junctions;
     let p = pos;
-    for (let k = junctions.length - 2; count > 0 && p > at;) {
+    for (let k = this.#firstJunctionFrom(p) - 2; count > 0 && p > at;) {
       while (k >= 0 && junctions[k] >= p) k -= 2;
       if (k >= 0 && junctions[k + 1] === p) {
         if (junctions[k] <= at) break;
@@ -728,6 +732,18 @@ class ScanStream {
     return p;
   }
 
+  /** The index in `#junctions` of the first break that starts at or after `p`. */
+  #firstJunctionFrom(p: number): number {
+    const junctions = this.#junctions;
+    let lo = 0, hi = junctions.length / 2;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (junctions[mid * 2] < p) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo * 2;
+  }
+
   /** Finds base64 forms that run across the line break [breakStart, breakEnd). */
   #searchAcross(
     buffer: Uint8Array,
@@ -737,12 +753,16 @@ class ScanStream {
     span: number,
   ): void {
     const junctions = this.#junctions;
+    // Positions only grow in each walk: a cursor over the (ordered) breaks finds those to skip.
+    let k = 0;
     const breakAt = (p: number) => {
-      for (let k = 0; k < junctions.length; k += 2) if (junctions[k] === p) return junctions[k + 1];
-      return -1;
+      while (k < junctions.length && junctions[k] < p) k += 2;
+      return k < junctions.length && junctions[k] === p ? junctions[k + 1] : -1;
     };
     const positions: number[] = [];
-    for (let p = this.#backFrom(buffer, at, breakStart, span); p < breakStart;) {
+    const first = this.#backFrom(buffer, at, breakStart, span);
+    k = this.#firstJunctionFrom(first);
+    for (let p = first; p < breakStart;) {
       const skip = breakAt(p);
       if (skip !== -1) {
         p = skip;
@@ -752,6 +772,7 @@ class ScanStream {
     }
     const joint = positions.length;
     const end = at + buffer.length;
+    k = this.#firstJunctionFrom(breakEnd);
     for (let p = breakEnd, count = 0; count < span && p < end;) {
       const skip = breakAt(p);
       if (skip !== -1) {
