@@ -29,6 +29,7 @@ import type { Logger } from "../util/agent_log.ts";
 import type { EnvVar, JobRequest } from "./job_request_types.ts";
 import type { HostEnvVar } from "./executor.ts";
 import { decodeBase64 } from "../util/base64.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** What replaces every match. */
 export const REDACTED = "[REDACTED]";
@@ -547,15 +548,6 @@ export class Redactor {
 const EMPTY = new Uint8Array(0);
 const REDACTED_BYTES = encoder.encode(REDACTED);
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  if (b.length === 0) return a;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 function concatAll(parts: readonly Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -599,7 +591,7 @@ class ScanStream {
 
   write(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
-    const buffer = concat(this.#held, bytes);
+    const buffer = concatBytes(this.#held, bytes);
     const at = this.#heldAt;
     const found = this.#found;
     this.#matcher.search(buffer, 0, this.#onMatch);
@@ -975,7 +967,7 @@ export class RedactionStream {
       return from + k;
     }
     if (from + k === n) {
-      this.#maybeMask = concat(this.#maybeMask, bytes.slice(from));
+      this.#maybeMask = concatBytes(this.#maybeMask, bytes.slice(from));
       return n;
     }
     // Not `::add-mask::`: what was held and the first byte here are ordinary output.
@@ -1042,7 +1034,7 @@ export class RedactionStream {
       this.#mask = EMPTY;
       return;
     }
-    this.#mask = concat(this.#mask!, bytes.slice());
+    this.#mask = concatBytes(this.#mask!, bytes.slice());
   }
 
   #finishMask(): void {
