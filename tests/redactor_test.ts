@@ -276,6 +276,12 @@ Deno.test("Redactor skips values under 6 bytes and names them once", () => {
   assert.equal(r.takeShortValueNote(), undefined);
 });
 
+Deno.test("Redactor.redactText() finds a 6-byte value in a 2-character string", () => {
+  const r = redactorOf("\u00e9\u00e8\u00ea");
+  assert.equal(r.redactText("\u00e9\u00e8\u00ea"), REDACTED);
+  assert.equal(r.redactText("x"), "x");
+});
+
 Deno.test("Redactor merges overlapping matches and keeps adjacent ones apart", () => {
   const r = redactorOf("abcdefgh", "efghijkl");
   assert.equal(joined(stream(r, ["xabcdefghijklx\n"])), `x${REDACTED}x\n`);

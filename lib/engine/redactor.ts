@@ -515,7 +515,8 @@ export class Redactor {
   /** `text` with every secret form replaced (for directives and lines the agent writes). */
   redactText(text: string): string {
     const matcher = this.matcher;
-    if (matcher === undefined || text.length < MIN_SECRET_BYTES) return text;
+    // Six UTF-8 bytes take at least two UTF-16 units (three bytes per unit at most).
+    if (matcher === undefined || text.length < 2) return text;
     const parts: Uint8Array[] = [];
     const stream = new ScanStream(matcher, (bytes) => parts.push(bytes));
     stream.write(encoder.encode(text));

@@ -9,8 +9,12 @@
  * - per-command overhead: a job of 200 `true` commands, net of a one-command job. Goal: the
  *   same as without secrets.
  *
+ * - the agent process's CPU time for that output: the same comparison, less sensitive to a busy
+ *   machine than wall time.
+ *
  * The two jobs alternate, three times each, and the medians are compared. Runs on its own too:
- * `deno run -A tests/bench/redaction_bench.ts [--quick] [--source]`.
+ * `deno run -A tests/bench/redaction_bench.ts [--quick] [--source]` (`BENCH_DEBUG=1` also prints
+ * every run's times).
  *
  * @module
  */
