@@ -644,35 +644,46 @@ class ScanStream {
    * which tools wrap base64: a form may continue after them.
    */
   #findJunctions(bytes: Uint8Array, abs: number): void {
-    // Four bytes at a time, as indexOfByte() does, in one pass over the read.
+    // Four bytes at a time, as indexOfByte() does, in one pass over the read; only a break
+    // after a line of a wrapping width is noted.
     const n = bytes.length;
+    let lineStart = this.#lineStart - abs; // relative to bytes (may be negative)
+    const noteBreak = (i: number) => {
+      const cr = i > 0 ? bytes[i - 1] === CR : this.#lastWasCR;
+      const width = i - (cr ? 1 : 0) - lineStart;
+      if (width === 64 || width === 76) this.#junctions.push(abs + i - (cr ? 1 : 0), abs + i + 1);
+    };
     let i = 0;
     for (; i < n && ((bytes.byteOffset + i) & 3) !== 0; i++) {
-      if (bytes[i] === NL) this.#newline(bytes, abs, i);
+      if (bytes[i] === NL) {
+        noteBreak(i);
+        lineStart = i + 1;
+      }
     }
     const words = (n - i) >> 2;
     if (words > 0) {
       const view = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
       for (let w = 0; w < words; w++) {
         const x = view[w] ^ NEWLINES;
-        if ((((x - ONES) | 0) & ~x & HIGHS) !== 0) {
-          const at = i + w * 4;
-          for (let k = 0; k < 4; k++) if (bytes[at + k] === NL) this.#newline(bytes, abs, at + k);
+        if ((((x - ONES) | 0) & ~x & HIGHS) === 0) continue;
+        for (let k = i + w * 4, stop = k + 4; k < stop; k++) {
+          if (bytes[k] !== NL) continue;
+          // Only a line of 64 or 76 bytes (77 or 78 with its CR) is worth a closer look.
+          const width = k - lineStart;
+          if (width >= 64 && width <= 77) noteBreak(k);
+          lineStart = k + 1;
         }
       }
       i += words * 4;
     }
-    for (; i < n; i++) if (bytes[i] === NL) this.#newline(bytes, abs, i);
+    for (; i < n; i++) {
+      if (bytes[i] === NL) {
+        noteBreak(i);
+        lineStart = i + 1;
+      }
+    }
+    this.#lineStart = abs + lineStart;
     this.#lastWasCR = bytes[n - 1] === CR;
-  }
-
-  /** A `\n` at `bytes[i]`: a line break after a line of a wrapping width is noted. */
-  #newline(bytes: Uint8Array, abs: number, i: number): void {
-    const cr = i > 0 ? bytes[i - 1] === CR : this.#lastWasCR;
-    const breakStart = abs + i - (cr ? 1 : 0);
-    const width = breakStart - this.#lineStart;
-    if (width === 64 || width === 76) this.#junctions.push(breakStart, abs + i + 1);
-    this.#lineStart = abs + i + 1;
   }
 
   /**
