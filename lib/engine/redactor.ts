@@ -263,11 +263,20 @@ export class Matcher {
 
   /** The base64 forms alone, searched across the line breaks of wrapped base64. */
   readonly wrapped: Matcher | undefined;
+  /** Every 4 bytes that occur in a form, as 32-bit numbers: a quick test at a line break. */
+  readonly quads: ReadonlySet<number>;
 
   /** @param base64 the base64 forms among `patterns`, for wrapped base64 */
   constructor(patterns: readonly Uint8Array[], base64?: readonly Uint8Array[]) {
     this.patterns = patterns;
     this.wrapped = base64 ? new Matcher(base64) : undefined;
+    const quads = new Set<number>();
+    if (!base64) {
+      for (const p of patterns) {
+        for (let i = 0; i + 4 <= p.length; i++) quads.add(quad(p, i));
+      }
+    }
+    this.quads = quads;
     let min = Infinity, max = 0;
     for (const p of patterns) {
       min = Math.min(min, p.length);
@@ -383,6 +392,11 @@ export class Matcher {
     }
     return this.depth[s / this.classCount];
   }
+}
+
+/** The 4 bytes at `bytes[i]` as one 32-bit number. */
+function quad(bytes: Uint8Array, i: number): number {
+  return (bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3];
 }
 
 /** DFA table entries above which the sparse automaton is used (16 MiB of table). */
@@ -704,12 +718,20 @@ class ScanStream {
     const span = wrapped.maxLength - 1;
     const end = at + buffer.length;
     for (let j = 0; j < junctions.length; j += 2) {
-      const [breakStart, breakEnd] = [junctions[j], junctions[j + 1]];
+      const breakStart = junctions[j], breakEnd = junctions[j + 1];
       if (breakStart <= this.#junctionDone) continue;
       const ready = final || end - breakEnd >= span ||
         buffer.indexOf(NL, Math.max(0, breakEnd - at)) !== -1;
       if (!ready) return this.#backFrom(buffer, at, breakStart, span);
-      this.#searchAcross(buffer, at, breakStart, breakEnd, span);
+      // A form across the break has 4 of its bytes right before it or right after it.
+      const before = breakStart - 4 - at, after = breakEnd - at;
+      const quads = wrapped.quads;
+      if (
+        before < 0 || after + 4 > buffer.length || quads.has(quad(buffer, before)) ||
+        quads.has(quad(buffer, after))
+      ) {
+        this.#searchAcross(buffer, at, breakStart, breakEnd, span);
+      }
       this.#junctionDone = breakStart;
     }
     return Infinity;
