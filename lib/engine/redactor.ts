@@ -605,9 +605,17 @@ class ScanStream {
   }
 
   write(bytes: Uint8Array): void {
-    if (bytes.length === 0) return;
-    const buffer = concatBytes(this.#held, bytes);
+    const n = bytes.length;
+    if (n === 0) return;
+    const held = this.#held;
     const at = this.#heldAt;
+    const matcher = this.#matcher;
+    if (matcher.wrapped) this.#findJunctions(bytes, at + held.length);
+    if (
+      held.length > 0 && n >= matcher.maxLength && this.#ranges.length === 0 &&
+      this.#junctionsSettled() && this.#passApart(held, bytes)
+    ) return;
+    const buffer = concatBytes(held, bytes);
     const found = this.#found;
     this.#matcher.search(buffer, 0, this.#onMatch);
     if (found.length > 0) {
@@ -618,7 +626,6 @@ class ScanStream {
     const end = at + buffer.length;
     let safe = end - this.#matcher.pendingTail(buffer);
     if (this.#matcher.wrapped) {
-      this.#findJunctions(bytes, end - bytes.length);
       safe = Math.min(safe, this.#searchJunctions(buffer, at, false));
       if (this.#lastWasCR && WRAP_WIDTHS.includes(end - 1 - this.#lineStart)) {
         // A wrapped line's CR, its LF still to come: a form may go on after them.
@@ -644,6 +651,38 @@ class ScanStream {
     }
     this.#held = buffer;
     this.#passOn(safe);
+  }
+
+  /** No line break waits for a search across it, and no wrapped line's CR for its LF. */
+  #junctionsSettled(): boolean {
+    if (!this.#matcher.wrapped) return true;
+    const junctions = this.#junctions;
+    if (junctions.length > 0 && junctions[junctions.length - 2] > this.#junctionDone) return false;
+    const end = this.#heldAt + this.#held.length;
+    return !(this.#lastWasCR && WRAP_WIDTHS.includes(end - 1 - this.#lineStart));
+  }
+
+  /**
+   * The common case without copying the read: the held bytes (a possible start of a form)
+   * are settled by the first bytes of a read at least as long as the longest form. When no
+   * form runs from them into the read and none is in the read, they and the read (but for a
+   * possible start of a form at its end) pass on as they are. False when that does not hold:
+   * nothing was done.
+   */
+  #passApart(held: Uint8Array, bytes: Uint8Array): boolean {
+    const matcher = this.#matcher;
+    let hit = false;
+    const mark = () => hit = true;
+    matcher.search(concatBytes(held, bytes.subarray(0, matcher.maxLength - 1)), 0, mark);
+    if (!hit) matcher.search(bytes, 0, mark);
+    if (hit) return false;
+    const keep = matcher.pendingTail(bytes);
+    const cut = bytes.length - keep;
+    this.#onBytes(held);
+    if (cut > 0) this.#onBytes(bytes.subarray(0, cut));
+    this.#held = keep > 0 ? bytes.subarray(cut) : EMPTY;
+    this.#heldAt += held.length + cut;
+    return true;
   }
 
   /** Passes every byte on; returns whether anything was redacted since the start. */
@@ -1027,23 +1066,26 @@ export class RedactionStream {
   }
 
   /**
-   * Hands what was collected to `onBytes` as one array: pieces that are consecutive views of
-   * one buffer (output without secrets) become one view, without copying.
+   * Hands what was collected to `onBytes`: pieces that are consecutive views of one buffer
+   * (output without secrets) as one view, without copying; other pieces one by one (the
+   * output buffer joins them without copying a large read either).
    */
   #handOver(): void {
     const out = this.#out;
-    if (out.length === 0) return;
-    let whole: Uint8Array | undefined = out[0];
-    for (let i = 1; i < out.length && whole; i++) {
-      const p = out[i];
-      whole = p.buffer === whole.buffer && p.byteOffset === whole.byteOffset + whole.length
-        ? new Uint8Array(whole.buffer, whole.byteOffset, whole.length + p.length)
-        : undefined;
+    let run: Uint8Array | undefined;
+    for (const p of out) {
+      if (p.length === 0) continue;
+      if (run && p.buffer === run.buffer && p.byteOffset === run.byteOffset + run.length) {
+        run = new Uint8Array(run.buffer, run.byteOffset, run.length + p.length);
+        continue;
+      }
+      if (run) this.#onBytes(run);
+      run = p;
     }
-    const bytes = whole ?? concatAll(out);
     out.length = 0;
-    if (bytes.length > 0) this.#onBytes(bytes);
+    if (run) this.#onBytes(run);
   }
+
 
   #pass(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
