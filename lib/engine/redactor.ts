@@ -11,8 +11,8 @@
  *   across the line breaks of base64 wrapped at 64 or 76 columns), URL-encoded (the usual
  *   escapers' variants) and JSON-string-escaped (the usual encoders').
  * - How: a Wu–Manber search over all forms at once, which skips most bytes of output that holds
- *   no form, so the cost per byte hardly grows with the number of secrets, and an Aho–Corasick
- *   automaton over the end of each read. A {@linkcode RedactionStream} holds back
+ *   no form, so the cost per byte hardly grows with the number of secrets, and a table of the
+ *   forms' prefixes for the end of each read. A {@linkcode RedactionStream} holds back
  *   only the bytes that may still be the start of a form, until the next bytes settle it or the
  *   stream ends; all other bytes pass on at once, unchanged.
  *
@@ -238,9 +238,9 @@ function blockHash(b0: number, b1: number, b2: number): number {
  * - Wu–Manber over the whole stream: a window of the shortest form's length slides by the
  *   shift table of its last 3 bytes, so output that holds no form is passed over several bytes
  *   at a time, and only windows whose last block ends a form's prefix are verified;
- * - an Aho–Corasick automaton (compiled to a DFA) over the last bytes of each read, which
- *   tells exactly how many bytes at the end may still be the start of a form: those, and only
- *   those, are held back.
+ * - a table of the forms' prefixes (by hash and length) checked against the last bytes of
+ *   each read, which tells exactly how many bytes at the end may still be the start of a form:
+ *   those, and only those, are held back.
  */
 export class Matcher {
   readonly patterns: readonly Uint8Array[];
@@ -251,16 +251,8 @@ export class Matcher {
   readonly shift: Uint8Array;
   /** Wu–Manber: the forms whose length-`minLength` prefix ends with a block of that hash. */
   readonly buckets: ReadonlyArray<readonly number[] | undefined>;
-  /** Instead of the DFA, for very long values. */
-  readonly #sparse: SparseAutomaton | undefined;
-  /** Byte → input class of the DFA. */
-  readonly classes: Uint8Array;
-  readonly classCount: number;
-  /** DFA transitions, indexed by state × class count + class: the target state × class count. */
-  readonly delta: Int32Array;
-  /** Per state: how many bytes of a form it stands for (its depth in the trie). */
-  readonly depth: Int32Array;
-
+  /** The forms' prefixes, for the end of each read; built when first needed. */
+  #prefixes: PrefixTable | undefined;
   /** The base64 forms alone, searched across the line breaks of wrapped base64. */
   readonly wrapped: Matcher | undefined;
   /** Every 4 bytes that occur in a form, as 32-bit numbers: a quick test at a line break. */
@@ -296,62 +288,6 @@ export class Matcher {
     });
     this.shift = shift;
     this.buckets = buckets;
-
-    // The trie of the forms over byte classes (bytes in no form share class 0), then breadth
-    // first the failure links, filling in every missing edge: a DFA, one load per byte.
-    const classes = new Uint8Array(256);
-    let classCount = 1;
-    let total = 1;
-    for (const p of patterns) {
-      total += p.length;
-      for (const b of p) if (classes[b] === 0) classes[b] = classCount++;
-    }
-    const C = classCount;
-    this.classes = classes;
-    this.classCount = C;
-    if (total * C > MAX_DFA_ENTRIES) {
-      // Very long values: a DFA table would take too much memory; a sparse trie instead.
-      this.#sparse = new SparseAutomaton(patterns);
-      this.delta = new Int32Array(0);
-      this.depth = new Int32Array(0);
-      return;
-    }
-    const next = new Int32Array(total * C).fill(-1);
-    const depth = new Int32Array(total);
-    let states = 1;
-    for (const p of patterns) {
-      let s = 0;
-      for (const b of p) {
-        const at = s * C + classes[b];
-        if (next[at] === -1) {
-          depth[states] = depth[s] + 1;
-          next[at] = states++;
-        }
-        s = next[at];
-      }
-    }
-    const fail = new Int32Array(states);
-    const queue = new Int32Array(states);
-    let tail = 0;
-    for (let c = 0; c < C; c++) {
-      if (next[c] === -1) next[c] = 0;
-      else queue[tail++] = next[c];
-    }
-    for (let head = 0; head < tail; head++) {
-      const s = queue[head];
-      const row = s * C, failRow = fail[s] * C;
-      for (let c = 0; c < C; c++) {
-        const t = next[row + c];
-        if (t === -1) next[row + c] = next[failRow + c];
-        else {
-          fail[t] = next[failRow + c];
-          queue[tail++] = t;
-        }
-      }
-    }
-    for (let i = 0; i < states * C; i++) next[i] *= C;
-    this.delta = next.subarray(0, states * C);
-    this.depth = depth.subarray(0, states);
   }
 
   /**
@@ -384,13 +320,8 @@ export class Matcher {
 
   /** How many bytes at the end of `bytes` may still be the start of a form. */
   pendingTail(bytes: Uint8Array): number {
-    if (this.#sparse) return this.#sparse.pendingTail(bytes, this.maxLength);
-    const { delta, classes } = this;
-    let s = 0;
-    for (let i = Math.max(0, bytes.length - this.maxLength); i < bytes.length; i++) {
-      s = delta[s + classes[bytes[i]]];
-    }
-    return this.depth[s / this.classCount];
+    this.#prefixes ??= new PrefixTable(this.patterns, this.maxLength);
+    return this.#prefixes.pendingTail(bytes);
   }
 }
 
@@ -399,64 +330,56 @@ function quad(bytes: Uint8Array, i: number): number {
   return (bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3];
 }
 
-/** DFA table entries above which the sparse automaton is used (16 MiB of table). */
-const MAX_DFA_ENTRIES = 1 << 22;
+const PREFIX_BASE = 0x01000193;
 
-/** Aho–Corasick with sparse edges (a map keyed by node * 256 + byte) and failure links. */
-class SparseAutomaton {
-  readonly #children = new Map<number, number>();
-  readonly #fail: Int32Array;
-  readonly #depth: Int32Array;
+/**
+ * Every prefix of every form, by a polynomial hash and its length: which suffix of a read is
+ * the start of a form is found with one lookup per byte of the suffix, and the table is built
+ * in time linear in the forms' length.
+ */
+class PrefixTable {
+  readonly #patterns: readonly Uint8Array[];
+  readonly #maxLength: number;
+  /** (hash of a prefix) XOR (its length × a constant) → the forms having such a prefix. */
+  readonly #forms = new Map<number, number[]>();
 
-  constructor(patterns: readonly Uint8Array[]) {
-    const children = this.#children;
-    const depth: number[] = [0];
-    const edges: [number, number][][] = [[]]; // node -> [byte, child]
-    for (const p of patterns) {
-      let node = 0;
-      for (const b of p) {
-        const key = node * 256 + b;
-        let child = children.get(key);
-        if (child === undefined) {
-          child = depth.length;
-          depth.push(depth[node] + 1);
-          edges.push([]);
-          edges[node].push([b, child]);
-          children.set(key, child);
-        }
-        node = child;
+  constructor(patterns: readonly Uint8Array[], maxLength: number) {
+    this.#patterns = patterns;
+    this.#maxLength = maxLength;
+    patterns.forEach((p, index) => {
+      let h = 0;
+      for (let k = 1; k <= p.length; k++) {
+        h = (Math.imul(h, PREFIX_BASE) + p[k - 1]) | 0;
+        const key = (h ^ Math.imul(k, 0x9e3779b1)) | 0;
+        const list = this.#forms.get(key);
+        if (list === undefined) this.#forms.set(key, [index]);
+        else if (!list.includes(index)) list.push(index);
       }
-    }
-    const fail = new Int32Array(depth.length);
-    const queue = [0];
-    for (let head = 0; head < queue.length; head++) {
-      const node = queue[head];
-      for (const [b, child] of edges[node]) {
-        if (node !== 0) {
-          let f = fail[node];
-          while (f !== 0 && !children.has(f * 256 + b)) f = fail[f];
-          fail[child] = children.get(f * 256 + b) ?? 0;
-        }
-        queue.push(child);
-      }
-    }
-    this.#fail = fail;
-    this.#depth = Int32Array.from(depth);
+    });
   }
 
-  pendingTail(bytes: Uint8Array, maxLength: number): number {
-    const children = this.#children;
-    let node = 0;
-    for (let i = Math.max(0, bytes.length - maxLength); i < bytes.length; i++) {
-      const b = bytes[i];
-      let next = children.get(node * 256 + b);
-      while (next === undefined && node !== 0) {
-        node = this.#fail[node];
-        next = children.get(node * 256 + b);
+  /** The length of the longest suffix of `bytes` that is the start of a form (0 when none). */
+  pendingTail(bytes: Uint8Array): number {
+    const n = bytes.length;
+    const lowest = Math.max(0, n - this.#maxLength);
+    let best = 0;
+    let h = 0, power = 1;
+    for (let s = n - 1; s >= lowest; s--) {
+      h = (h + Math.imul(bytes[s], power)) | 0;
+      power = Math.imul(power, PREFIX_BASE);
+      const list = this.#forms.get((h ^ Math.imul(n - s, 0x9e3779b1)) | 0);
+      if (list === undefined) continue;
+      for (const index of list) {
+        const p = this.#patterns[index];
+        let k = 0;
+        while (s + k < n && bytes[s + k] === p[k]) k++;
+        if (s + k === n) {
+          best = n - s;
+          break;
+        }
       }
-      node = next ?? 0;
     }
-    return this.#depth[node];
+    return best;
   }
 }
 
@@ -470,7 +393,7 @@ export interface CandidateVar {
 }
 
 /**
- * The secrets of one job and the automaton over their forms. Values declared with
+ * The secrets of one job and the matcher of their forms. Values declared with
  * `::add-mask::` while the job runs are added to it.
  */
 export class Redactor {
@@ -498,7 +421,7 @@ export class Redactor {
     this.#rebuild();
   }
 
-  /** The automaton over every form of every value; `undefined` when there is no value. */
+  /** The matcher of every form of every value; `undefined` when there is no value. */
   get matcher(): Matcher | undefined {
     if (this.#stale) this.#rebuild();
     return this.#matcher;
@@ -506,7 +429,7 @@ export class Redactor {
 
   /**
    * Adds a value (`::add-mask::`); false when it is too short or already known, or when
-   * {@linkcode MAX_ADDED_VALUES} values were added already. The automaton is rebuilt when it is
+   * {@linkcode MAX_ADDED_VALUES} values were added already. The matcher is rebuilt when it is
    * next used, so a burst of `::add-mask::` lines costs one rebuild.
    */
   add(value: Uint8Array): boolean {
@@ -1085,7 +1008,6 @@ export class RedactionStream {
     out.length = 0;
     if (run) this.#onBytes(run);
   }
-
 
   #pass(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
