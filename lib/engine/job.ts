@@ -46,6 +46,11 @@ export interface JobOptions extends ExecutorSetup {
    * @default DEFAULT_REDACTED_VARS
    */
   readonly redactedVars?: readonly string[];
+  /**
+   * Values redacted whatever the names of the variables holding them (the secrets of a local
+   * pipeline run, file contents included). @default none
+   */
+  readonly secretValues?: readonly string[];
 }
 
 /** Directive of the pre-job hook command (§6.2). */
@@ -98,6 +103,7 @@ export class Job {
       options.request,
       options.hostEnvVars ?? [],
       options.redactedVars ?? DEFAULT_REDACTED_VARS,
+      options.secretValues,
     );
     const redacted: JobOptions = redactor
       ? {

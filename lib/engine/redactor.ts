@@ -1051,15 +1051,17 @@ export class RedactionStream {
 
 /**
  * The redactor of a job: the values of its variables (job, containers, image pull credentials,
- * then the agent's `env-vars`) whose names match `patterns`. `undefined` when `patterns` is
- * empty: redaction is off, `::add-mask::` lines included.
+ * then the agent's `env-vars`) whose names match `patterns`, and `values` whatever their names.
+ * `undefined` when `patterns` and `values` are empty: redaction is off, `::add-mask::` lines
+ * included.
  */
 export function jobRedactor(
   request: JobRequest,
   hostEnvVars: readonly HostEnvVar[],
   patterns: readonly string[],
+  values: readonly string[] = [],
 ): Redactor | undefined {
-  if (patterns.length === 0) return undefined;
+  if (patterns.length === 0 && values.length === 0) return undefined;
   const matches = nameMatcher(patterns);
   const candidates: CandidateVar[] = [];
   const addEncoded = (vars: readonly EnvVar[]) => {
@@ -1079,6 +1081,12 @@ export function jobRedactor(
   }
   for (const v of hostEnvVars) {
     if (matches(v.name)) candidates.push({ name: v.name, value: encoder.encode(v.value) });
+  }
+  // Values given as such are not named in the note about short values.
+  for (const value of values) {
+    if (value.length >= MIN_SECRET_BYTES) {
+      candidates.push({ name: "", value: encoder.encode(value) });
+    }
   }
   return new Redactor(candidates);
 }
