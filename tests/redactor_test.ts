@@ -460,6 +460,14 @@ Deno.test("jobRedactor() takes job, container, credential and host variables nam
   assert.equal(custom.redactText("hello world"), REDACTED);
 });
 
+Deno.test("jobRedactor() redacts given values whatever their names, even with no patterns", () => {
+  const request = parseJobRequestJson(JSON.stringify({ job_id: "j" }));
+  const r = jobRedactor(request, [], [], ["pipeline-secret", "abc"])!;
+  assert.equal(r.redactText("pipeline-secret abc"), `${REDACTED} abc`);
+  assert.equal(r.takeShortValueNote(), undefined);
+  assert.equal(jobRedactor(request, [], [], []), undefined);
+});
+
 // --- Through real jobs --------------------------------------------------------------------
 
 const cmd = (directive: string) => ({ directive, alias: "" });
