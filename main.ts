@@ -63,6 +63,9 @@ function boolOption({ Option }: Commander, flags: string, description: string): 
   return option;
 }
 
+const REDACTED_VARS_HELP =
+  "also redact the values of variables named like this (e.g. '*_KEY,MY_VAR'); '' turns redaction off";
+
 /** The `agent start` flags (SEMAPHORE_COMPAT.md §3.1), in the original's order. */
 function addStartOptions(commander: Commander, cmd: Command): Command {
   const { Option } = commander;
@@ -120,7 +123,8 @@ function addStartOptions(commander: Commander, cmd: Command): Command {
     .option("--log-format <format>", "the agent log's format: text (default) or json")
     .option(...JOB_LIMIT_FLAGS.memory)
     .option(...JOB_LIMIT_FLAGS.cpu)
-    .option(...JOB_LIMIT_FLAGS.pids);
+    .option(...JOB_LIMIT_FLAGS.pids)
+    .option("--redacted-vars <patterns>", REDACTED_VARS_HELP, collectList);
 }
 
 /** The job limit flags of `run`, `serve` and `start` (DECISIONS.md 23). */
@@ -159,7 +163,8 @@ function addServeOptions(commander: Commander, cmd: Command): Command {
     .option("--log-format <format>", "the agent log's format: text (default) or json")
     .option(...JOB_LIMIT_FLAGS.memory)
     .option(...JOB_LIMIT_FLAGS.cpu)
-    .option(...JOB_LIMIT_FLAGS.pids);
+    .option(...JOB_LIMIT_FLAGS.pids)
+    .option("--redacted-vars <patterns>", REDACTED_VARS_HELP, collectList);
 }
 
 /** The job limit flags as commander names them. */
@@ -233,6 +238,7 @@ function addRunOptions(commander: Commander, cmd: Command): Command {
     .option(...JOB_LIMIT_FLAGS.memory)
     .option(...JOB_LIMIT_FLAGS.cpu)
     .option(...JOB_LIMIT_FLAGS.pids)
+    .option("--redacted-vars <patterns>", REDACTED_VARS_HELP, collectList)
     .option("-l, --list", "pipeline: print the plan (stage, block, job, dependencies, conditions)")
     .option("-n, --dry-run", "pipeline: print each job's commands and env names; run nothing")
     .addOption(
@@ -420,6 +426,7 @@ Examples:
       );
       const given = Object.keys(explicitFlags(cmd)).filter((f) =>
         f !== "log-file" && f !== "debug" && f !== "log-format" && !f.startsWith("job-") &&
+        f !== "redacted-vars" &&
         typed.has(f)
       );
       invoke({
@@ -433,6 +440,7 @@ Examples:
             cpu: opts.jobCpuLimit as string | undefined,
             pids: opts.jobPidsLimit as string | undefined,
           },
+          redactedVars: opts.redactedVars as string[] | undefined,
           pipelineFlags: given,
           pipeline: pipelineOptions(opts),
         },

@@ -127,6 +127,8 @@ export interface JobControllerOptions {
   readonly metrics?: Metrics;
   /** Prometheus metrics (`--metrics-addr`). @default none */
   readonly agentMetrics?: AgentMetrics;
+  /** `--redacted-vars`, resolved by `redactionPatterns()`. @default DEFAULT_REDACTED_VARS */
+  readonly redactedVars?: readonly string[];
   /** Directory of the job log file. @default the OS temp dir */
   readonly logDir?: string;
   /**
@@ -309,6 +311,7 @@ export class JobController implements JobsApi {
       failOnPreJobHookError: true,
       hostEnvVars: [],
       metrics: options.agentMetrics?.engineMetrics(options.metrics) ?? options.metrics,
+      redactedVars: options.redactedVars,
       hooks: {
         beforeJobFinished: (result) => this.#beforeJobFinished(entry, result),
         afterJobFinished: () => this.#afterJobFinished(entry),

@@ -17,6 +17,7 @@ import { parseJobLimits } from "../lib/engine/job_limits.ts";
 import { createStatsdMetrics, type StatsdMetrics } from "./statsd.ts";
 import { VERSION } from "../lib/util/version.ts";
 import { createApp } from "./app.ts";
+import { redactionPatterns } from "../lib/engine/redactor.ts";
 import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";
 import { type ListenAddress, parseListenAddress } from "../lib/telemetry/listen_address.ts";
@@ -47,6 +48,8 @@ export interface ServeOptions {
   readonly jobCpuLimit?: string;
   /** `--job-pids-limit` (else `SEMAPHORE_AGENT_JOB_PIDS_LIMIT`). @default none */
   readonly jobPidsLimit?: string;
+  /** `--redacted-vars` patterns as given (undefined: the defaults; empty: off). */
+  readonly redactedVars?: readonly string[];
 }
 
 /** A `SEMAPHORE_AGENT_*` variable; empty counts as unset. */
@@ -224,6 +227,12 @@ export async function serve(options: ServeOptions): Promise<number> {
   } catch (error) {
     throw fatal(errorMessage(error));
   }
+  let redactedVars: readonly string[];
+  try {
+    redactedVars = redactionPatterns(options.redactedVars);
+  } catch (error) {
+    throw new UsageError(`Cannot read --redacted-vars: ${errorMessage(error)}`);
+  }
   const secret = await resolveAuthTokenSecret(options);
   const port = options.port ?? 8000;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -253,6 +262,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     limits,
     metrics,
     agentMetrics: agentMetrics || undefined,
+    redactedVars,
   });
   activeJobId = () => jobs.activeJobId;
   const app = createApp({

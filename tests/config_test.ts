@@ -10,6 +10,7 @@ import {
 } from "../lib/start/config.ts";
 import { UsageError } from "../lib/util/errors.ts";
 import { FakeHub } from "./support/fake_hub.ts";
+import { DEFAULT_REDACTED_VARS } from "../lib/engine/redactor.ts";
 
 const REQUIRED = { endpoint: "myorg.semaphoreci.com", token: "tok" } as const;
 
@@ -46,15 +47,16 @@ async function withConfigFile(
 
 Deno.test("CONFIG_KEYS lists the original's 25 keys and ours, each with a flag in main.ts and an env var", async () => {
   // The original's 25 (§3.1), then ours: metrics-addr and log-format (issue 11), the job limits
-  // (DECISIONS.md 23).
-  assert.equal(CONFIG_KEYS.length, 30);
-  assert.equal(new Set(CONFIG_KEYS).size, 30);
+  // (DECISIONS.md 23), redacted-vars (DECISIONS.md 24).
+  assert.equal(CONFIG_KEYS.length, 31);
+  assert.equal(new Set(CONFIG_KEYS).size, 31);
   assert.deepEqual(CONFIG_KEYS.slice(25), [
     "metrics-addr",
     "log-format",
     "job-memory-limit",
     "job-cpu-limit",
     "job-pids-limit",
+    "redacted-vars",
   ]);
   const main = await Deno.readTextFile(new URL("../main.ts", import.meta.url));
   const start = main.slice(
@@ -111,6 +113,7 @@ Deno.test("loadConfig() uses the defaults when only the required keys are set", 
       metricsAddr: undefined,
       logFormat: "text",
       jobLimits: {},
+      redactedVars: [...DEFAULT_REDACTED_VARS],
     },
   );
 });
@@ -153,6 +156,42 @@ Deno.test("loadConfig() stops with one line for a job limit that is not one", as
   await assertFatal(
     load(REQUIRED, { SEMAPHORE_AGENT_JOB_MEMORY_LIMIT: "lots" }),
     "Cannot read job-memory-limit: 'lots' is not a memory size of at least 1 MiB (e.g. 512M, 2G). Exiting...",
+  );
+});
+
+Deno.test("loadConfig() adds redacted-vars to the defaults, and an empty flag or list switches redaction off", async () => {
+  const defaults = [...DEFAULT_REDACTED_VARS];
+  assert.deepEqual((await load(REQUIRED)).redactedVars, defaults);
+  assert.deepEqual(
+    (await load({ ...REQUIRED, "redacted-vars": ["MY_VAR", "*_KEY"] })).redactedVars,
+    [...defaults, "MY_VAR", "*_KEY"],
+  );
+  assert.deepEqual((await load({ ...REQUIRED, "redacted-vars": [] })).redactedVars, []);
+  // The environment variable: a list separated by spaces (or commas); empty counts as unset.
+  assert.deepEqual(
+    (await load(REQUIRED, { SEMAPHORE_AGENT_REDACTED_VARS: "A_* B,C" })).redactedVars,
+    [...defaults, "A_*", "B", "C"],
+  );
+  assert.deepEqual(
+    (await load(REQUIRED, { SEMAPHORE_AGENT_REDACTED_VARS: "" })).redactedVars,
+    defaults,
+  );
+  await withConfigFile("redacted-vars: []\n", async (path) => {
+    assert.deepEqual(
+      (await load({ ...REQUIRED, "config-file": path })).redactedVars,
+      [],
+    );
+  });
+  await withConfigFile("redacted-vars: [DEPLOY_KEY]\n", async (path) => {
+    assert.deepEqual(
+      (await load({ ...REQUIRED, "config-file": path })).redactedVars,
+      [...defaults, "DEPLOY_KEY"],
+    );
+  });
+  await assertFatal(
+    load({ ...REQUIRED, "redacted-vars": ["MY-VAR"] }),
+    "Error parsing --redacted-vars: 'MY-VAR' is not a valid pattern " +
+      "(letters, digits, '_', and the wildcards '*' and '?')",
   );
 });
 

@@ -282,6 +282,28 @@ dockerTest("Job measures a container job from its containers' cgroups", async ()
   assert.ok(usage.peakProcesses! >= 2, JSON.stringify(usage));
 });
 
+dockerTest("a container job's secrets, from the job and the container, are redacted", async () => {
+  const request = makeRequest({
+    containers: [
+      container(mainName(), TEST_IMAGES.bash, {
+        env_vars: [{ name: "C_TOKEN", value: encodeBase64("container-secret-2") }],
+      }),
+    ],
+    env_vars: [{ name: "DB_PASSWORD", value: encodeBase64("job-secret-1") }],
+    commands: commands(
+      'echo "$DB_PASSWORD $C_TOKEN"',
+      "echo '::add-mask::added-value'; echo added-value",
+    ),
+  });
+  const run = await runJob(request);
+  assert.equal(run.result, "passed");
+  const text = run.log.join("\n");
+  for (const secret of ["job-secret-1", "container-secret-2", "added-value"]) {
+    assert.ok(!text.includes(secret), `${secret} in the log:\n${text}`);
+  }
+  assert.ok(run.log.includes("[REDACTED] [REDACTED]\n"), text);
+});
+
 dockerTest("docker-in-docker: a job runs docker against the mounted socket", async () => {
   const run = await runJob(makeRequest({
     commands: commands(`docker run --rm --network none ${TEST_IMAGES.nobash} echo inner`),

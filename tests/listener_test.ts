@@ -373,6 +373,33 @@ Deno.test("Listener exposes host env vars to the job, over the job's own", async
   assert.ok(log.includes("output: from-host host-only job-only\n"), log.join("\n"));
 });
 
+Deno.test("Listener redacts secrets from the pushed job log and from its own log", async () => {
+  await withTempDir(async (dir) => {
+    await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
+    const hook = `${dir}/hook.sh`;
+    await Deno.writeTextFile(hook, "echo 'hook sees host-secret-1'\n");
+    const jobId = hub.assignJob({
+      commands: ['echo "$DB_PASSWORD $DEPLOY_TOKEN $MY_VAR"', "echo job-secret-1 | base64"],
+      envVars: { DB_PASSWORD: "job-secret-1", MY_VAR: "custom-secret" },
+    });
+    const agent = await startAgent(hub, {
+      "disconnect-after-job": true,
+      "env-vars": ["DEPLOY_TOKEN=host-secret-1"],
+      "redacted-vars": ["MY_*"],
+      "shutdown-hook-path": hook,
+    });
+    assert.equal(await agent.done(), 0);
+    const log = simplified(hub, jobId);
+    assert.ok(log.includes("output: [REDACTED] [REDACTED] [REDACTED]\n"), log.join("\n"));
+    const pushed = hub.jobLog(jobId).events.join("\n");
+    for (const secret of ["job-secret-1", "host-secret-1", "custom-secret", "am9iLXNlY3JldC0x"]) {
+      assert.ok(!pushed.includes(secret), `${secret} in the pushed log`);
+    }
+    assert.ok(logged(agent, "Output: hook sees [REDACTED]"), agent.lines.join(""));
+    assert.ok(!agent.lines.some((l) => l.includes("host-secret-1")));
+  });
+});
+
 Deno.test("Listener job does not see the agent's own SEMAPHORE_AGENT_* variables", async () => {
   await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
   const jobId = hub.assignJob({

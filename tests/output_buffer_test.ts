@@ -152,3 +152,23 @@ Deno.test("OutputBuffer shows output that trickles without waiting for a pause",
   buffer.close();
   assert.equal(chunks.join(""), ".".repeat(appended));
 });
+
+Deno.test("OutputBuffer gives the same chunks when a few waiting bytes meet a large read", () => {
+  const cases: [string | Uint8Array, string | Uint8Array, string[]][] = [
+    ["ab", "c".repeat(200), [`ab${"c".repeat(200)}`]],
+    ["a\r\nb", `\r\n${"c".repeat(200)}`, [`a\nb\n${"c".repeat(200)}`]],
+    ["ab\r", `\n${"c".repeat(200)}`, [`ab\n${"c".repeat(200)}`]], // CR waits as bytes
+    [new Uint8Array([0x61, 0xc3]), new Uint8Array([0xa9, ...bytes("c".repeat(200))]), [
+      `a\u00e9${"c".repeat(200)}`,
+    ]],
+    ["ab", new Uint8Array([...bytes("c".repeat(200)), 0xe2, 0x82]), [`ab${"c".repeat(200)}`]],
+    [new Uint8Array([0x61, 0x80]), "c".repeat(200), [`a${INVALID_BYTE}${"c".repeat(200)}`]],
+  ];
+  for (const [first, second, expected] of cases) {
+    const { buffer, chunks } = collect();
+    buffer.append(typeof first === "string" ? bytes(first) : first);
+    buffer.append(typeof second === "string" ? bytes(second) : second);
+    assert.deepEqual(chunks, expected);
+    buffer.close();
+  }
+});

@@ -141,6 +141,48 @@ Deno.test("agent serve runs a job over HTTPS: log with and without start_from, c
   assert.equal(status.code, 143);
 });
 
+Deno.test("agent serve redacts secrets from the job log, with --redacted-vars patterns", async () => {
+  await using dir = await tempDir();
+  await using receiver = startCallbackReceiver();
+  await using agent = await startServeAgent({
+    dir: dir.path,
+    env: { HOME: `${dir.path}/home` },
+    args: ["--redacted-vars", "MY_*", "--callback-retry-attempts", "5"],
+  });
+  await agent.waitForLine(/listening on/);
+  const b64 = (text: string) => btoa(text);
+  const res = await agent.fetch("/jobs", {
+    method: "POST",
+    headers: AUTH,
+    body: jobBody(
+      "redact-1",
+      ['echo "$DB_PASSWORD $MY_VAR"', "echo hunter2-secret"],
+      receiver.base,
+      {
+        env_vars: [
+          { name: "DB_PASSWORD", value: b64("hunter2-secret") },
+          { name: "MY_VAR", value: b64("custom-secret") },
+        ],
+      },
+    ),
+  });
+  assert.equal(res.status, 200);
+  await receiver.waitFor(1);
+  let log = "";
+  while (!log.includes('"job_finished"')) {
+    log = await (await agent.fetch("/jobs/redact-1/log", { headers: AUTH })).text();
+  }
+  assert.ok(log.includes('"output":"[REDACTED] [REDACTED]\\n"'), log);
+  assert.ok(log.includes('"directive":"echo [REDACTED]"'), log);
+  assert.ok(!log.includes("hunter2-secret") && !log.includes("custom-secret"), log);
+  await (await agent.fetch("/jobs/redact-1/log", {
+    headers: { ...AUTH, "X-Client-Name": "archivator" },
+  })).text();
+  await receiver.waitFor(2);
+  await agent.waitForLine(/Job finished with result: passed/);
+  assert.equal((await agent.stop("SIGTERM")).code, 143);
+});
+
 Deno.test("agent serve accepts EC (with and without parameters), PKCS#1 RSA and PKCS#8 keys", async (t) => {
   for (const kind of ["ec-with-params", "ec-sec1", "rsa-pkcs1", "pkcs8"] as KeyKind[]) {
     await t.step(kind, async () => {

@@ -3,11 +3,15 @@
  * `cmd_output` chunks, `cmd_finished` with the exit code and times (SEMAPHORE_COMPAT.md §6.1,
  * §9.3 step 7). Shared by every executor.
  *
+ * When the sink is a {@linkcode RedactingSink}, the output bytes go through its redactor before
+ * they are cut into chunks, so a secret split across reads or pauses is still caught.
+ *
  * @module
  */
 
 import { type EventSink, unixSeconds } from "./events.ts";
 import { OutputBuffer } from "./output_buffer.ts";
+import { RedactingSink, type RedactionStream } from "./redactor.ts";
 
 /** One logged (pseudo-)command, from `cmd_started` to `cmd_finished`. */
 export class CommandLog {
@@ -15,15 +19,23 @@ export class CommandLog {
   readonly #directive: string;
   readonly #startedAt: number;
   readonly #buffer: OutputBuffer;
+  /** The redactor's stream the output goes through first, when the sink redacts. */
+  readonly #redaction: RedactionStream | undefined;
   #finished = false;
 
   private constructor(sink: EventSink, directive: string) {
     this.#sink = sink;
     this.#directive = directive;
     this.#startedAt = unixSeconds();
+    // Redacted chunks go past the redacting sink, which would only scan them again.
+    const chunkSink = sink instanceof RedactingSink ? sink.inner : sink;
     this.#buffer = new OutputBuffer({
-      onOutput: (output) => sink.write({ event: "cmd_output", timestamp: unixSeconds(), output }),
+      onOutput: (output) =>
+        chunkSink.write({ event: "cmd_output", timestamp: unixSeconds(), output }),
     });
+    if (sink instanceof RedactingSink) {
+      this.#redaction = sink.redactor.openStream((bytes) => this.#buffer.append(bytes));
+    }
     sink.write({ event: "cmd_started", timestamp: this.#startedAt, directive });
   }
 
@@ -33,17 +45,19 @@ export class CommandLog {
   }
 
   /**
-   * Adds raw command output (chunked per §6.3 / DECISIONS.md 17); keeps no reference to
-   * `bytes`. Returns the sink's back-pressure ({@linkcode EventSink.ready}): wait for it before
-   * giving more.
+   * Adds raw command output (chunked per §6.3 / DECISIONS.md 17, redacted first when the sink
+   * redacts); keeps no reference to `bytes`. Returns the sink's back-pressure
+   * ({@linkcode EventSink.ready}): wait for it before giving more.
    */
   output(bytes: Uint8Array): Promise<void> | undefined {
-    this.#buffer.append(bytes);
+    if (this.#redaction) this.#redaction.write(bytes);
+    else this.#buffer.append(bytes);
     return this.#sink.ready?.();
   }
 
   /** Writes a line the agent itself produces (e.g. `Exporting A\n`) as one `cmd_output`. */
   text(text: string): void {
+    this.#redaction?.end();
     this.#buffer.flush();
     this.#sink.write({ event: "cmd_output", timestamp: unixSeconds(), output: text });
   }
@@ -52,6 +66,7 @@ export class CommandLog {
   finish(exitCode: number): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#redaction?.end();
     this.#buffer.close();
     const now = unixSeconds();
     this.#sink.write({

@@ -13,6 +13,7 @@ import type { Logger } from "../util/agent_log.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
 import { errorMessage } from "../util/errors.ts";
+import { RedactingSink } from "./redactor.ts";
 
 /** A variable with a text value (host variables from the agent's configuration). */
 export interface PlainEnvVar {
@@ -121,7 +122,8 @@ export interface EnvExportTarget {
 /**
  * The `Exporting environment variables` pseudo-command (SEMAPHORE_COMPAT.md §9.4, §10.6):
  * decode (exit 1 on a bad value, no `Exporting` lines), write the env file (exit 255 when it
- * cannot be written), list `Exporting NAME` sorted, then `source` it silently in the shell.
+ * cannot be written), list `Exporting NAME` sorted (and, once per job, the variables named
+ * like secrets whose values are too short to redact), then `source` it silently in the shell.
  */
 export async function exportEnvironment(
   sink: EventSink,
@@ -129,15 +131,19 @@ export async function exportEnvironment(
   target: EnvExportTarget,
 ): Promise<number> {
   const log = CommandLog.start(sink, "Exporting environment variables");
-  const exitCode = await exportInto(log, vars, target);
+  const note = sink instanceof RedactingSink ? () => sink.redactor.takeShortValueNote() : noNote;
+  const exitCode = await exportInto(log, vars, target, note);
   log.finish(exitCode);
   return exitCode;
 }
+
+const noNote = () => undefined;
 
 async function exportInto(
   log: CommandLog,
   vars: { readonly job: readonly EnvVar[]; readonly host: readonly PlainEnvVar[] },
   target: EnvExportTarget,
+  shortValueNote: () => string | undefined,
 ): Promise<number> {
   let environment: EnvEntry[];
   try {
@@ -154,6 +160,9 @@ async function exportInto(
     return 255;
   }
   for (const v of environment) log.text(`Exporting ${v.name}\n`);
+  // Once per job, when a variable named like a secret is too short to redact.
+  const note = shortValueNote();
+  if (note) log.text(note);
   const session = target.session;
   if (!session) return 1;
   let exitCode = await session.run(`source ${quoteEnvValue(envFile)}`, () => {});

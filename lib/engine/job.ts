@@ -14,6 +14,7 @@ import { validateForJob } from "./job_request.ts";
 import { encodeBase64 } from "../util/base64.ts";
 import type { Logger } from "../util/agent_log.ts";
 import { formatUsage, type JobUsage } from "./resource_usage.ts";
+import { DEFAULT_REDACTED_VARS, jobRedactor, redactingLogger, RedactingSink } from "./redactor.ts";
 
 /** What the mode running a job does around `job_finished` (§5.6). */
 export interface JobTeardownHooks {
@@ -39,6 +40,17 @@ export interface JobOptions extends ExecutorSetup {
   readonly hostEnvVars?: readonly HostEnvVar[];
   /** Mode-specific teardown around `job_finished`. */
   readonly hooks?: JobTeardownHooks;
+  /**
+   * Name patterns of the variables whose values are redacted from every log (DECISIONS.md 24),
+   * as `redactionPatterns()` resolves them; empty switches redaction off.
+   * @default DEFAULT_REDACTED_VARS
+   */
+  readonly redactedVars?: readonly string[];
+  /**
+   * Values redacted whatever the names of the variables holding them (the secrets of a local
+   * pipeline run, file contents included). @default none
+   */
+  readonly secretValues?: readonly string[];
 }
 
 /** Directive of the pre-job hook command (§6.2). */
@@ -86,7 +98,21 @@ export class Job {
   static create(options: JobOptions): Job {
     const problem = validateForJob(options.request);
     if (problem) throw new JobConstructionError(problem);
-    return new Job(options, options.createExecutor(options));
+    // Everything the job and its executor log goes through the redactor (DECISIONS.md 24).
+    const redactor = jobRedactor(
+      options.request,
+      options.hostEnvVars ?? [],
+      options.redactedVars ?? DEFAULT_REDACTED_VARS,
+      options.secretValues,
+    );
+    const redacted: JobOptions = redactor
+      ? {
+        ...options,
+        sink: new RedactingSink(options.sink, redactor),
+        logger: redactingLogger(options.logger, redactor),
+      }
+      : options;
+    return new Job(redacted, options.createExecutor(redacted));
   }
 
   /** Whether `run()` has completed. */

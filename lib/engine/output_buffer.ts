@@ -8,6 +8,10 @@
  * least 100 bytes are waiting, so sustained output costs one event per terminal read instead
  * of one per 100 bytes.
  *
+ * Bytes that wait when more arrive are decoded on their own when they end at a character
+ * boundary and not in a CR, instead of being copied in front of the new bytes: the text is the
+ * same, and a large read that follows a few waiting bytes is not copied.
+ *
  * @module
  */
 
@@ -45,8 +49,11 @@ export class OutputBuffer {
   readonly #minChunk: number;
   readonly #maxAgeMs: number;
   #pending: Uint8Array = EMPTY;
-  /** When the oldest byte of `#pending` arrived. */
+  /** When the oldest waiting byte (of `#prefix` or `#pending`) arrived. */
   #pendingSince = 0;
+  /** Text of bytes that came before `#pending` and wait with it, and their number. */
+  #prefix = "";
+  #prefixBytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
@@ -63,15 +70,20 @@ export class OutputBuffer {
    */
   append(bytes: Uint8Array): void {
     if (this.#closed || bytes.length === 0) return;
-    if (this.#pending.length === 0) {
+    const pending = this.#pending;
+    if (pending.length === 0) {
+      if (this.#prefixBytes === 0) this.#pendingSince = performance.now();
       this.#pending = bytes;
-      this.#pendingSince = performance.now();
+    } else if (incompleteTail(pending) === 0 && pending[pending.length - 1] !== CR) {
+      this.#prefix += decodeUtf8PerByte(pending);
+      this.#prefixBytes += pending.length;
+      this.#pending = bytes;
     } else {
-      this.#pending = concatBytes(this.#pending, bytes);
+      this.#pending = concatBytes(pending, bytes);
     }
-    if (this.#pending.length >= this.#minChunk) this.#emit("complete");
+    if (this.#pending.length + this.#prefixBytes >= this.#minChunk) this.#emit("complete");
     if (this.#pending === bytes) this.#pending = bytes.slice();
-    if (this.#pending.length > 0) this.#armTimer();
+    if (this.#pending.length + this.#prefixBytes > 0) this.#armTimer();
   }
 
   /** Emits everything that waits now, keeping nothing back. */
@@ -94,14 +106,21 @@ export class OutputBuffer {
    */
   #emit(mode: "all" | "complete" | "aged"): void {
     const bytes = this.#pending;
-    if (bytes.length === 0) return;
+    if (bytes.length === 0 && this.#prefixBytes === 0) return;
     let cut = bytes.length;
     if (mode !== "all") cut -= incompleteTail(bytes);
     if (mode === "complete" && cut > 0 && bytes[cut - 1] === CR) cut--;
-    if (cut === 0) return;
+    if (cut === 0 && this.#prefixBytes === 0) return;
     this.#pending = cut === bytes.length ? EMPTY : bytes.slice(cut);
     this.#pendingSince = performance.now(); // what stays back starts waiting now
-    const text = decodeUtf8PerByte(cut === bytes.length ? bytes : bytes.subarray(0, cut));
+    let text = cut === 0
+      ? ""
+      : decodeUtf8PerByte(cut === bytes.length ? bytes : bytes.subarray(0, cut));
+    if (this.#prefixBytes > 0) {
+      text = this.#prefix + text;
+      this.#prefix = "";
+      this.#prefixBytes = 0;
+    }
     this.#onOutput(text.includes("\r\n") ? text.replaceAll("\r\n", "\n") : text);
   }
 
@@ -113,7 +132,7 @@ export class OutputBuffer {
 
   #onTimer(): void {
     this.#timer = undefined;
-    if (this.#closed || this.#pending.length === 0) return;
+    if (this.#closed || this.#pending.length + this.#prefixBytes === 0) return;
     if (performance.now() - this.#pendingSince < this.#maxAgeMs) return this.#armTimer();
     // A split UTF-8 sequence stays until its last bytes come (or `close()`): not re-armed.
     this.#emit("aged");

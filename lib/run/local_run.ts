@@ -26,6 +26,7 @@ import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import { formatUsage } from "../engine/resource_usage.ts";
+import { redactionPatterns } from "../engine/redactor.ts";
 
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
@@ -43,6 +44,8 @@ export interface RunJobFileOptions {
   readonly logFormat?: string;
   /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` as given. @default none */
   readonly limits?: JobLimitTexts;
+  /** `--redacted-vars` patterns as given (undefined: the defaults; empty: off). */
+  readonly redactedVars?: readonly string[];
 }
 
 /** Callback attempts of `agent run` (§3.3). */
@@ -113,6 +116,12 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(errorMessage(error));
   }
+  let redactedVars: readonly string[];
+  try {
+    redactedVars = redactionPatterns(options.redactedVars);
+  } catch (error) {
+    throw new UsageError(`Cannot read --redacted-vars: ${errorMessage(error)}`);
+  }
   let request;
   try {
     request = await parseJobRequestFile(path);
@@ -177,6 +186,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       shellEnv: options.shellEnv,
       exposeKvmDevice: true,
       limits,
+      redactedVars,
       hooks: {
         async beforeJobFinished(result) {
           reporting = true;

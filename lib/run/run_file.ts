@@ -9,6 +9,7 @@
 
 import { isMap, parseDocument } from "yaml";
 import { runJobFile } from "./local_run.ts";
+import { redactionPatterns } from "../engine/redactor.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
@@ -26,6 +27,8 @@ export interface RunFileOptions {
   readonly logFormat?: string;
   /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` (both kinds of file). */
   readonly limits?: JobLimitTexts;
+  /** `--redacted-vars` patterns as given (both kinds of file). @default the default patterns */
+  readonly redactedVars?: readonly string[];
   /** Names of the pipeline-only flags given on the command line. */
   readonly pipelineFlags: readonly string[];
   /** The pipeline options (used when FILE is a pipeline). */
@@ -86,8 +89,14 @@ export async function runFile(options: RunFileOptions): Promise<number> {
     } catch (error) {
       throw new UsageError(errorMessage(error));
     }
+    let redactedVars;
+    try {
+      redactedVars = redactionPatterns(options.redactedVars);
+    } catch (error) {
+      throw new UsageError(`Cannot read --redacted-vars: ${errorMessage(error)}`);
+    }
     const { runPipelineFile } = await import("./pipeline/run_pipeline.ts");
-    return await runPipelineFile({ ...options.pipeline, path, limits });
+    return await runPipelineFile({ ...options.pipeline, path, limits, redactedVars });
   }
   if (options.pipelineFlags.length > 0) {
     throw new UsageError(
@@ -101,5 +110,6 @@ export async function runFile(options: RunFileOptions): Promise<number> {
     logFile: options.logFile,
     logFormat: options.logFormat,
     limits: options.limits,
+    redactedVars: options.redactedVars,
   });
 }

@@ -1,6 +1,7 @@
 /**
  * The configuration of `agent start` (SEMAPHORE_COMPAT.md §3.1): its 25 keys and ours (the
- * metrics address, the log format and the three job limits of DECISIONS.md 23), each a flag, a
+ * metrics address, the log format, the three job limits of DECISIONS.md 23, and the
+ * `redacted-vars` of DECISIONS.md 24), each a flag, a
  * `SEMAPHORE_AGENT_*` environment variable and a YAML config-file key, merged with the
  * original's precedence (explicit flag > environment > config file > default) and validated in
  * the original's order with its exact messages. The result is one frozen {@linkcode AgentConfig}.
@@ -16,6 +17,7 @@ import type { FileInjection, JobLimits } from "../engine/executor.ts";
 import { parseJobLimits } from "../engine/job_limits.ts";
 import { type ListenAddress, parseListenAddress } from "../telemetry/listen_address.ts";
 import { type LogFormat, parseLogFormat } from "../util/agent_log.ts";
+import { redactionPatterns } from "../engine/redactor.ts";
 
 /** Every configuration key of `agent start`, in the original's order (§3.1). */
 export const CONFIG_KEYS = [
@@ -49,6 +51,7 @@ export const CONFIG_KEYS = [
   "job-memory-limit",
   "job-cpu-limit",
   "job-pids-limit",
+  "redacted-vars",
 ] as const;
 
 /** One configuration key of `agent start`. */
@@ -87,7 +90,11 @@ const KEY_TYPES: Readonly<Record<ConfigKey, KeyType>> = {
   "job-memory-limit": "string",
   "job-cpu-limit": "string",
   "job-pids-limit": "string",
+  "redacted-vars": "list",
 };
+
+/** The default of `redacted-vars`: not given, so the default patterns apply (not "none"). */
+const NOT_GIVEN: readonly string[] = Object.freeze([]);
 
 const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly string[]>> = {
   "config-file": "",
@@ -120,6 +127,7 @@ const DEFAULTS: Readonly<Record<ConfigKey, string | boolean | number | readonly 
   "job-memory-limit": "",
   "job-cpu-limit": "",
   "job-pids-limit": "",
+  "redacted-vars": NOT_GIVEN,
 };
 
 /** The variable that sets the push logger's flush timeout in seconds (not one of the 25 keys). */
@@ -164,6 +172,8 @@ export interface AgentConfig {
   readonly kubernetesLabels: readonly HostEnvVar[];
   readonly kubernetesPodStartTimeout: number;
   readonly kubernetesDefaultImage: string;
+  /** Name patterns of the variables whose values are redacted (empty: redaction is off). */
+  readonly redactedVars: readonly string[];
   /** Push logger flush timeout in seconds, 1–900 (`SEMAPHORE_AGENT_LOGS_FLUSH_TIMEOUT`). */
   readonly logsFlushTimeoutSeconds: number;
   /** Where `/metrics`, `/healthz` and `/readyz` are served; undefined when off. */
@@ -505,6 +515,13 @@ export async function loadConfig(
   } catch (error) {
     fatal(`Cannot read ${(error as Error).message}. Exiting...`);
   }
+  let redactedVars: readonly string[];
+  try {
+    const given = list("redacted-vars");
+    redactedVars = redactionPatterns(given === NOT_GIVEN ? undefined : given);
+  } catch (error) {
+    fatal(`Error parsing --redacted-vars: ${(error as Error).message}`);
+  }
 
   return Object.freeze({
     configFile,
@@ -538,5 +555,6 @@ export async function loadConfig(
     metricsAddr: metricsAddr && Object.freeze(metricsAddr),
     logFormat,
     jobLimits: Object.freeze({ ...jobLimits }),
+    redactedVars: Object.freeze([...redactedVars]),
   });
 }

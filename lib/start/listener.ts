@@ -29,6 +29,7 @@ import { runShutdownHook, type ShutdownReason, shutdownReasonFromApi } from "./s
 import { VERSION } from "../util/version.ts";
 import type { AgentMetrics } from "../telemetry/agent_metrics.ts";
 import type { MetricsServer, Readiness } from "../telemetry/metrics_server.ts";
+import { hostRedactor, redactingLogger } from "../engine/redactor.ts";
 
 /** Waits and limits of the listener; tests shorten them. */
 export interface ListenerTimings {
@@ -133,7 +134,9 @@ export class Listener {
     const timings = options.timings ?? {};
     this.#options = options;
     this.#config = options.config;
-    this.#logger = options.logger;
+    // A shutdown hook may print the agent's own secret env-vars (DECISIONS.md 24).
+    const redactor = hostRedactor(this.#config.envVars, this.#config.redactedVars);
+    this.#logger = redactor ? redactingLogger(options.logger, redactor) : options.logger;
     this.#timings = {
       syncRetryMs: timings.syncRetryMs ?? [3000, 6000],
       unableToSyncMs: timings.unableToSyncMs ?? 600_000,

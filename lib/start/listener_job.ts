@@ -147,6 +147,7 @@ export class ListenerJob {
         selfHosted: true,
         exposeKvmDevice: false,
         hostEnvVars: config.envVars,
+        redactedVars: config.redactedVars,
         fileInjections: config.files,
         failOnMissingFiles: config.failOnMissingFiles,
         limits: config.jobLimits,

@@ -21,7 +21,8 @@
  * More figures plug in through {@linkcode EXTRA_BENCHES}: a module there exports a function
  * taking a {@linkcode BenchContext} and resolving with {@linkcode BenchRow}s (Docker figures in
  * `docker_bench.ts`, the `POST /jobs` start latency of `agent serve` in `serve_bench.ts`, the
- * cost of a job's cgroup in `cgroup_bench.ts`). A
+ * cost of a job's cgroup in `cgroup_bench.ts`, the cost of redacting 20 secrets in
+ * `redaction_bench.ts`). A
  * listed module that does not exist yet is skipped with a note.
  *
  * @module
@@ -75,6 +76,7 @@ export const EXTRA_BENCHES: readonly ExtraBench[] = [
   { module: "./metrics_bench.ts", exportName: "metricsBench" },
   { module: "./pipeline_bench.ts", exportName: "pipelineBench" },
   { module: "./cgroup_bench.ts", exportName: "cgroupBench" },
+  { module: "./redaction_bench.ts", exportName: "redactionBench" },
 ];
 
 interface Timed {

@@ -5,8 +5,9 @@
  * Ctrl-C, and prints the live view (prefixed `[Block / Job]` when jobs run in parallel), or
  * JSON lines, then the summary.
  *
- * Redaction: every job's events pass `redactingSink` with `PlannedJob.secretValues` before
- * the live view and the `--log-dir` file; the agent-wide redactor replaces it there.
+ * Redaction: each job hands `PlannedJob.secretValues` (and `--redacted-vars`) to the job
+ * engine, whose redactor (DECISIONS.md 24) clears every event before the live view and the
+ * `--log-dir` file see it; `--insecure-secrets` leaves the secrets' values out of it.
  *
  * @module
  */
@@ -26,7 +27,6 @@ import { expandAfterPipeline, type PlannedJob, type RunInfo } from "./expand.ts"
 import type { buildPlan } from "./plan.ts";
 import { type JobOutcome, runBlocks, type SchedulerBlock } from "./scheduler.ts";
 import { formatDuration, formatSummary, jobFileStem, prefixedWriter } from "./summary.ts";
-import { redactingSink } from "./redact_sink.ts";
 import {
   cacheRoot,
   containerToolboxCommand,
@@ -149,7 +149,7 @@ export async function execute(
     const printer = createLivePrinter({ write: (t) => out.write(t), color: ctx.color });
     let logFile: Deno.FsFile | undefined;
     const encoder = new TextEncoder();
-    let sink: EventSink = {
+    const sink: EventSink = {
       write(event) {
         if (logFile) {
           const bytes = encoder.encode(encodeEvent(event));
@@ -161,7 +161,6 @@ export async function execute(
         if (event.event === "job_finished") out.flush();
       },
     };
-    if (!options.insecureSecrets) sink = redactingSink(sink, job.secretValues);
     let job_: Job | undefined;
     const result = (async (): Promise<"passed" | "failed" | "stopped"> => {
       // Semaphore fails such a job rather than the pipeline file (PIPELINES.md §1.9).
@@ -222,6 +221,9 @@ export async function execute(
           hostEnvVars,
           fileInjections,
           limits: options.limits,
+          // The engine redacts (DECISIONS.md 24): the secrets' values whatever their names.
+          redactedVars: options.redactedVars,
+          secretValues: options.insecureSecrets ? [] : job.secretValues,
         });
         if (interrupted.signal.aborted) await job_.stop();
         const r = await job_.run();

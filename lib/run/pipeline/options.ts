@@ -17,6 +17,8 @@ export interface RunPipelineOptions extends GitFlags, Selection {
   readonly directory?: string;
   /** `--job-memory-limit`, `--job-cpu-limit`, `--job-pids-limit` for every job. @default none */
   readonly limits?: JobLimits;
+  /** `--redacted-vars`, resolved by `redactionPatterns()`. @default the default patterns */
+  readonly redactedVars?: readonly string[];
   readonly list?: boolean;
   /** `-w`: run again after every change in the repository. */
   readonly watch?: boolean;
