@@ -155,3 +155,17 @@ Deno.test("statusClass() sorts answers into 2xx/3xx/4xx/5xx and error", () => {
     ["2xx", "3xx", "4xx", "4xx", "5xx", "5xx", "error", "error", "error"],
   );
 });
+
+Deno.test("observedSink() passes the sink's back-pressure on", () => {
+  const metrics = new AgentMetrics();
+  try {
+    const room = Promise.resolve();
+    let full = true;
+    const sink = observedSink({ write() {}, ready: () => full ? room : undefined }, metrics);
+    assert.equal(sink.ready?.(), room);
+    full = false;
+    assert.equal(sink.ready?.(), undefined);
+  } finally {
+    metrics.close();
+  }
+});

@@ -1129,6 +1129,11 @@ export class RedactingSink implements EventSink {
     if (event.event === "cmd_started") addLiteralMasks(event.directive, this.redactor);
     this.inner.write(redactEvent(event, this.redactor));
   }
+
+  /** The inner sink's back-pressure, passed on. */
+  ready(): Promise<void> | undefined {
+    return this.inner.ready?.();
+  }
 }
 
 /**

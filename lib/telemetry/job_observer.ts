@@ -48,5 +48,6 @@ export function observedSink(sink: EventSink, metrics: AgentMetrics): EventSink 
           break;
       }
     },
+    ready: () => sink.ready?.(),
   };
 }
