@@ -677,3 +677,18 @@ Deno.test("agent run redacts its live display and --log-file; --redacted-vars ad
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("RedactionStream keeps what it holds back when the caller reuses its buffer", () => {
+  const r = redactorOf("supersecret123");
+  const out: string[] = [];
+  const s = r.openStream((b) => out.push(new TextDecoder().decode(b)));
+  // One buffer, as the terminal reader uses: the second read overwrites the first.
+  const buffer = new Uint8Array(12);
+  buffer.set(bytes("hello supers"));
+  s.write(buffer);
+  buffer.set(bytes("ecret123 bye"));
+  s.write(buffer);
+  buffer.set(bytes("xxxxxxxxxxxx"));
+  s.end();
+  assert.equal(out.join(""), "hello [REDACTED] bye");
+});
