@@ -147,3 +147,28 @@ Deno.test("sendCallback() stops retrying when its signal aborts", async () => {
   assert.equal(outcome.state, "failed");
   assert.equal(receiver.received.length, 1);
 });
+
+Deno.test("sendCallback() reads nothing of an answer body that never ends", async () => {
+  const chunk = new Uint8Array(1024 * 1024);
+  let served = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    await req.body?.cancel();
+    return new Response(
+      new ReadableStream({
+        pull(controller) {
+          served++;
+          controller.enqueue(chunk);
+        },
+      }, { highWaterMark: 0 }),
+    );
+  });
+  try {
+    const outcome = await sendCallback(`http://127.0.0.1:${server.addr.port}/f`, "{}", {
+      logger: recordingLogger(),
+    });
+    assert.deepEqual(outcome, { state: "sent", attempts: 1 });
+    assert.ok(served < 64, `${served} MiB were produced for the agent`);
+  } finally {
+    await server.shutdown();
+  }
+});

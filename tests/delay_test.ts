@@ -30,3 +30,14 @@ Deno.test("delay() ends early when its signal aborts", async () => {
   assert.ok(performance.now() - started < 1000);
   await delay(0, abort.signal);
 });
+
+Deno.test("delay() waits at most 2^31 - 1 ms instead of firing at once for longer waits", async () => {
+  const abort = new AbortController();
+  let fired = false;
+  const long = delay(2 ** 31, abort.signal).then(() => fired = true);
+  // A timer of 2^31 ms or more overflows to 1 ms: it would have fired during this wait.
+  await delay(50);
+  assert.equal(fired, false);
+  abort.abort();
+  await long;
+});

@@ -174,6 +174,23 @@ Deno.test("EventLog.write() keeps a line longer than the batch buffer whole", as
   ]);
 });
 
+Deno.test("EventLog.readLines() stops at maxBytes but returns one line at least", async () => {
+  await using dir = await tempDir();
+  await using log = await EventLog.create({ dir: dir.path });
+  for (const event of EVENTS) log.write(event);
+  const size = (lines: string[]) => lines.join("").length;
+  assert.deepEqual(
+    await log.readLines(0, 10, { maxBytes: size(LINES.slice(0, 3)) }),
+    LINES.slice(0, 3),
+  );
+  assert.deepEqual(
+    await log.readLines(0, 10, { maxBytes: size(LINES.slice(0, 3)) - 1 }),
+    LINES.slice(0, 2),
+  );
+  assert.deepEqual(await log.readLines(1, 10, { maxBytes: 1 }), LINES.slice(1, 2));
+  assert.deepEqual(await log.readLines(1, 2, { maxBytes: 1e9 }), LINES.slice(1, 3));
+});
+
 Deno.test("EventLog.readLines() returns lines from an index", async (t) => {
   await using dir = await tempDir();
   await using log = await EventLog.create({ dir: dir.path });

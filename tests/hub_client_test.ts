@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { hubBaseUrl, HubClient, type RegisterRequest } from "../lib/start/hub_client.ts";
 import { HttpError } from "../lib/util/errors.ts";
 import { USER_AGENT } from "../lib/util/version.ts";
-import { FakeHub } from "./support/fake_hub.ts";
+import { endlessAnswer, FakeHub } from "./support/fake_hub.ts";
+import { MAX_DELAY_MS } from "../lib/util/delay.ts";
 
 const FAST = {
   registerIntervalMs: 10,
@@ -134,6 +135,95 @@ Deno.test("HubClient.sync() fails on anything but 200", async () => {
       return true;
     },
   );
+});
+
+const WAITING = {
+  state: "waiting-for-jobs",
+  job_id: "",
+  job_result: "",
+  interrupted_at: 0,
+} as const;
+
+function jsonAnswer(value: unknown): () => Response {
+  return () => new Response(JSON.stringify(value));
+}
+
+Deno.test("HubClient.sync() clamps next_sync_after to the longest timer", async () => {
+  await using hub = await FakeHub.start();
+  const hubClient = client(hub);
+  await hubClient.register(REGISTER);
+  for (const next of [2 ** 31, 2 ** 31 - 1, 1e15]) {
+    hub.setRawAnswer("/sync", jsonAnswer({ action: "continue", next_sync_after: next }));
+    const answer = await hubClient.sync(WAITING);
+    assert.equal(answer.next_sync_after, 2 ** 31 - 1, `next_sync_after ${next}`);
+  }
+  assert.equal(MAX_DELAY_MS, 2 ** 31 - 1);
+});
+
+Deno.test("HubClient.sync() fails on a field of the wrong type", async (t) => {
+  await using hub = await FakeHub.start();
+  const hubClient = client(hub);
+  await hubClient.register(REGISTER);
+  const url = `http://${hub.endpoint}/api/v1/self_hosted_agents/sync`;
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ action: "run-job", job_id: 42 }, "'job_id' must be a string, got number"],
+    [{ action: "run-job", job_id: ["a"] }, "'job_id' must be a string, got array"],
+    [{ action: "run-job", job_id: {} }, "'job_id' must be a string, got object"],
+    [{ action: true }, "'action' must be a string, got boolean"],
+    [
+      { action: "continue", next_sync_after: "1000" },
+      "'next_sync_after' must be a number, got string",
+    ],
+  ];
+  for (const [answer, message] of cases) {
+    await t.step(JSON.stringify(answer), async () => {
+      hub.setRawAnswer("/sync", jsonAnswer(answer));
+      await assert.rejects(
+        hubClient.sync(WAITING),
+        (error: Error) => {
+          assert.equal(error.message, `Cannot parse sync response from ${url}: ${message}`);
+          return true;
+        },
+      );
+    });
+  }
+  await t.step("null and missing fields read as empty", async () => {
+    hub.setRawAnswer("/sync", jsonAnswer({ action: "continue", job_id: null }));
+    assert.deepEqual(await hubClient.sync(WAITING), {
+      action: "continue",
+      job_id: "",
+      shutdown_reason: "",
+      next_sync_after: 0,
+    });
+  });
+});
+
+Deno.test("HubClient stops reading an answer larger than its cap", async (t) => {
+  await using hub = await FakeHub.start();
+  const hubClient = client(hub, { retries: { ...FAST, getJobAttempts: 1 } });
+  await hubClient.register(REGISTER);
+  const base = `http://${hub.endpoint}/api/v1/self_hosted_agents`;
+  await t.step("sync: 1 MiB", async () => {
+    hub.setRawAnswer("/sync", () => endlessAnswer());
+    await assert.rejects(
+      hubClient.sync(WAITING),
+      new RegExp(`^Error: POST ${base}/sync: the answer is larger than 1048576 bytes$`),
+    );
+  });
+  await t.step("refresh: 1 MiB", async () => {
+    hub.setRawAnswer("/refresh", () => endlessAnswer());
+    await assert.rejects(
+      hubClient.refreshLogToken(),
+      new RegExp(`^Error: POST ${base}/refresh: the answer is larger than 1048576 bytes$`),
+    );
+  });
+  await t.step("get job: 64 MiB", async () => {
+    hub.setRawAnswer("/jobs/j1", () => endlessAnswer());
+    await assert.rejects(
+      hubClient.getJob("j1"),
+      new RegExp(`^Error: GET ${base}/jobs/j1: the answer is larger than 67108864 bytes$`),
+    );
+  });
 });
 
 Deno.test("HubClient.getJob() retries and reports the status", async (t) => {

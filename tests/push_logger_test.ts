@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { PushLogger, type PushLoggerOptions } from "../lib/start/push_logger.ts";
+import {
+  MAX_BYTES_PER_REQUEST,
+  PushLogger,
+  type PushLoggerOptions,
+} from "../lib/start/push_logger.ts";
 import { EventLog } from "../lib/engine/event_log.ts";
 import type { JobEvent } from "../lib/engine/events.ts";
 import { USER_AGENT } from "../lib/util/version.ts";
@@ -121,6 +125,37 @@ Deno.test("PushLogger caps each request at linesPerRequest lines", async () => {
   });
 });
 
+Deno.test("PushLogger caps each request at 4 MiB of long lines, one line at least", async () => {
+  await withSetup(async (hub, log, jobId) => {
+    // 2000 lines of 64 KiB would make one 128 MB request.
+    const long = "x".repeat(64 * 1024);
+    for (let i = 0; i < 200; i++) log.write({ event: "cmd_output", timestamp: 1, output: long });
+    // A line longer than the cap goes alone.
+    log.write({ event: "cmd_output", timestamp: 1, output: "y".repeat(5 * 1024 * 1024) });
+    log.write(outputEvent(0));
+    const logger = pusher(hub, log, jobId);
+    logger.start();
+    const result = await logger.close();
+    assert.equal(result.complete, true);
+    const pushes = hub.requests.filter((r) => r.path.includes("/logs/"));
+    const sizes = pushes.map((r) => new TextEncoder().encode(r.body).length);
+    const lineSize = `{"event":"cmd_output","timestamp":1,"output":"${long}"}\n`.length;
+    const perBatch = Math.floor(MAX_BYTES_PER_REQUEST / lineSize);
+    assert.equal(MAX_BYTES_PER_REQUEST, 4 * 1024 * 1024);
+    assert.deepEqual(hub.jobLog(jobId).batches, [
+      perBatch,
+      perBatch,
+      perBatch,
+      200 - 3 * perBatch,
+      1,
+      1,
+    ]);
+    for (const size of sizes.slice(0, 4)) assert.ok(size <= MAX_BYTES_PER_REQUEST, `${size} bytes`);
+    assert.equal(hub.jobLog(jobId).events.length, 202);
+    assert.deepEqual(hub.jobLog(jobId).anomalies, []);
+  });
+});
+
 Deno.test("PushLogger.close() gives up after the flush timeout when the hub is down", async () => {
   await withSetup(async (hub, log, jobId) => {
     log.write({ event: "job_started", timestamp: 1700000000 });
@@ -147,10 +182,10 @@ Deno.test("PushLogger retries with the same index while the hub is down and miss
       get lineCount() {
         return log.lineCount;
       },
-      readLines(start: number, max: number) {
+      readLines(start: number, max: number, options?: { maxBytes?: number }) {
         reads++;
         onRead();
-        return log.readLines(start, max);
+        return log.readLines(start, max, options);
       },
     };
     const logger = pusher(hub, log, jobId, { source });

@@ -52,6 +52,12 @@ export interface EventLogFile {
 /** The default of {@linkcode EventLogOptions.maxPendingBytes}. */
 export const MAX_PENDING_BYTES = 1024 * 1024;
 
+/** Options of {@linkcode EventLog.readLines}. */
+export interface ReadLinesOptions {
+  /** The most bytes to read; the first line is read whatever its size. @default Infinity */
+  readonly maxBytes?: number;
+}
+
 /** Size of the in-memory batch buffers and of the chunks `stream()` reads. */
 const CHUNK_SIZE = 256 * 1024;
 
@@ -241,16 +247,33 @@ export class EventLog implements EventSink, AsyncDisposable {
   }
 
   /**
-   * Reads the lines with index >= `start` (at most `max`), each ending in `\n`, after flushing.
+   * Reads the lines with index >= `start` (at most `max`, and no more than `maxBytes` bytes in
+   * all but always at least one line), each ending in `\n`, after flushing.
    *
    * @throws {RangeError} if `start` or `max` is not a non-negative integer
    * @throws {Error} "Cannot read job log ..." if the file is gone or writing failed
    */
-  async readLines(start: number, max: number = Infinity): Promise<string[]> {
+  async readLines(
+    start: number,
+    max: number = Infinity,
+    options: ReadLinesOptions = {},
+  ): Promise<string[]> {
+    const { maxBytes = Infinity } = options;
     checkIndex("start", start);
     checkIndex("max", max);
-    const end = Math.min(this.#count, start + max);
+    let end = Math.min(this.#count, start + max);
     const from = this.#offset(start);
+    if (end > start + 1 && this.#offset(end) - from > maxBytes) {
+      // The last end that keeps the bytes within maxBytes, one line at least.
+      let low = start + 1;
+      let high = end - 1;
+      while (low < high) {
+        const mid = Math.ceil((low + high) / 2);
+        if (this.#offset(mid) - from <= maxBytes) low = mid;
+        else high = mid - 1;
+      }
+      end = low;
+    }
     const to = this.#offset(end);
     await this.#flushForRead();
     let file: Deno.FsFile | undefined;

@@ -12,6 +12,7 @@ import type { JobResult } from "../engine/events.ts";
 import type { Logger } from "../util/agent_log.ts";
 import { USER_AGENT } from "../util/version.ts";
 import { delay, formatGoDuration } from "../util/delay.ts";
+import { HTTP_TIMEOUT_MS, timedFetch } from "../util/timed_fetch.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** The body of the `finished` callback: `{"result": "<result>"}` (note the space). */
@@ -54,28 +55,15 @@ async function attempt(
 ): Promise<void> {
   const headers = new Headers({ "User-Agent": USER_AGENT });
   if (token !== "") headers.set("Authorization", `Bearer ${token}`);
-  const timeout = new AbortController();
-  const timer = setTimeout(
-    () => timeout.abort(new Error(`request timed out after ${formatGoDuration(timeoutMs)}`)),
+  // A Uint8Array body keeps fetch from adding `Content-Type: text/plain`, as the original.
+  // Only the status matters: the answer's body is discarded unread, whatever its size.
+  const { status } = await timedFetch(url, { method: "POST", headers, body }, {
     timeoutMs,
-  );
-  const onAbort = () => timeout.abort(signal?.reason ?? new Error("callback aborted"));
-  signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    // A Uint8Array body keeps fetch from adding `Content-Type: text/plain`, as the original.
-    const response = await fetch(url, {
-      method: "POST",
-      headers,
-      body,
-      signal: timeout.signal,
-    });
-    await response.body?.cancel();
-    if (response.status < 200 || response.status > 299) {
-      throw new Error(`callback to ${url} got HTTP ${response.status}`);
-    }
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
+    signal,
+    readBody: false,
+  });
+  if (status < 200 || status > 299) {
+    throw new Error(`callback to ${url} got HTTP ${status}`);
   }
 }
 
@@ -97,7 +85,7 @@ export async function sendCallback(
     logger,
     signal,
     retryDelayMs = 1000,
-    timeoutMs = 30_000,
+    timeoutMs = HTTP_TIMEOUT_MS,
   } = options;
   if (url === "") {
     logger.info(`[${task}] no URL given - skipping`);

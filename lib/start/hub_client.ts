@@ -11,9 +11,21 @@
 import { HttpError } from "../util/errors.ts";
 import { USER_AGENT } from "../util/version.ts";
 import { delay, formatGoDuration } from "../util/delay.ts";
-import { HTTP_TIMEOUT_MS, type TimedAnswer, timedFetch } from "../util/timed_fetch.ts";
+import {
+  HTTP_TIMEOUT_MS,
+  MAX_ANSWER_BYTES,
+  type TimedAnswer,
+  timedFetch,
+} from "../util/timed_fetch.ts";
+import { MAX_DELAY_MS } from "../util/delay.ts";
 import { type Logger, silentLogger } from "../util/agent_log.ts";
 import type { JobResult } from "../engine/events.ts";
+
+/**
+ * The largest job request the hub may send (`GET /jobs/<id>`): 64 MiB, as `agent serve`
+ * accepts in `POST /jobs`. Every other answer is capped at `MAX_ANSWER_BYTES` (1 MiB).
+ */
+export const MAX_JOB_REQUEST_BYTES = 64 * 1024 * 1024;
 
 /** The state the agent reports at each sync (§8.3). */
 export type AgentState =
@@ -184,10 +196,11 @@ export class HubClient {
             res,
           );
         }
-        const parsed = parseObject(res.body, `register response from ${url}`);
+        const what = `register response from ${url}`;
+        const parsed = parseObject(res.body, what);
         return {
-          name: typeof parsed.name === "string" ? parsed.name : "",
-          token: typeof parsed.token === "string" ? parsed.token : "",
+          name: optionalField(parsed, "name", "string", what) ?? "",
+          token: optionalField(parsed, "token", "string", what) ?? "",
         };
       },
       options.signal,
@@ -213,13 +226,15 @@ export class HubClient {
     if (res.status !== 200) {
       throw new HttpError(`sync request to ${url} got HTTP ${res.status}: ${res.body}`, res);
     }
-    const parsed = parseObject(res.body, `sync response from ${url}`);
-    const next = parsed.next_sync_after;
+    const what = `sync response from ${url}`;
+    const parsed = parseObject(res.body, what);
+    const next = optionalField(parsed, "next_sync_after", "number", what) ?? 0;
     return {
-      action: typeof parsed.action === "string" ? parsed.action : "",
-      job_id: typeof parsed.job_id === "string" ? parsed.job_id : "",
-      shutdown_reason: typeof parsed.shutdown_reason === "string" ? parsed.shutdown_reason : "",
-      next_sync_after: typeof next === "number" && Number.isFinite(next) ? next : 0,
+      action: optionalField(parsed, "action", "string", what) ?? "",
+      job_id: optionalField(parsed, "job_id", "string", what) ?? "",
+      shutdown_reason: optionalField(parsed, "shutdown_reason", "string", what) ?? "",
+      // A wait beyond what a timer holds (2^31 - 1 ms) would fire at once: clamp it.
+      next_sync_after: Number.isFinite(next) ? Math.min(next, MAX_DELAY_MS) : 0,
     };
   }
 
@@ -235,7 +250,14 @@ export class HubClient {
       this.#retries.getJobAttempts,
       this.#retries.getJobIntervalMs,
       async () => {
-        const res = await this.#send("GET", url, this.#accessToken, undefined, options.signal);
+        const res = await this.#send(
+          "GET",
+          url,
+          this.#accessToken,
+          undefined,
+          options.signal,
+          MAX_JOB_REQUEST_BYTES,
+        );
         if (res.status !== 200) {
           throw new HttpError(`failed to describe job, got HTTP ${res.status}`, res);
         }
@@ -321,6 +343,7 @@ export class HubClient {
     token: string,
     body?: string,
     callSignal?: AbortSignal,
+    maxBodyBytes = MAX_ANSWER_BYTES,
   ): Promise<TimedAnswer> {
     const started = performance.now();
     let status: number | undefined;
@@ -330,7 +353,7 @@ export class HubClient {
         method,
         headers: { "Authorization": `Token ${token}`, "User-Agent": USER_AGENT },
         body: body === undefined ? undefined : new TextEncoder().encode(body),
-      }, { timeoutMs: this.#timeoutMs, signal: this.#combined(callSignal) });
+      }, { timeoutMs: this.#timeoutMs, signal: this.#combined(callSignal), maxBodyBytes });
       status = answer.status;
       return answer;
     } finally {
@@ -339,6 +362,28 @@ export class HubClient {
       this.#onResponse?.(endpoint, status, (performance.now() - started) / 1000);
     }
   }
+}
+
+/**
+ * A field that may be missing or `null` (Go leaves the zero value then) but, when present,
+ * must have the JSON type Go's decoder expects.
+ *
+ * @throws {Error} `Cannot parse <what>: '<key>' must be a <type>, got <type>`
+ */
+function optionalField<T extends "string" | "number">(
+  object: Record<string, unknown>,
+  key: string,
+  type: T,
+  what: string,
+): (T extends "string" ? string : number) | undefined {
+  const value = object[key];
+  if (value === undefined || value === null) return undefined;
+  const actual: string = typeof value;
+  if (actual !== type) {
+    const got = Array.isArray(value) ? "array" : actual;
+    throw new Error(`Cannot parse ${what}: '${key}' must be a ${type}, got ${got}`);
+  }
+  return value as T extends "string" ? string : number;
 }
 
 function parseObject(text: string, what: string): Record<string, unknown> {

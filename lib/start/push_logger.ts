@@ -16,6 +16,11 @@ import { USER_AGENT } from "../util/version.ts";
 
 /** The most lines one request may carry (and the default). */
 export const MAX_LINES_PER_REQUEST = 2000;
+/**
+ * The most bytes one request may carry: 4 MiB. 2000 lines of a job that prints long lines
+ * would otherwise make a batch of ~128 MB; a single longer line still goes alone.
+ */
+export const MAX_BYTES_PER_REQUEST = 4 * 1024 * 1024;
 /** The longest flush timeout, in seconds. */
 export const MAX_FLUSH_TIMEOUT_SECONDS = 900;
 
@@ -23,8 +28,15 @@ export const MAX_FLUSH_TIMEOUT_SECONDS = 900;
 export interface PushLogSource {
   /** How many lines exist now. */
   readonly lineCount: number;
-  /** Lines with index >= `start`, at most `max`, each ending in `\n`. */
-  readLines(start: number, max: number): Promise<readonly string[]>;
+  /**
+   * Lines with index >= `start`, at most `max` lines and `maxBytes` bytes (but one line at
+   * least), each ending in `\n`.
+   */
+  readLines(
+    start: number,
+    max: number,
+    options?: { readonly maxBytes?: number },
+  ): Promise<readonly string[]>;
   /** Bytes of all lines. */
   readonly byteSize?: number;
   /** Where line `index` starts, in bytes. */
@@ -60,6 +72,8 @@ export interface PushLoggerOptions {
   readonly logger?: Logger;
   /** Lines per request, 1–2000. @default 2000 */
   readonly linesPerRequest?: number;
+  /** Bytes per request (one line at least). @default MAX_BYTES_PER_REQUEST */
+  readonly bytesPerRequest?: number;
   /** How long `close()` waits for the remaining lines, 1–900 s. @default 60 */
   readonly flushTimeoutSeconds?: number;
   /** @default the original's delays */
@@ -87,6 +101,7 @@ export class PushLogger {
   readonly #refreshToken: () => Promise<string>;
   readonly #logger: Logger;
   readonly #linesPerRequest: number;
+  readonly #bytesPerRequest: number;
   readonly #flushTimeoutMs: number;
   readonly #runningDelay: readonly [number, number];
   readonly #flushingDelay: readonly [number, number];
@@ -118,6 +133,7 @@ export class PushLogger {
       refreshToken,
       logger = silentLogger,
       linesPerRequest = MAX_LINES_PER_REQUEST,
+      bytesPerRequest = MAX_BYTES_PER_REQUEST,
       flushTimeoutSeconds = 60,
       delays = {},
       timeoutMs = HTTP_TIMEOUT_MS,
@@ -148,6 +164,7 @@ export class PushLogger {
     this.#refreshToken = refreshToken;
     this.#logger = logger;
     this.#linesPerRequest = linesPerRequest;
+    this.#bytesPerRequest = bytesPerRequest;
     this.#flushTimeoutMs = flushTimeoutSeconds * 1000;
     this.#runningDelay = delays.runningMs ?? [1500, 3000];
     this.#flushingDelay = delays.flushingMs ?? [250, 500];
@@ -255,7 +272,9 @@ export class PushLogger {
     const start = this.#next;
     let lines: readonly string[];
     try {
-      lines = await this.#source.readLines(start, this.#linesPerRequest);
+      lines = await this.#source.readLines(start, this.#linesPerRequest, {
+        maxBytes: this.#bytesPerRequest,
+      });
     } catch (error) {
       this.#logger.error(`Error pushing logs: ${(error as Error).message}`);
       return true;

@@ -13,7 +13,13 @@ export function randomBetween(range: readonly [number, number]): number {
 }
 
 /**
- * Resolves after `ms` milliseconds, or as soon as `signal` aborts (it then resolves too: callers
+ * The longest wait a timer holds: 2^31 - 1 ms (about 24.8 days). A longer one fires at once
+ * (with a warning), so {@linkcode delay} clamps to it.
+ */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * Resolves after `ms` milliseconds (at most {@linkcode MAX_DELAY_MS}), or as soon as `signal` aborts (it then resolves too: callers
  * check the signal). The timer is always cleared.
  */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
@@ -24,7 +30,7 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
       signal?.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, Math.max(0, ms));
+    const timer = setTimeout(done, Math.min(Math.max(0, ms), MAX_DELAY_MS));
     signal?.addEventListener("abort", done, { once: true });
   });
 }

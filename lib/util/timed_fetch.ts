@@ -1,7 +1,9 @@
 /**
- * One outbound HTTP request with the agent's 30 s total deadline (SEMAPHORE_COMPAT.md §2.3),
- * covering the answer's body too, and cancellable from outside. Used by the self-hosted API
- * client and the push logger; it adds no headers of its own.
+ * The one way the agent sends an HTTP request (DECISIONS.md 22): a total deadline that covers
+ * the answer's body too (SEMAPHORE_COMPAT.md §2.3: 30 s), cancellable from outside, and a body
+ * read that stops at a size cap instead of buffering whatever a server sends. The self-hosted
+ * API client, the push logger and the callbacks use it; the Docker client reads its answers
+ * with {@linkcode readCappedBody}. It adds no headers of its own.
  *
  * @module
  */
@@ -11,12 +13,67 @@ import { formatGoDuration } from "./delay.ts";
 /** The 30 s total timeout of every outbound request (§2.3). */
 export const HTTP_TIMEOUT_MS = 30_000;
 
+/** The default cap on an answer body: 1 MiB (hub answers are a few hundred bytes). */
+export const MAX_ANSWER_BYTES = 1024 * 1024;
+
+/** Thrown when an answer body is larger than its cap. */
+export class BodyTooLargeError extends Error {
+  /** The cap that was exceeded, in bytes. */
+  readonly limit: number;
+
+  constructor(limit: number) {
+    super(`the answer is larger than ${limit} bytes`);
+    this.name = "BodyTooLargeError";
+    this.limit = limit;
+  }
+}
+
+/**
+ * Reads a whole body, at most `maxBytes` of it.
+ *
+ * @throws {BodyTooLargeError} as soon as more than `maxBytes` arrived (the stream is cancelled).
+ */
+export async function readCappedBody(
+  body: ReadableStream<Uint8Array> | null,
+  maxBytes: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) throw new BodyTooLargeError(maxBytes);
+      chunks.push(value);
+    }
+  } catch (error) {
+    await reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    reader.releaseLock();
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
 /** Options of {@linkcode timedFetch}. */
 export interface TimedFetchOptions {
   /** @default HTTP_TIMEOUT_MS */
   readonly timeoutMs?: number;
   /** Aborts the request (shutdown). */
   readonly signal?: AbortSignal;
+  /** The largest body read; a larger one fails the request. @default MAX_ANSWER_BYTES */
+  readonly maxBodyBytes?: number;
+  /** Read the body (`false`: it is discarded unread and `body` is ""). @default true */
+  readonly readBody?: boolean;
 }
 
 /** A whole HTTP answer. */
@@ -28,14 +85,20 @@ export interface TimedAnswer {
 /**
  * Sends a request and reads the whole answer within the deadline.
  *
- * @throws {Error} `<METHOD> <url>: <reason>` on a network failure, timeout or abort.
+ * @throws {Error} `<METHOD> <url>: <reason>` on a network failure, timeout, abort or an answer
+ * larger than the cap.
  */
 export async function timedFetch(
   url: string,
   init: RequestInit,
   options: TimedFetchOptions = {},
 ): Promise<TimedAnswer> {
-  const { timeoutMs = HTTP_TIMEOUT_MS, signal } = options;
+  const {
+    timeoutMs = HTTP_TIMEOUT_MS,
+    signal,
+    maxBodyBytes = MAX_ANSWER_BYTES,
+    readBody = true,
+  } = options;
   const method = init.method ?? "GET";
   const controller = new AbortController();
   const timer = setTimeout(
@@ -47,7 +110,12 @@ export async function timedFetch(
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     const res = await fetch(url, { ...init, signal: controller.signal });
-    return { status: res.status, body: await res.text() };
+    if (!readBody) {
+      await res.body?.cancel();
+      return { status: res.status, body: "" };
+    }
+    const bytes = await readCappedBody(res.body, maxBodyBytes);
+    return { status: res.status, body: new TextDecoder().decode(bytes) };
   } catch (error) {
     const reason = controller.signal.aborted ? controller.signal.reason : error;
     let message = reason instanceof Error ? reason.message : String(reason);

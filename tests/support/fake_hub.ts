@@ -108,6 +108,17 @@ function json(status: number, value: unknown): Response {
   });
 }
 
+/** An answer whose body never ends (1 MiB chunks, made as they are read): a hostile hub. */
+export function endlessAnswer(status = 200): Response {
+  const chunk = new Uint8Array(1024 * 1024).fill(0x20);
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      controller.enqueue(chunk);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { status });
+}
+
 /** The fake hub. Start it with {@linkcode FakeHub.start}; close it with `close()`. */
 export class FakeHub implements AsyncDisposable {
   readonly port: number;
@@ -128,6 +139,7 @@ export class FakeHub implements AsyncDisposable {
   #failEvery = 0;
   #requestCount = 0;
   #shutdownRequested = false;
+  readonly #rawAnswers = new Map<string, () => Response>();
   #maxLogEvents: number | undefined;
   nextSyncAfterMs: number;
 
@@ -264,6 +276,16 @@ export class FakeHub implements AsyncDisposable {
   /** The log sink answers 422 once this many events are stored for a job. */
   setMaxLogEvents(n: number | undefined): void {
     this.#maxLogEvents = n;
+  }
+
+  /**
+   * Answers every request whose path ends with `pathEnd` (`/sync`, `/refresh`, `/jobs/<id>`)
+   * with what `answer()` makes instead of the reference logic (a hostile hub: wrong types,
+   * endless bodies); `undefined` goes back to the reference logic.
+   */
+  setRawAnswer(pathEnd: string, answer: (() => Response) | undefined): void {
+    if (answer) this.#rawAnswers.set(pathEnd, answer);
+    else this.#rawAnswers.delete(pathEnd);
   }
 
   /** Delays every answer by `ms` (0 to stop). */
@@ -454,6 +476,9 @@ export class FakeHub implements AsyncDisposable {
       response = new Response("going down", { status: 503 });
     } else if (req.headers.get("user-agent") !== this.#options.userAgent) {
       response = new Response(`bad user agent ${req.headers.get("user-agent")}`, { status: 500 });
+    } else if ([...this.#rawAnswers.keys()].some((end) => url.pathname.endsWith(end))) {
+      const end = [...this.#rawAnswers.keys()].find((end) => url.pathname.endsWith(end))!;
+      response = this.#rawAnswers.get(end)!();
     } else if (this.#failEvery > 0 && ++this.#requestCount % this.#failEvery === 0) {
       response = new Response("injected failure", { status: 500 });
     } else {
