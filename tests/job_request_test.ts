@@ -827,6 +827,14 @@ Deno.test("parseJobRequestFile() reads a YAML job file", async (t) => {
       assert.match(error.message, new RegExp(`^${dir}: Cannot read job file: `));
       assert.ok(!error.message.includes("\n"));
     });
+    await t.step("a file that never ends", async () => {
+      const error = await parseJobRequestFile("/dev/zero").then(() => undefined, (e) => e);
+      assert.ok(error instanceof JobRequestError);
+      assert.equal(
+        error.message,
+        "/dev/zero: Cannot read job file: the file is larger than 16777216 bytes",
+      );
+    });
     await t.step("a file that is not UTF-8", async () => {
       const path = `${dir}/latin1.yaml`;
       await Deno.writeFile(path, new Uint8Array([0x6a, 0x3a, 0x20, 0xe9, 0x0a]));

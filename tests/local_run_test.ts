@@ -433,3 +433,22 @@ Deno.test({
     await Deno.remove(path);
   },
 });
+
+Deno.test("agent run fails with one line and exit code 2 on a file that never ends", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", "/dev/zero"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Unbounded reading would run until memory is gone: the deadline turns that into a failure.
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const out = await child.output();
+  clearTimeout(deadline);
+  assert.equal(out.code, 2);
+  assert.equal(new TextDecoder().decode(out.stdout), "");
+  assert.equal(
+    new TextDecoder().decode(out.stderr),
+    "agent: /dev/zero: Cannot read job file: the file is larger than 16777216 bytes\n",
+  );
+});

@@ -54,6 +54,7 @@ import type {
   LoggerConfig,
 } from "./job_request_types.ts";
 import { type JsonNode, JsonSyntaxError, readJson } from "../util/json_reader.ts";
+import { BodyTooLargeError, readCappedBody } from "../util/timed_fetch.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
 export const DEFAULT_MAX_LOG_SIZE = 16777216;
@@ -166,14 +167,30 @@ export function parseJobRequestYaml(
 }
 
 /**
- * Reads and parses a YAML job file (`agent run`).
+ * The largest job file `agent run` reads: 16 MiB (a person's job file is kilobytes; reading
+ * `/dev/zero` up to it keeps the agent under 100 MiB).
+ */
+export const MAX_JOB_FILE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads and parses a YAML job file (`agent run`), at most {@linkcode MAX_JOB_FILE_BYTES}.
  *
  * @throws {JobRequestError} the file cannot be read, is not UTF-8, or is not a valid request.
  */
 export async function parseJobRequestFile(path: string): Promise<JobRequest> {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    // Read through a cap: /dev/zero or a huge file fails instead of filling the memory.
+    const file = await Deno.open(path, { read: true });
+    const info = await file.stat().catch((error) => {
+      file.close();
+      throw error;
+    });
+    if (info.isFile && info.size > MAX_JOB_FILE_BYTES) {
+      file.close();
+      throw new BodyTooLargeError(MAX_JOB_FILE_BYTES);
+    }
+    bytes = await readCappedBody(file.readable, MAX_JOB_FILE_BYTES);
   } catch (error) {
     throw new JobRequestError(`Cannot read job file: ${describeReadError(error)}`, {
       file: path,
@@ -193,6 +210,7 @@ export async function parseJobRequestFile(path: string): Promise<JobRequest> {
 }
 
 function describeReadError(error: unknown): string {
+  if (error instanceof BodyTooLargeError) return `the file is larger than ${error.limit} bytes`;
   if (error instanceof Deno.errors.NotFound) return "no such file";
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
   if (error instanceof Deno.errors.IsADirectory) return "it is a directory";

@@ -39,15 +39,23 @@ export async function readCappedBody(
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (body === null) return new Uint8Array(0);
   const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
+  // One buffer that doubles as needed: at most twice the body in memory, never more.
+  let buffer = new Uint8Array(Math.min(64 * 1024, maxBytes));
   let size = 0;
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (size + value.byteLength > maxBytes) throw new BodyTooLargeError(maxBytes);
+      if (size + value.byteLength > buffer.length) {
+        const grown = new Uint8Array(
+          Math.min(maxBytes, Math.max(buffer.length * 2, size + value.byteLength)),
+        );
+        grown.set(buffer.subarray(0, size));
+        buffer = grown;
+      }
+      buffer.set(value, size);
       size += value.byteLength;
-      if (size > maxBytes) throw new BodyTooLargeError(maxBytes);
-      chunks.push(value);
     }
   } catch (error) {
     await reader.cancel().catch(() => {});
@@ -55,13 +63,7 @@ export async function readCappedBody(
   } finally {
     reader.releaseLock();
   }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+  return buffer.subarray(0, size);
 }
 
 /** Options of {@linkcode timedFetch}. */
