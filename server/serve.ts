@@ -1,7 +1,8 @@
 /**
  * `agent serve` (SEMAPHORE_COMPAT.md §3.2, §7; DECISIONS.md 15, 16): reads the flags main.ts
  * parsed, sets up the agent log, the JWT secret, TLS, StatsD and the job controller, listens
- * with `Deno.serve` over HTTPS, and on SIGINT/SIGTERM stops the job and exits. Configuration
+ * over HTTPS (`https_server.ts`: deadlines and a connection cap), and on SIGINT/SIGTERM stops
+ * the job and exits. Configuration
  * errors are thrown as `UsageError`s with exit code 1 for main.ts to print.
  *
  * @module
@@ -22,6 +23,7 @@ import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";
 import { type ListenAddress, parseListenAddress } from "../lib/telemetry/listen_address.ts";
 import type { MetricsServer } from "../lib/telemetry/metrics_server.ts";
+import { type HttpsServer, listenHttps } from "./https_server.ts";
 
 /** Options of `agent serve` as commander parses them (camelCase flag names). */
 export interface ServeOptions {
@@ -273,19 +275,16 @@ export async function serve(options: ServeOptions): Promise<number> {
   });
 
   const signals = waitForSignal();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let server: HttpsServer;
   try {
-    server = Deno.serve({
+    server = await listenHttps({
       hostname: host,
       port,
       cert: tls.cert,
       key: tls.key,
-      onListen: () => {},
-      onError: (error) => {
-        logger.error(`Cannot handle request: ${errorMessage(error)}`);
-        return new Response("Internal Server Error\n", { status: 500 });
-      },
-    }, (request, info) => app.fetch(request, info));
+      logger,
+      handler: (request, info) => Promise.resolve(app.fetch(request, info)),
+    });
   } catch (error) {
     signals.dispose();
     await metrics?.close();
@@ -320,10 +319,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   shuttingDown = true;
   await jobs.shutdown(SHUTDOWN_GRACE_MS);
   // Streams still open (a slow log download) must not keep the process up.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const cut = new Promise<void>((resolve) => timer = setTimeout(resolve, 1000));
-  await Promise.race([server.shutdown(), cut]);
-  clearTimeout(timer);
+  await server.shutdown(1000);
   await metrics?.close();
   await metricsServer?.close();
   logger.info("Agent stopped");

@@ -127,6 +127,8 @@ export interface ServeAgentOptions {
   /** Extra environment (HOME, ...). */
   readonly env?: Record<string, string>;
   readonly keyKind?: KeyKind;
+  /** Runs the agent under `ulimit -n <n>` (soft and hard). @default the test's own limit */
+  readonly openFilesLimit?: number;
 }
 
 /** A running `agent serve` on 127.0.0.1 with an HTTPS client that trusts its certificate. */
@@ -135,6 +137,10 @@ export interface ServeAgent extends AsyncDisposable {
   readonly port: number;
   readonly client: Deno.HttpClient;
   readonly lines: string[];
+  /** The agent's process id. */
+  readonly pid: number;
+  /** The agent's certificate (PEM), for clients of its own. */
+  readonly cert: string;
   /** `fetch` through the agent's client. */
   fetch(path: string, init?: RequestInit): Promise<Response>;
   /** Resolves with the first agent log line matching `pattern` (already seen or coming). */
@@ -146,9 +152,14 @@ export interface ServeAgent extends AsyncDisposable {
 
 /** Starts `agent serve --port 0 --host 127.0.0.1` with a fresh certificate. */
 export async function startServeAgent(options: ServeAgentOptions): Promise<ServeAgent> {
-  const { dir, args = [], env = {}, keyKind } = options;
+  const { dir, args = [], env = {}, keyKind, openFilesLimit } = options;
   const tls = await makeLeafCert(dir, keyKind);
-  const { cmd, args: base } = agentCommand();
+  const agent = agentCommand();
+  // `exec` keeps one process: the limit applies to the agent itself, and its pid is the child's.
+  const { cmd, args: base } = openFilesLimit === undefined ? agent : {
+    cmd: "bash",
+    args: ["-c", `ulimit -n ${openFilesLimit} && exec "$@"`, "agent", agent.cmd, ...agent.args],
+  };
   const child = new Deno.Command(cmd, {
     args: [
       ...base,
@@ -222,6 +233,8 @@ export async function startServeAgent(options: ServeAgentOptions): Promise<Serve
     port,
     client,
     lines,
+    pid: child.pid,
+    cert: tls.cert,
     fetch: (path, init = {}) => fetch(`${baseUrl}${path}`, { ...init, client }),
     waitForLine,
     stop,
