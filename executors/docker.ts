@@ -57,6 +57,7 @@ import {
   type DeviceMapping,
   DockerClient,
   dockerSocketPath,
+  type DockerTimeouts,
   type HostConfig,
   type RegistryAuth,
 } from "./docker_api.ts";
@@ -107,6 +108,8 @@ export interface DockerExecutorOptions {
   readonly metrics?: Metrics;
   /** @default dockerSocketPath() (`DOCKER_HOST=unix://...` or `/var/run/docker.sock`) */
   readonly dockerSocketPath?: string;
+  /** Deadlines of the Docker calls. @default 2 minutes a call, 5 minutes of pull silence */
+  readonly dockerTimeouts?: DockerTimeouts;
   /**
    * The environment of host setup commands and the `aws` CLI, less its `SEMAPHORE_AGENT_*`
    * variables (DECISIONS.md 14). @default the agent's
@@ -181,6 +184,7 @@ class DockerExecutor implements Executor {
   readonly #failOnMissingFiles: boolean;
   readonly #metrics: Metrics | undefined;
   readonly #socketPath: string | undefined;
+  readonly #dockerTimeouts: DockerTimeouts | undefined;
   readonly #hostEnv: Readonly<Record<string, string>> | undefined;
   readonly #awsCommand: string;
   readonly #homeDir: string | undefined;
@@ -216,6 +220,7 @@ class DockerExecutor implements Executor {
     this.#failOnMissingFiles = options.failOnMissingFiles ?? false;
     this.#metrics = options.metrics;
     this.#socketPath = options.dockerSocketPath;
+    this.#dockerTimeouts = options.dockerTimeouts;
     this.#hostEnv = options.hostEnv;
     this.#awsCommand = options.awsCommand ?? "aws";
     this.#homeDir = options.homeDir;
@@ -372,6 +377,7 @@ class DockerExecutor implements Executor {
     this.#client ??= await DockerClient.connect({
       socketPath: this.#socketPath ?? dockerSocketPath(),
       signal: this.#abort.signal,
+      timeouts: this.#dockerTimeouts,
     });
     return this.#client;
   }

@@ -14,6 +14,8 @@
 
 import { HttpError } from "../lib/util/errors.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
+import { formatGoDuration } from "../lib/util/delay.ts";
+import { readCappedBody } from "../lib/util/timed_fetch.ts";
 
 /** Where the daemon listens unless `DOCKER_HOST` says otherwise. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
@@ -23,6 +25,21 @@ export const MAX_API_VERSION = "1.45";
 
 /** The oldest API version this client accepts (network aliases, `wait` conditions). */
 export const MIN_API_VERSION = "1.30";
+
+/**
+ * The longest one Engine API call may take, its answer included: 2 minutes (a create, start
+ * or forced remove takes seconds; a daemon silent for this long is wedged).
+ */
+export const DOCKER_CALL_TIMEOUT_MS = 120_000;
+
+/** The longest a pull, push or import may go without a progress message: 5 minutes. */
+export const DOCKER_PROGRESS_TIMEOUT_MS = 300_000;
+
+/** The largest answer read from the daemon: 64 MiB (a list of ~40,000 containers). */
+export const MAX_DOCKER_ANSWER_BYTES = 64 * 1024 * 1024;
+
+/** The largest error answer read from the daemon: 1 MiB. */
+const MAX_DOCKER_ERROR_BYTES = 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -258,12 +275,62 @@ export function progressLine(message: ProgressMessage): string | undefined {
   return message.id ? `${message.id}: ${message.status}` : message.status;
 }
 
+/** Deadlines of the Docker client, in milliseconds. */
+export interface DockerTimeouts {
+  /** One call, answer included (the attach upgrade too). @default DOCKER_CALL_TIMEOUT_MS */
+  readonly callMs?: number;
+  /** Between two progress messages of a pull, push or import. @default DOCKER_PROGRESS_TIMEOUT_MS */
+  readonly progressMs?: number;
+}
+
 /** Options of {@linkcode DockerClient.connect}. */
 export interface DockerClientOptions {
   /** @default dockerSocketPath() (`DOCKER_HOST=unix://...` or `/var/run/docker.sock`) */
   readonly socketPath?: string;
   /** Cancels the version negotiation. */
   readonly signal?: AbortSignal;
+  /** @default 2 minutes a call, 5 minutes between progress messages */
+  readonly timeouts?: DockerTimeouts;
+}
+
+/** A daemon that did not answer within a deadline. */
+export class DockerTimeoutError extends Error {
+  constructor(socketPath: string, what: string, ms: number) {
+    super(
+      `The Docker daemon at unix://${socketPath} did not answer ${what} within ` +
+        formatGoDuration(ms),
+    );
+    this.name = "DockerTimeoutError";
+  }
+}
+
+/**
+ * An abort signal that fires after `ms` with a {@linkcode DockerTimeoutError}; `restart()`
+ * gives it `ms` more from now (progress streams), `clear()` stops it.
+ */
+class Deadline {
+  readonly #controller = new AbortController();
+  readonly #make: (ms: number) => Error;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(ms: number, make: (ms: number) => Error) {
+    this.#make = make;
+    this.restart(ms);
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  restart(ms: number): void {
+    clearTimeout(this.#timer);
+    if (this.#controller.signal.aborted || !Number.isFinite(ms)) return;
+    this.#timer = setTimeout(() => this.#controller.abort(this.#make(ms)), ms);
+  }
+
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
 }
 
 /** Options of one plain request. */
@@ -273,6 +340,8 @@ interface RequestOptions {
   readonly rawBody?: BodyInit;
   readonly headers?: Readonly<Record<string, string>>;
   readonly signal?: AbortSignal;
+  /** This call's deadline (`Infinity`: none). @default the client's call deadline */
+  readonly timeoutMs?: number;
 }
 
 /** Makes the "daemon unreachable" error for a failed connection. */
@@ -288,9 +357,10 @@ function connectionError(socketPath: string, cause: unknown): Error {
   });
 }
 
-/** Reads the daemon's `{"message": ...}` error body into an `HttpError`. */
+/** Reads the daemon's `{"message": ...}` error body (at most 1 MiB) into an `HttpError`. */
 async function responseError(response: Response, what: string): Promise<HttpError> {
-  const body = await response.text().catch(() => "");
+  const body = await readCappedBody(response.body, MAX_DOCKER_ERROR_BYTES)
+    .then((bytes) => decoder.decode(bytes), () => "");
   let message = body.trim();
   try {
     const parsed = JSON.parse(body) as { message?: unknown };
@@ -460,12 +530,21 @@ export class DockerClient implements AsyncDisposable {
   /** The negotiated API version (`1.41`, ...). */
   readonly apiVersion: string;
   readonly #http: Deno.HttpClient;
+  readonly #callMs: number;
+  readonly #progressMs: number;
   #closed = false;
 
-  private constructor(socketPath: string, apiVersion: string, http: Deno.HttpClient) {
+  private constructor(
+    socketPath: string,
+    apiVersion: string,
+    http: Deno.HttpClient,
+    timeouts: Required<DockerTimeouts>,
+  ) {
     this.socketPath = socketPath;
     this.apiVersion = apiVersion;
     this.#http = http;
+    this.#callMs = timeouts.callMs;
+    this.#progressMs = timeouts.progressMs;
   }
 
   /**
@@ -473,21 +552,37 @@ export class DockerClient implements AsyncDisposable {
    * {@linkcode MAX_API_VERSION}).
    *
    * @throws {Error} `Cannot connect to the Docker daemon at unix://PATH: <reason>` when the
-   * socket is missing or refuses; an `HttpError` when the daemon answers with an error.
+   * socket is missing or refuses; a {@linkcode DockerTimeoutError} when the daemon does not
+   * answer; an `HttpError` when the daemon answers with an error.
    */
   static async connect(options: DockerClientOptions = {}): Promise<DockerClient> {
-    const { socketPath = dockerSocketPath(), signal } = options;
+    const { socketPath = dockerSocketPath(), signal, timeouts = {} } = options;
+    const { callMs = DOCKER_CALL_TIMEOUT_MS, progressMs = DOCKER_PROGRESS_TIMEOUT_MS } = timeouts;
     const http = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
+    const deadline = new Deadline(
+      callMs,
+      (ms) => new DockerTimeoutError(socketPath, "GET /version", ms),
+    );
+    const combined = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
     try {
       let response: Response;
       try {
-        response = await fetch("http://docker/version", { client: http, signal });
+        response = await fetch("http://docker/version", { client: http, signal: combined });
       } catch (error) {
+        if (deadline.signal.aborted) throw deadline.signal.reason;
         if (signal?.aborted) throw error;
         throw connectionError(socketPath, error);
       }
-      if (!response.ok) throw await responseError(response, "Cannot read the daemon version");
-      const info = await response.json() as { ApiVersion?: string; MinAPIVersion?: string };
+      let info: { ApiVersion?: string; MinAPIVersion?: string };
+      try {
+        if (!response.ok) throw await responseError(response, "Cannot read the daemon version");
+        info = JSON.parse(
+          decoder.decode(await readCappedBody(response.body, MAX_DOCKER_ERROR_BYTES)),
+        );
+      } catch (error) {
+        if (deadline.signal.aborted) throw deadline.signal.reason;
+        throw error;
+      }
       const daemonVersion = info.ApiVersion ?? MIN_API_VERSION;
       if (compareApiVersions(daemonVersion, MIN_API_VERSION) < 0) {
         throw new Error(
@@ -498,10 +593,12 @@ export class DockerClient implements AsyncDisposable {
       const version = compareApiVersions(daemonVersion, MAX_API_VERSION) < 0
         ? daemonVersion
         : MAX_API_VERSION;
-      return new DockerClient(socketPath, version, http);
+      return new DockerClient(socketPath, version, http, { callMs, progressMs });
     } catch (error) {
       http.close();
       throw error;
+    } finally {
+      deadline.clear();
     }
   }
 
@@ -519,58 +616,99 @@ export class DockerClient implements AsyncDisposable {
 
   // ---- plain requests ------------------------------------------------------------------
 
-  async #send(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
-    const { query, body, rawBody, headers = {}, signal } = options;
+  /**
+   * Sends one request and hands its answer to `read`, all within the call deadline (which
+   * `read` may extend for progress streams); a daemon that does not answer in time gives a
+   * {@linkcode DockerTimeoutError}.
+   */
+  async #call<T>(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    read: (response: Response, deadline: Deadline) => Promise<T>,
+  ): Promise<T> {
+    const { query, body, rawBody, headers = {}, signal, timeoutMs = this.#callMs } = options;
     const url = `http://docker/v${this.apiVersion}${path}${buildQuery(query)}`;
+    const deadline = new Deadline(
+      timeoutMs,
+      (ms) => new DockerTimeoutError(this.socketPath, `${method} ${path}`, ms),
+    );
     const init: RequestInit & { client: Deno.HttpClient } = {
       method,
       client: this.#http,
       headers: body !== undefined ? { "Content-Type": "application/json", ...headers } : headers,
       body: body !== undefined ? JSON.stringify(body) : rawBody,
-      signal,
+      signal: signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal,
     };
     try {
-      return await fetch(url, init);
-    } catch (error) {
-      if (signal?.aborted) throw error;
-      throw connectionError(this.socketPath, error);
-    }
-  }
-
-  /** Sends a request; throws the daemon's error for a non-2xx answer. */
-  async #request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
-    const response = await this.#send(method, path, options);
-    if (!response.ok) throw await responseError(response, `Cannot ${method} ${path}`);
-    return response;
-  }
-
-  async #json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    const response = await this.#request(method, path, options);
-    return await response.json() as T;
-  }
-
-  async #discard(method: string, path: string, options: RequestOptions = {}): Promise<void> {
-    const response = await this.#request(method, path, options);
-    await response.body?.cancel();
-  }
-
-  /** Reads a progress stream to its end, reporting plain lines; throws a stream error. */
-  async #progress(response: Response, onLine?: (line: string) => void): Promise<void> {
-    if (!response.body) return;
-    for await (const line of readLines(response.body)) {
-      let message: ProgressMessage;
+      let response: Response;
       try {
-        message = JSON.parse(line) as ProgressMessage;
-      } catch {
-        onLine?.(line);
-        continue;
+        response = await fetch(url, init);
+      } catch (error) {
+        if (deadline.signal.aborted) throw deadline.signal.reason;
+        if (signal?.aborted) throw error;
+        throw connectionError(this.socketPath, error);
       }
-      if (message.error !== undefined || message.errorDetail?.message !== undefined) {
-        throw new Error(message.errorDetail?.message ?? message.error ?? "unknown error");
+      try {
+        return await read(response, deadline);
+      } catch (error) {
+        await response.body?.cancel().catch(() => {});
+        if (deadline.signal.aborted) throw deadline.signal.reason;
+        throw error;
       }
-      const text = progressLine(message);
-      if (text !== undefined) onLine?.(text);
+    } finally {
+      deadline.clear();
     }
+  }
+
+  /** Sends a request; throws the daemon's error for a non-2xx answer, else parses its JSON. */
+  #json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    return this.#call(method, path, options, async (response) => {
+      if (!response.ok) throw await responseError(response, `Cannot ${method} ${path}`);
+      return JSON.parse(
+        decoder.decode(await readCappedBody(response.body, MAX_DOCKER_ANSWER_BYTES)),
+      ) as T;
+    });
+  }
+
+  /** Sends a request; throws the daemon's error for a non-2xx answer, else drops the body. */
+  #discard(method: string, path: string, options: RequestOptions = {}): Promise<void> {
+    return this.#call(method, path, options, async (response) => {
+      if (!response.ok) throw await responseError(response, `Cannot ${method} ${path}`);
+      await response.body?.cancel();
+    });
+  }
+
+  /**
+   * Sends a request whose answer is a progress stream and reads it to its end, reporting
+   * plain lines; the deadline restarts with each message. Throws a stream error.
+   */
+  #transfer(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    onLine?: (line: string) => void,
+  ): Promise<void> {
+    return this.#call(method, path, options, async (response, deadline) => {
+      if (!response.ok) throw await responseError(response, `Cannot ${method} ${path}`);
+      if (!response.body) return;
+      deadline.restart(this.#progressMs);
+      for await (const line of readLines(response.body)) {
+        deadline.restart(this.#progressMs);
+        let message: ProgressMessage;
+        try {
+          message = JSON.parse(line) as ProgressMessage;
+        } catch {
+          onLine?.(line);
+          continue;
+        }
+        if (message.error !== undefined || message.errorDetail?.message !== undefined) {
+          throw new Error(message.errorDetail?.message ?? message.error ?? "unknown error");
+        }
+        const text = progressLine(message);
+        if (text !== undefined) onLine?.(text);
+      }
+    });
   }
 
   /** `GET /version`: the daemon's version details. */
@@ -596,7 +734,21 @@ export class DockerClient implements AsyncDisposable {
 
   /** `GET /images/{name}/json`; `undefined` when the image is not present. */
   inspectImage(reference: string): Promise<ImageInspect | undefined> {
-    return this.#inspect(`/images/${encodeURIComponent(reference)}/json`, "image");
+    return this.#inspect<ImageInspect>(`/images/${encodeURIComponent(reference)}/json`, "image");
+  }
+
+  /** `GET path`: the parsed answer, `undefined` for a 404. */
+  #inspect<T>(path: string, what: string): Promise<T | undefined> {
+    return this.#call("GET", path, {}, async (response) => {
+      if (response.status === 404) {
+        await response.body?.cancel();
+        return undefined;
+      }
+      if (!response.ok) throw await responseError(response, `Cannot inspect ${what}`);
+      return JSON.parse(
+        decoder.decode(await readCappedBody(response.body, MAX_DOCKER_ANSWER_BYTES)),
+      ) as T;
+    });
   }
 
   /**
@@ -608,25 +760,23 @@ export class DockerClient implements AsyncDisposable {
   async pullImage(reference: string, options: ImageTransferOptions = {}): Promise<void> {
     const { auth, onLine, signal } = options;
     const { repository, tag } = parseImageReference(reference);
-    const response = await this.#request("POST", "/images/create", {
+    await this.#transfer("POST", "/images/create", {
       query: { fromImage: repository, tag },
       headers: auth ? { "X-Registry-Auth": encodeRegistryAuth(auth) } : {},
       signal,
-    });
-    await this.#progress(response, onLine);
+    }, onLine);
   }
 
   /** `POST /images/{name}/push`: pushes one tag, reporting progress as plain lines. */
   async pushImage(reference: string, options: ImageTransferOptions = {}): Promise<void> {
     const { auth, onLine, signal } = options;
     const { repository, tag } = parseImageReference(reference);
-    const response = await this.#request("POST", `/images/${encodeURIComponent(repository)}/push`, {
+    await this.#transfer("POST", `/images/${encodeURIComponent(repository)}/push`, {
       query: { tag },
       // The daemon wants the header even for anonymous pushes.
       headers: { "X-Registry-Auth": encodeRegistryAuth(auth ?? emptyAuth) },
       signal,
-    });
-    await this.#progress(response, onLine);
+    }, onLine);
   }
 
   /** `POST /images/{name}/tag`: adds the tag `target` to image `source`. */
@@ -639,15 +789,14 @@ export class DockerClient implements AsyncDisposable {
 
   /** `DELETE /images/{name}`: untags (and removes when unused); a missing image is fine. */
   async removeImage(reference: string, options: { force?: boolean } = {}): Promise<void> {
-    const response = await this.#send("DELETE", `/images/${encodeURIComponent(reference)}`, {
+    await this.#call("DELETE", `/images/${encodeURIComponent(reference)}`, {
       query: { force: options.force ?? false },
-    });
-    if (response.status === 404) {
+    }, async (response) => {
+      if (!response.ok && response.status !== 404) {
+        throw await responseError(response, "Cannot remove image");
+      }
       await response.body?.cancel();
-      return;
-    }
-    if (!response.ok) throw await responseError(response, "Cannot remove image");
-    await response.body?.cancel();
+    });
   }
 
   /**
@@ -662,12 +811,10 @@ export class DockerClient implements AsyncDisposable {
     const { repository, tag } = parseImageReference(reference);
     const params = new URLSearchParams({ fromSrc: "-", repo: repository, tag });
     for (const change of options.changes ?? []) params.append("changes", change);
-    const response = await this.#send("POST", `/images/create?${params}`, {
+    await this.#transfer("POST", `/images/create?${params}`, {
       rawBody: tarball,
       headers: { "Content-Type": "application/x-tar" },
     });
-    if (!response.ok) throw await responseError(response, "Cannot import image");
-    await this.#progress(response);
   }
 
   // ---- networks ------------------------------------------------------------------------
@@ -692,13 +839,14 @@ export class DockerClient implements AsyncDisposable {
 
   /** `DELETE /networks/{id}`; a network that is already gone is fine. */
   async removeNetwork(id: string): Promise<void> {
-    const response = await this.#send("DELETE", `/networks/${encodeURIComponent(id)}`);
-    await response.body?.cancel();
-    if (!response.ok && response.status !== 404) {
-      throw new HttpError(`Cannot remove network ${id}: HTTP ${response.status}`, {
-        status: response.status,
-      });
-    }
+    await this.#call("DELETE", `/networks/${encodeURIComponent(id)}`, {}, async (response) => {
+      await response.body?.cancel();
+      if (!response.ok && response.status !== 404) {
+        throw new HttpError(`Cannot remove network ${id}: HTTP ${response.status}`, {
+          status: response.status,
+        });
+      }
+    });
   }
 
   // ---- containers ----------------------------------------------------------------------
@@ -719,10 +867,11 @@ export class DockerClient implements AsyncDisposable {
 
   /** `POST /containers/{id}/kill`; a container that is gone or not running is fine. */
   async killContainer(id: string, signal = "SIGKILL"): Promise<void> {
-    const response = await this.#send("POST", `/containers/${encodeURIComponent(id)}/kill`, {
+    await this.#call("POST", `/containers/${encodeURIComponent(id)}/kill`, {
       query: { signal },
+    }, async (response) => {
+      await response.body?.cancel();
     });
-    await response.body?.cancel();
   }
 
   /**
@@ -736,25 +885,22 @@ export class DockerClient implements AsyncDisposable {
     const result = await this.#json<{ StatusCode: number }>(
       "POST",
       `/containers/${encodeURIComponent(id)}/wait`,
-      { query: { condition: options.condition ?? "not-running" }, signal: options.signal },
+      // It waits for the container to exit, which takes as long as the job: no deadline.
+      {
+        query: { condition: options.condition ?? "not-running" },
+        signal: options.signal,
+        timeoutMs: Infinity,
+      },
     );
     return result.StatusCode;
   }
 
   /** `GET /containers/{id}/json`; `undefined` when there is no such container. */
   inspectContainer(id: string): Promise<ContainerInspect | undefined> {
-    return this.#inspect(`/containers/${encodeURIComponent(id)}/json`, "container");
-  }
-
-  /** `GET <path>` of an inspect endpoint; `undefined` on 404. */
-  async #inspect<T>(path: string, what: "image" | "container"): Promise<T | undefined> {
-    const response = await this.#send("GET", path);
-    if (response.status === 404) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    if (!response.ok) throw await responseError(response, `Cannot inspect ${what}`);
-    return await response.json() as T;
+    return this.#inspect<ContainerInspect>(
+      `/containers/${encodeURIComponent(id)}/json`,
+      "container",
+    );
   }
 
   /** `GET /containers/json`, all states, optionally filtered by label. */
@@ -769,24 +915,29 @@ export class DockerClient implements AsyncDisposable {
    * volumes; one that is gone or already being removed is fine.
    */
   async removeContainer(id: string): Promise<void> {
-    const response = await this.#send("DELETE", `/containers/${encodeURIComponent(id)}`, {
+    await this.#call("DELETE", `/containers/${encodeURIComponent(id)}`, {
       query: { force: true, v: true },
+    }, async (response) => {
+      if (response.ok || response.status === 404 || response.status === 409) {
+        await response.body?.cancel();
+        return;
+      }
+      throw await responseError(response, "Cannot remove container");
     });
-    if (response.ok || response.status === 404 || response.status === 409) {
-      await response.body?.cancel();
-      return;
-    }
-    throw await responseError(response, "Cannot remove container");
   }
 
   /** `GET /containers/{id}/logs`: everything a non-TTY container printed, both streams. */
   async containerLogs(id: string): Promise<string> {
-    const response = await this.#request("GET", `/containers/${encodeURIComponent(id)}/logs`, {
+    const bytes = await this.#call("GET", `/containers/${encodeURIComponent(id)}/logs`, {
       query: { stdout: true, stderr: true },
+    }, async (response) => {
+      if (!response.ok) throw await responseError(response, "Cannot read container logs");
+      return await readCappedBody(response.body, MAX_DOCKER_ANSWER_BYTES);
     });
-    if (!response.body) return "";
     let text = "";
-    for await (const frame of demultiplex(response.body)) text += decoder.decode(frame.bytes);
+    for await (const frame of demultiplex(new Blob([bytes]).stream())) {
+      text += decoder.decode(frame.bytes);
+    }
     return text;
   }
 
@@ -875,63 +1026,94 @@ export class DockerClient implements AsyncDisposable {
    */
   async #hijack(path: string, body?: unknown): Promise<HijackedStream> {
     if (this.#closed) throw new Error("Cannot use the Docker client: it is closed");
-    let conn: Deno.UnixConn;
-    try {
-      conn = await Deno.connect({ transport: "unix", path: this.socketPath });
-    } catch (error) {
-      throw connectionError(this.socketPath, error);
-    }
-    try {
-      const payload = body === undefined ? "" : JSON.stringify(body);
-      const head = `POST /v${this.apiVersion}${path} HTTP/1.1\r\n` +
-        "Host: docker\r\n" +
-        "Connection: Upgrade\r\n" +
-        "Upgrade: tcp\r\n" +
-        (body === undefined ? "" : "Content-Type: application/json\r\n") +
-        `Content-Length: ${encoder.encode(payload).length}\r\n\r\n`;
-      const request = encoder.encode(head + payload);
-      for (let offset = 0; offset < request.length;) {
-        offset += await conn.write(request.subarray(offset));
-      }
-      let received = new Uint8Array(0);
-      const chunk = new Uint8Array(16 * 1024);
-      let end = -1;
-      while ((end = headEnd(received)) === -1) {
-        const n = await conn.read(chunk);
-        if (n === null) throw new Error(`Cannot hijack ${path}: the daemon closed the connection`);
-        const next = new Uint8Array(received.length + n);
-        next.set(received);
-        next.set(chunk.subarray(0, n), received.length);
-        received = next;
-        if (received.length > 1024 * 1024) throw new Error(`Cannot hijack ${path}: head too long`);
-      }
-      const headText = decoder.decode(received.subarray(0, end));
-      let rest = received.slice(end + 4);
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(headText)?.[1] ?? 0);
-      if (status === 101 || status === 200) return new HijackedStream(conn, rest);
-      // An error answer: read its body (Content-Length, else until the daemon closes).
-      const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1] ?? -1);
-      while (length < 0 || rest.length < length) {
-        const n = await conn.read(chunk);
-        if (n === null) break;
-        const next = new Uint8Array(rest.length + n);
-        next.set(rest);
-        next.set(chunk.subarray(0, n), rest.length);
-        rest = next;
-      }
-      conn.close();
-      const response = new Response(rest.subarray(0, length < 0 ? rest.length : length), {
-        status: status >= 200 && status <= 599 ? status : 500,
+    // The connection, the request and the daemon's answer head share one call deadline.
+    const deadline = new Deadline(
+      this.#callMs,
+      (ms) => new DockerTimeoutError(this.socketPath, `POST ${path.split("?")[0]}`, ms),
+    );
+    const timedOut = new Promise<never>((_, reject) => {
+      deadline.signal.addEventListener("abort", () => reject(deadline.signal.reason), {
+        once: true,
       });
-      throw await responseError(response, `Cannot hijack ${path}`);
+    });
+    timedOut.catch(() => {});
+    let conn: Deno.UnixConn | undefined;
+    try {
+      const connecting = Deno.connect({ transport: "unix", path: this.socketPath });
+      // A connection made after the deadline is closed at once.
+      connecting.then((late) => deadline.signal.aborted && late.close(), () => {});
+      try {
+        conn = await Promise.race([connecting, timedOut]);
+      } catch (error) {
+        if (deadline.signal.aborted) throw error;
+        throw connectionError(this.socketPath, error);
+      }
+      // Closing the connection ends a read or write the daemon never lets finish.
+      const open = conn;
+      deadline.signal.addEventListener("abort", () => {
+        try {
+          open.close();
+        } catch {
+          // already closed
+        }
+      }, { once: true });
+      return await Promise.race([this.#upgrade(conn, path, body), timedOut]);
     } catch (error) {
       try {
-        conn.close();
+        conn?.close();
       } catch {
         // closed above
       }
-      throw error;
+      throw deadline.signal.aborted ? deadline.signal.reason : error;
+    } finally {
+      deadline.clear();
     }
+  }
+
+  /** Sends the upgrade request on `conn` and reads the daemon's answer head. */
+  async #upgrade(conn: Deno.UnixConn, path: string, body?: unknown): Promise<HijackedStream> {
+    const payload = body === undefined ? "" : JSON.stringify(body);
+    const head = `POST /v${this.apiVersion}${path} HTTP/1.1\r\n` +
+      "Host: docker\r\n" +
+      "Connection: Upgrade\r\n" +
+      "Upgrade: tcp\r\n" +
+      (body === undefined ? "" : "Content-Type: application/json\r\n") +
+      `Content-Length: ${encoder.encode(payload).length}\r\n\r\n`;
+    const request = encoder.encode(head + payload);
+    for (let offset = 0; offset < request.length;) {
+      offset += await conn.write(request.subarray(offset));
+    }
+    let received = new Uint8Array(0);
+    const chunk = new Uint8Array(16 * 1024);
+    let end = -1;
+    while ((end = headEnd(received)) === -1) {
+      const n = await conn.read(chunk);
+      if (n === null) throw new Error(`Cannot hijack ${path}: the daemon closed the connection`);
+      const next = new Uint8Array(received.length + n);
+      next.set(received);
+      next.set(chunk.subarray(0, n), received.length);
+      received = next;
+      if (received.length > 1024 * 1024) throw new Error(`Cannot hijack ${path}: head too long`);
+    }
+    const headText = decoder.decode(received.subarray(0, end));
+    let rest = received.slice(end + 4);
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(headText)?.[1] ?? 0);
+    if (status === 101 || status === 200) return new HijackedStream(conn, rest);
+    // An error answer: read its body (Content-Length, else until the daemon closes), capped.
+    const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1] ?? -1);
+    while ((length < 0 || rest.length < length) && rest.length <= MAX_DOCKER_ERROR_BYTES) {
+      const n = await conn.read(chunk);
+      if (n === null) break;
+      const next = new Uint8Array(rest.length + n);
+      next.set(rest);
+      next.set(chunk.subarray(0, n), rest.length);
+      rest = next;
+    }
+    conn.close();
+    const response = new Response(rest.subarray(0, length < 0 ? rest.length : length), {
+      status: status >= 200 && status <= 599 ? status : 500,
+    });
+    throw await responseError(response, `Cannot hijack ${path}`);
   }
 }
 

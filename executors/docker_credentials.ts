@@ -129,6 +129,9 @@ function resolveLoginKind(envVars: readonly EnvVar[]): LoginKind {
   throw new Error(`unknown DOCKER_CREDENTIAL_TYPE: '${value}'`);
 }
 
+/** The longest one `aws` command may run (it asks AWS over the network): 2 minutes. */
+const AWS_CLI_TIMEOUT_MS = 120_000;
+
 /** `AWS_ECR`: a password from `aws ecr get-login-password`, as the original's v2 path. */
 async function ecrLogin(
   log: CommandLog,
@@ -142,13 +145,14 @@ async function ecrLogin(
     ...Object.fromEntries(env),
   };
   const aws = async (args: string[], withCredentials: boolean) => {
+    const deadline = AbortSignal.timeout(AWS_CLI_TIMEOUT_MS);
     try {
       const output = await new Deno.Command(awsCommand, {
         args,
         env: withCredentials ? credentialEnv : { ...base },
         clearEnv: true,
         stdin: "null",
-        signal,
+        signal: AbortSignal.any([signal, deadline]),
       }).output();
       const decoder = new TextDecoder();
       return {
@@ -157,6 +161,9 @@ async function ecrLogin(
         stderr: decoder.decode(output.stderr).trim(),
       };
     } catch (error) {
+      if (deadline.aborted && !signal.aborted) {
+        throw new Error(`aws ${args.join(" ")} did not finish within 2m0s`);
+      }
       if (error instanceof Deno.errors.NotFound) {
         throw new Error(
           `the AWS CLI ('${awsCommand}') is not installed on the agent's host; ` +

@@ -21,7 +21,7 @@ const ARTIFACT_ENV: readonly EnvVar[] = [
  * A temp dir with a fake `artifact` CLI on its own `bin/`: it records its arguments, the
  * variables it was given and a copy of the uploaded file, and exits with `$FAKE_EXIT`.
  */
-async function setup(exitCode = 0) {
+async function setup(exitCode = 0, tail = "") {
   const dir = await Deno.makeTempDir({ prefix: "artifact_upload_test_" });
   await Deno.mkdir(`${dir}/bin`);
   await Deno.writeTextFile(
@@ -37,6 +37,7 @@ printf '%s\\n' "$@" > "${dir}/args"
 } > "${dir}/env"
 cp "$3" "${dir}/uploaded"
 echo "some output"
+${tail}
 exit ${exitCode}
 `,
     { mode: 0o755 },
@@ -192,6 +193,36 @@ Deno.test("uploadJobLogArtifact() logs a failing artifact CLI with its output", 
     ),
   );
   assert.deepEqual(await t.leftovers(), []);
+});
+
+Deno.test("uploadJobLogArtifact() kills an artifact CLI that does not finish in time", async () => {
+  // `exec` makes the CLI's own process the sleeper, as a hung upload would be.
+  await using t = await setup(0, "exec sleep 60");
+  const logger = recordingLogger();
+  const started = performance.now();
+  const outcome = await t.upload({ logger, timeoutMs: 300 });
+  const elapsed = performance.now() - started;
+  assert.deepEqual(outcome, {
+    state: "failed",
+    error: "artifact did not finish within 300ms - killed it",
+  });
+  assert.ok(elapsed < 5000, `took ${elapsed} ms`);
+  assert.ok(
+    logger.lines.includes(
+      "error: Error uploading job logs as artifact: artifact did not finish within 300ms - killed it",
+    ),
+  );
+  assert.deepEqual(await t.leftovers(), []);
+});
+
+Deno.test("uploadJobLogArtifact() keeps at most 64 KiB of the artifact CLI's output", async () => {
+  await using t = await setup(3, "head -c 10000000 /dev/zero | tr '\\0' x");
+  const logger = recordingLogger();
+  const outcome = await t.upload({ logger });
+  assert.deepEqual(outcome, { state: "failed", error: "artifact exited with code 3" });
+  const line = logger.lines.find((l) => l.includes("artifact exited with code 3"))!;
+  assert.match(line, /, some output\nxxx/);
+  assert.ok(line.length < 2 * 64 * 1024, `${line.length} characters`);
 });
 
 Deno.test("uploadPolicyFromJobEnv() reads the base64 job variable, never by default", () => {

@@ -3,6 +3,7 @@ import {
   compareApiVersions,
   DockerClient,
   dockerSocketPath,
+  DockerTimeoutError,
   encodeRegistryAuth,
   parseImageReference,
   progressLine,
@@ -10,6 +11,7 @@ import {
 import { HttpError } from "../lib/util/errors.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 import { registrySkipReason, startRegistry } from "./support/registry.ts";
+import { startWedgedDocker } from "./support/wedged_docker.ts";
 
 const dockerSkip = await dockerSkipReason();
 const registrySkip = dockerSkip ?? await registrySkipReason();
@@ -87,6 +89,71 @@ Deno.test("progressLine() prints layer steps and skips byte-count updates", () =
   );
   assert.equal(compareApiVersions("1.41", "1.9"), 32);
   assert.ok(compareApiVersions("1.41", "1.45") < 0);
+});
+
+Deno.test("DockerClient.connect() gives up on a daemon that never answers", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await using daemon = startWedgedDocker(dir);
+    const started = performance.now();
+    await assert.rejects(
+      DockerClient.connect({ socketPath: daemon.path, timeouts: { callMs: 300 } }),
+      (error: Error) => {
+        assert.ok(error instanceof DockerTimeoutError);
+        assert.equal(
+          error.message,
+          `The Docker daemon at unix://${daemon.path} did not answer GET /version within 300ms`,
+        );
+        return true;
+      },
+    );
+    assert.ok(performance.now() - started < 3000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("DockerClient calls, the attach upgrade and cleanup give up on a wedged daemon", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await using daemon = startWedgedDocker(dir, { answerVersion: true });
+    await using client = await DockerClient.connect({
+      socketPath: daemon.path,
+      timeouts: { callMs: 300, progressMs: 300 },
+    });
+    const calls: Array<[string, () => Promise<unknown>, string]> = [
+      ["inspectImage", () => client.inspectImage("busybox"), "GET /images/busybox/json"],
+      ["pullImage", () => client.pullImage("busybox"), "POST /images/create"],
+      [
+        "createContainer",
+        () => client.createContainer("x", { Image: "busybox" }),
+        "POST /containers/create",
+      ],
+      ["startContainer", () => client.startContainer("c1"), "POST /containers/c1/start"],
+      ["attachContainer", () => client.attachContainer("c1"), "POST /containers/c1/attach"],
+      ["killContainer", () => client.killContainer("c1"), "POST /containers/c1/kill"],
+      ["removeContainer", () => client.removeContainer("c1"), "DELETE /containers/c1"],
+      ["listContainers", () => client.listContainers(), "GET /containers/json"],
+      ["removeNetwork", () => client.removeNetwork("n1"), "DELETE /networks/n1"],
+    ];
+    for (const [name, call, what] of calls) {
+      await t.step(name, async () => {
+        const started = performance.now();
+        await assert.rejects(call(), (error: Error) => {
+          assert.ok(error instanceof DockerTimeoutError, String(error));
+          assert.equal(
+            error.message,
+            `The Docker daemon at unix://${daemon.path} did not answer ${what} within 300ms`,
+          );
+          return true;
+        });
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 250 && elapsed < 3000, `gave up after ${elapsed} ms`);
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("DockerClient.connect() says which socket it cannot reach", async () => {

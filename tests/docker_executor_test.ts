@@ -34,6 +34,7 @@ import {
   containerRequest as makeRequest,
   mainName,
 } from "./support/container_jobs.ts";
+import { startWedgedDocker } from "./support/wedged_docker.ts";
 
 const dockerSkip = await dockerSkipReason();
 const registrySkip = dockerSkip ?? await registrySkipReason();
@@ -917,4 +918,50 @@ dockerTest("a container job reads SEMAPHORE_JOB_RESULT after exit code 130", asy
     "Exit Code: 0",
     "job_finished: passed",
   ]);
+});
+
+Deno.test("Job fails a container job with a line naming the daemon when Docker stops answering", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "agent-test-wedged-" });
+  try {
+    await using daemon = startWedgedDocker(dir, { answerVersion: true });
+    const request = makeRequest();
+    const events: JobEvent[] = [];
+    const logger = recordingLogger();
+    const job = Job.create({
+      createExecutor: (setup) =>
+        createDockerExecutor({
+          request: setup.request,
+          sink: setup.sink,
+          logger: setup.logger,
+          dockerSocketPath: daemon.path,
+          dockerTimeouts: { callMs: 500, progressMs: 500 },
+          homeDir: dir,
+          writeJumpPoint: false,
+        }),
+      request,
+      sink: { write: (event: JobEvent) => events.push(event) },
+      logger,
+    });
+    const started = performance.now();
+    const result = await job.run();
+    const elapsed = performance.now() - started;
+    assert.equal(result, "failed");
+    const image = request.compose.containers[0].image;
+    assert.deepEqual(simplify(events), [
+      "job_started",
+      "directive: Pulling docker images...",
+      `The Docker daemon at unix://${daemon.path} did not answer ` +
+      `GET /images/${encodeURIComponent(image)}/json within 500ms\n`,
+      "Exit Code: 1",
+      "job_finished: failed",
+    ]);
+    // Teardown asked the daemon too (to list what to remove) and did not wait for ever.
+    assert.ok(daemon.requests.some((line) => line.includes("/containers/json")));
+    assert.ok(elapsed < 10_000, `the job took ${elapsed} ms`);
+    assert.ok(
+      logger.lines.some((line) => /Cannot clean up docker resources: The Docker daemon/.test(line)),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

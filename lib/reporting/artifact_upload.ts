@@ -15,12 +15,22 @@ import type { Logger } from "../util/agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
 import { findJobEnvVar } from "../engine/job_request_values.ts";
 import { scrubbedEnvironment } from "../engine/agent_environment.ts";
+import { formatGoDuration } from "../util/delay.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";
 
 /** The job env var that chooses the policy in hosted mode (base64 like every job env var). */
 export const UPLOAD_JOB_LOGS_ENV = "SEMAPHORE_AGENT_UPLOAD_JOB_LOGS";
+
+/**
+ * The longest `artifact push` may take: 10 minutes (then it is killed, the upload fails and
+ * the teardown goes on).
+ */
+export const ARTIFACT_PUSH_TIMEOUT_MS = 600_000;
+
+/** The most of the artifact CLI's output kept for the agent log. */
+const MAX_ARTIFACT_OUTPUT_BYTES = 64 * 1024;
 
 /** Default compression threshold: 100 MiB. */
 export const DEFAULT_COMPRESSION_SIZE = 104_857_600;
@@ -73,6 +83,8 @@ export interface ArtifactUploadOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Where the plain-text copy is written. @default the OS temp dir */
   readonly dir?: string;
+  /** How long `artifact push` may run before it is killed. @default ARTIFACT_PUSH_TIMEOUT_MS */
+  readonly timeoutMs?: number;
 }
 
 /** What became of an upload. */
@@ -99,6 +111,57 @@ async function lookPath(name: string, pathVar: string | undefined): Promise<stri
   return undefined;
 }
 
+/** Reads a stream to its end, keeping its first `max` bytes as text. */
+async function collectOutput(stream: ReadableStream<Uint8Array>, max: number): Promise<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  let kept = 0;
+  for await (const chunk of stream) {
+    if (kept >= max) continue; // read on (the child must not block) but keep nothing
+    const part = chunk.subarray(0, max - kept);
+    kept += part.length;
+    text += decoder.decode(part, { stream: true });
+  }
+  return text + decoder.decode();
+}
+
+/**
+ * Runs the artifact CLI with a deadline: SIGKILL once it is over.
+ *
+ * @returns its exit code and (the first 64 KiB of) its output, or `timedOut`.
+ */
+async function runArtifact(
+  command: string,
+  options: Deno.CommandOptions,
+  timeoutMs: number,
+): Promise<{ code: number; text: string; timedOut: boolean }> {
+  const child = new Deno.Command(command, {
+    ...options,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, timeoutMs);
+  try {
+    const [stdout, stderr, status] = await Promise.all([
+      collectOutput(child.stdout, MAX_ARTIFACT_OUTPUT_BYTES),
+      collectOutput(child.stderr, MAX_ARTIFACT_OUTPUT_BYTES),
+      child.status,
+    ]);
+    return { code: status.code, text: stdout + stderr, timedOut };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -110,7 +173,16 @@ function message(error: unknown): string {
 export async function uploadJobLogArtifact(
   options: ArtifactUploadOptions,
 ): Promise<ArtifactUploadOutcome> {
-  const { log, jobId, envVars, policy, trimmed, logger, dir } = options;
+  const {
+    log,
+    jobId,
+    envVars,
+    policy,
+    trimmed,
+    logger,
+    dir,
+    timeoutMs = ARTIFACT_PUSH_TIMEOUT_MS,
+  } = options;
   const skip = (reason: string, error = false): ArtifactUploadOutcome => {
     if (error) logger.error(reason);
     else logger.info(reason);
@@ -170,19 +242,19 @@ export async function uploadJobLogArtifact(
     env.SEMAPHORE_ARTIFACT_TOKEN = token;
     env.SEMAPHORE_JOB_ID = jobId;
     env.SEMAPHORE_ORGANIZATION_URL = organizationUrl;
-    const output = await new Deno.Command(artifact, {
+    const output = await runArtifact(artifact, {
       args: ["push", "job", file, "-d", destination],
       env,
       clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!output.success) {
-      const text = new TextDecoder().decode(output.stdout) +
-        new TextDecoder().decode(output.stderr);
+    }, timeoutMs);
+    if (output.timedOut) {
+      const error = `artifact did not finish within ${formatGoDuration(timeoutMs)} - killed it`;
+      logger.error(`Error uploading job logs as artifact: ${error}`);
+      return { state: "failed", error };
+    }
+    if (output.code !== 0) {
       const error = `artifact exited with code ${output.code}`;
-      logger.error(`Error uploading job logs as artifact: ${error}, ${text.trim()}`);
+      logger.error(`Error uploading job logs as artifact: ${error}, ${output.text.trim()}`);
       return { state: "failed", error };
     }
     logger.info("Successfully uploaded job logs as artifact.");
