@@ -325,6 +325,39 @@ Deno.test("Listener shuts down when asked while waiting", async () => {
   assert.deepEqual(hub.shutdowns, ["requested"]);
 });
 
+Deno.test("Listener takes a wrong-typed job_id as a sync error and clamps next_sync_after", async () => {
+  await using hub = await FakeHub.start({ nextSyncAfterMs: 50 });
+  const syncRequests = () => hub.requests.filter((r) => r.path.endsWith("/sync")).length;
+  hub.setRawAnswer("/sync", () => new Response(JSON.stringify({ action: "run-job", job_id: 42 })));
+  const agent = await startAgent(hub);
+  await hub.waitFor("three syncs", () => syncRequests() >= 3);
+  const url = `http://${hub.endpoint}/api/v1/self_hosted_agents/sync`;
+  assert.ok(logged(
+    agent,
+    `[SYNC ERR] Failed to sync with API: Cannot parse sync response from ${url}: ` +
+      "'job_id' must be a string, got number",
+  ));
+  assert.equal(hub.requests.some((r) => r.path.includes("/jobs/")), false, "no job was fetched");
+
+  // 2^31 ms overflows a timer to 1 ms: without the clamp the agent would sync at once again.
+  hub.setRawAnswer(
+    "/sync",
+    () => new Response(JSON.stringify({ action: "continue", next_sync_after: 2 ** 31 })),
+  );
+  const waiting = "Waiting 596h31m23.647s for next sync...";
+  // The line follows the answer; the hub sees no request after it, so look for it here.
+  for (let i = 0; i < 100 && !logged(agent, waiting); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(logged(agent, waiting), agent.lines.slice(-3).join("\n"));
+  const syncs = syncRequests();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(syncRequests(), syncs, "no sync during the wait");
+  hub.setRawAnswer("/sync", undefined);
+  agent.listener.interrupt(); // forces a sync: the hub's reference logic shuts the agent down
+  assert.equal(await agent.done(), 0);
+});
+
 Deno.test("Listener stops the job and shuts down when asked while running a job", async () => {
   await using hub = await FakeHub.start({ nextSyncAfterMs: 100 });
   const jobId = hub.assignJob({ commands: ["sleep 60"] });
