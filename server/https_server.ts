@@ -237,7 +237,7 @@ function descriptorPressure(): string {
 /**
  * Listens on `hostname:port` with TLS and serves `handler` within the limits above. When the
  * process runs out of descriptors the runtime stops accepting for good and says nothing, so a
- * watchdog checks twice a second that waiting connections are being taken; if they are not, it
+ * watchdog checks once a second that waiting connections are being taken; if they are not, it
  * logs it, closes the idle connections and listens again on the same port.
  *
  * @throws {Error} when it cannot listen (port in use, bad address, bad key).
@@ -294,7 +294,6 @@ export async function listenHttps(options: HttpsServerOptions): Promise<HttpsSer
     }, (req, res) => handleRequest(req, res, base, options, connections));
     server.on("connection", onConnection);
     server.on("tlsClientError", () => {}); // handshake timeouts and scanners: not worth a line
-    server.on("clientError", (_error, socket) => socket.destroy());
     server.on("error", (error) => logger.error(`HTTPS server error: ${errorMessage(error)}`));
     return server;
   };
@@ -318,9 +317,14 @@ export async function listenHttps(options: HttpsServerOptions): Promise<HttpsSer
   let relistening = false;
   const watchdog = setInterval(() => {
     if (relistening) return;
+    if (accepted > 0) {
+      // Connections were taken since the last look: accepting works.
+      accepted = 0;
+      stalls = 0;
+      return;
+    }
     const backlog = listenBacklog(actualPort);
-    stalls = backlog !== undefined && backlog > 0 && accepted === 0 ? stalls + 1 : 0;
-    accepted = 0;
+    stalls = backlog !== undefined && backlog > 0 ? stalls + 1 : 0;
     if (stalls < 2) return;
     stalls = 0;
     relistening = true;
@@ -340,7 +344,7 @@ export async function listenHttps(options: HttpsServerOptions): Promise<HttpsSer
     listen(server, actualPort).catch((error) => {
       logger.error(`Cannot listen on ${base} again: ${errorMessage(error)} - retrying`);
     }).finally(() => relistening = false);
-  }, 500);
+  }, 1000);
   Deno.unrefTimer(watchdog);
 
   return {
