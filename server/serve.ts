@@ -1,7 +1,7 @@
 /**
  * `agent serve` (SEMAPHORE_COMPAT.md §3.2, §7; DECISIONS.md 15, 16): reads the flags main.ts
  * parsed, sets up the agent log, the JWT secret, TLS, StatsD and the job controller, listens
- * over HTTPS (`https_server.ts`: deadlines and a connection cap), and on SIGINT/SIGTERM stops
+ * over HTTPS (`lib/util/http_listener.ts`: deadlines and a connection cap), and on SIGINT/SIGTERM stops
  * the job and exits. Configuration
  * errors are thrown as `UsageError`s with exit code 1 for main.ts to print.
  *
@@ -23,7 +23,7 @@ import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";
 import { type ListenAddress, parseListenAddress } from "../lib/telemetry/listen_address.ts";
 import type { MetricsServer } from "../lib/telemetry/metrics_server.ts";
-import { type HttpsServer, listenHttps } from "./https_server.ts";
+import { type HttpListener, listenHttp } from "../lib/util/http_listener.ts";
 
 /** Options of `agent serve` as commander parses them (camelCase flag names). */
 export interface ServeOptions {
@@ -275,13 +275,12 @@ export async function serve(options: ServeOptions): Promise<number> {
   });
 
   const signals = waitForSignal();
-  let server: HttpsServer;
+  let server: HttpListener;
   try {
-    server = await listenHttps({
+    server = await listenHttp({
       hostname: host,
       port,
-      cert: tls.cert,
-      key: tls.key,
+      tls,
       logger,
       handler: (request, info) => Promise.resolve(app.fetch(request, info)),
     });
@@ -296,7 +295,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   if (metricsAddr && agentMetrics) {
     const { startMetricsServer } = await import("../lib/telemetry/metrics_server.ts");
     try {
-      metricsServer = startMetricsServer({
+      metricsServer = await startMetricsServer({
         address: metricsAddr,
         metrics: agentMetrics,
         logger,

@@ -52,7 +52,7 @@ Deno.test("startMetricsServer() says which address it cannot use", () => {
   const { port } = taken.addr as Deno.NetAddr;
   const metrics = new AgentMetrics();
   try {
-    assert.throws(
+    await assert.rejects(
       () =>
         startMetricsServer({
           address: { hostname: "127.0.0.1", port },
@@ -78,7 +78,7 @@ Deno.test("a wedged event loop fails /healthz: no answer while it is blocked, 20
     import { startMetricsServer } from ${JSON.stringify(module)};
     import { AgentMetrics } from ${JSON.stringify(metricsModule)};
     import { silentLogger } from ${JSON.stringify(logModule)};
-    const server = startMetricsServer({
+    const server = await startMetricsServer({
       address: { hostname: "127.0.0.1", port: 0 },
       metrics: new AgentMetrics(),
       readiness: () => ({ ready: true }),
@@ -136,5 +136,30 @@ Deno.test("parseListenAddress() takes HOST:PORT, [IPv6]:PORT and :PORT, and name
         error instanceof RangeError &&
         error.message === `Cannot use metrics address '${value}': ${reason}`,
     );
+  }
+});
+
+Deno.test("agent serve under ulimit -n 1024 survives 1,100 idle connections to --metrics-addr", async () => {
+  const { startServeAgent } = await import("./support/serve_agent.ts");
+  const dir = await Deno.makeTempDir({ prefix: "metrics_flood_" });
+  try {
+    await using agent = await startServeAgent({
+      dir,
+      args: ["--metrics-addr", "127.0.0.1:0"],
+      openFilesLimit: 1024,
+    });
+    const line = await agent.waitForLine(/Serving metrics on http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    const port = Number(/:(\d+)\/metrics$/.exec(line)![1]);
+    const flood: Deno.Conn[] = [];
+    for (let i = 0; i < 1100; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.deepEqual(await answer(res), [200, "ok\n"]);
+      assert.equal(await (await agent.fetch("/is_alive")).text(), "yes");
+    } finally {
+      for (const conn of flood) conn.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

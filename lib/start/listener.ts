@@ -493,7 +493,7 @@ export async function startAgent(explicitFlags: Record<string, unknown>): Promis
   if (config.metricsAddr && metrics) {
     const { startMetricsServer } = await import("../telemetry/metrics_server.ts");
     try {
-      server = startMetricsServer({
+      server = await startMetricsServer({
         address: config.metricsAddr,
         metrics,
         logger,

@@ -11,6 +11,7 @@ import type { Logger } from "../util/agent_log.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { AgentMetrics } from "./agent_metrics.ts";
 import type { ListenAddress } from "./listen_address.ts";
+import { type HttpListener, listenHttp } from "../util/http_listener.ts";
 
 /** Whether the agent can take work now, and if not, why. */
 export type Readiness =
@@ -103,26 +104,31 @@ export function metricsHandler(
 }
 
 /**
- * Starts the metrics listener.
+ * Starts the metrics listener (with the deadlines and connection cap of every agent listener,
+ * `lib/util/http_listener.ts`: a flood of idle connections cannot take the agent down).
  *
  * @throws {Error} `Cannot listen for metrics on HOST:PORT: <reason>` when the address is taken.
  */
-export function startMetricsServer(options: MetricsServerOptions): MetricsServer {
+export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
   const { address, logger } = options;
   const heartbeat = new Heartbeat();
   options.metrics.watchReadiness(() => options.readiness().ready);
   const handler = metricsHandler(options, heartbeat);
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let server: HttpListener;
   try {
-    server = Deno.serve({
+    server = await listenHttp({
       hostname: address.hostname,
       port: address.port,
-      onListen() {},
-      onError(error) {
-        logger.error(`Metrics request failed: ${errorMessage(error)}`);
-        return text("internal error", 500);
+      logger,
+      handler: async (request) => {
+        try {
+          return await handler(request);
+        } catch (error) {
+          logger.error(`Metrics request failed: ${errorMessage(error)}`);
+          return text("internal error", 500);
+        }
       },
-    }, handler);
+    });
   } catch (error) {
     heartbeat.stop();
     throw new Error(
@@ -136,7 +142,7 @@ export function startMetricsServer(options: MetricsServerOptions): MetricsServer
     closing ??= (async () => {
       heartbeat.stop();
       options.metrics.close();
-      await server.shutdown().catch(() => {});
+      await server.shutdown(1000).catch(() => {});
     })();
   return { address: bound, close, [Symbol.asyncDispose]: close };
 }

@@ -1,8 +1,9 @@
 /**
- * The HTTPS listener of `agent serve` (SEMAPHORE_COMPAT.md §7.1, DECISIONS.md 22): a
- * `node:https` server in front of a fetch-style handler (the Hono app), because `Deno.serve`
- * has no connection limits at all (an idle TCP connection is kept for ever, and running out of
- * descriptors ends the process). Limits, the original's where it has them:
+ * The agent's HTTP listener, for `agent serve` (HTTPS, SEMAPHORE_COMPAT.md §7.1, DECISIONS.md
+ * 22) and the `--metrics-addr` endpoint (plain HTTP): a `node:https` / `node:http` server in
+ * front of a fetch-style handler, because `Deno.serve` has no connection limits at all (an idle
+ * TCP connection is kept for ever, and running out of descriptors ends the process). Limits,
+ * the original's where it has them:
  *
  * - a TLS handshake and the request head must arrive within 5 s of connecting (Go's
  *   `ReadHeaderTimeout`), slow-loris heads included;
@@ -14,33 +15,38 @@
  *   (idle, still in its handshake or sending its head), so a flood of idle or slow-loris
  *   connections cannot lock out `/is_alive` or a log download.
  *
- * It knows nothing of jobs or routes: it turns each request into a `Request`, passes the
+ * It knows nothing of jobs, routes or modes: it turns each request into a `Request`, passes the
  * handler what `Deno.serve` would (`remoteAddr`, `completed`), and streams the `Response` back
  * with back-pressure.
  *
  * @module
  */
 
-import { createServer, type Server } from "node:https";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
-import type { Logger } from "../lib/util/agent_log.ts";
-import { errorMessage } from "../lib/util/errors.ts";
+import type { Logger } from "./agent_log.ts";
+import { errorMessage } from "./errors.ts";
 
 /** What the handler gets besides the request (the part of `Deno.ServeHandlerInfo` we fill). */
-export interface HttpsHandlerInfo {
+export interface HttpHandlerInfo {
   readonly remoteAddr: Deno.NetAddr;
   /** Settles once the response was delivered (resolves) or abandoned (rejects). */
   readonly completed: Promise<void>;
 }
 
 /** A fetch-style handler. */
-export type HttpsHandler = (request: Request, info: HttpsHandlerInfo) => Promise<Response>;
+export type HttpHandler = (request: Request, info: HttpHandlerInfo) => Promise<Response>;
 
 /** The server's time limits, in milliseconds. */
-export interface HttpsTimeouts {
-  /** TLS handshake, and the request head from the connection's start. @default 5000 */
+export interface HttpTimeouts {
+  /** The TLS handshake, and the request head from the connection's start. @default 5000 */
   readonly headersMs?: number;
   /** A whole request, body included. @default 10000 */
   readonly requestMs?: number;
@@ -48,24 +54,22 @@ export interface HttpsTimeouts {
   readonly idleMs?: number;
 }
 
-/** Options of {@linkcode listenHttps}. */
-export interface HttpsServerOptions {
+/** Options of {@linkcode listenHttp}. */
+export interface HttpListenerOptions {
   readonly hostname: string;
   readonly port: number;
-  /** PEM certificate chain. */
-  readonly cert: string;
-  /** PEM private key. */
-  readonly key: string;
-  readonly handler: HttpsHandler;
+  /** PEM certificate chain and private key: HTTPS. @default none: plain HTTP */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  readonly handler: HttpHandler;
   readonly logger: Logger;
   /** @default the original's 5 s, 10 s and 30 s */
-  readonly timeouts?: HttpsTimeouts;
+  readonly timeouts?: HttpTimeouts;
   /** The most connections open at once. @default connectionCap() */
   readonly maxConnections?: number;
 }
 
 /** A listening server. */
-export interface HttpsServer {
+export interface HttpListener {
   readonly addr: Deno.NetAddr;
   /** Stops listening, closes idle connections, and the rest after `graceMs`. */
   shutdown(graceMs?: number): Promise<void>;
@@ -160,7 +164,7 @@ function handleRequest(
   req: IncomingMessage,
   res: ServerResponse,
   base: string,
-  options: HttpsServerOptions,
+  options: HttpListenerOptions,
   connections: Map<string, OpenConnection>,
 ): void {
   const connection = connections.get(connectionKey(req.socket));
@@ -235,15 +239,16 @@ function descriptorPressure(): string {
 }
 
 /**
- * Listens on `hostname:port` with TLS and serves `handler` within the limits above. When the
+ * Listens on `hostname:port` (with TLS when `tls` is given) and serves `handler` within the
+ * limits above. When the
  * process runs out of descriptors the runtime stops accepting for good and says nothing, so a
  * watchdog checks once a second that waiting connections are being taken; if they are not, it
  * logs it, closes the idle connections and listens again on the same port.
  *
  * @throws {Error} when it cannot listen (port in use, bad address, bad key).
  */
-export async function listenHttps(options: HttpsServerOptions): Promise<HttpsServer> {
-  const { hostname, port, cert, key, logger, timeouts = {} } = options;
+export async function listenHttp(options: HttpListenerOptions): Promise<HttpListener> {
+  const { hostname, port, tls, logger, timeouts = {} } = options;
   const { headersMs = 5000, requestMs = 10_000, idleMs = 30_000 } = timeouts;
   const maxConnections = options.maxConnections ?? connectionCap();
   let base = "";
@@ -282,19 +287,21 @@ export async function listenHttps(options: HttpsServerOptions): Promise<HttpsSer
   };
 
   const createListener = (): Server => {
-    const server = createServer({
-      cert,
-      key,
-      handshakeTimeout: headersMs,
+    const limits = {
       headersTimeout: headersMs,
       requestTimeout: requestMs,
       keepAliveTimeout: idleMs,
       // Node checks the head and request deadlines on this period (30 s by default).
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersMs / 5))),
-    }, (req, res) => handleRequest(req, res, base, options, connections));
+    };
+    const onRequest = (req: IncomingMessage, res: ServerResponse) =>
+      handleRequest(req, res, base, options, connections);
+    const server: Server = tls
+      ? createHttpsServer({ ...tls, handshakeTimeout: headersMs, ...limits }, onRequest)
+      : createHttpServer(limits, onRequest);
     server.on("connection", onConnection);
     server.on("tlsClientError", () => {}); // handshake timeouts and scanners: not worth a line
-    server.on("error", (error) => logger.error(`HTTPS server error: ${errorMessage(error)}`));
+    server.on("error", (error) => logger.error(`HTTP server error: ${errorMessage(error)}`));
     return server;
   };
   const listen = (server: Server, listenPort: number) =>
@@ -310,7 +317,9 @@ export async function listenHttps(options: HttpsServerOptions): Promise<HttpsSer
   await listen(server, port);
   const address = server.address();
   const actualPort = typeof address === "object" && address ? address.port : port;
-  base = `https://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`;
+  base = `${tls ? "https" : "http"}://${
+    hostname.includes(":") ? `[${hostname}]` : hostname
+  }:${actualPort}`;
   const retired: Server[] = [];
 
   let stalls = 0;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectionCap, listenHttps } from "../server/https_server.ts";
+import { connectionCap, listenHttp } from "../lib/util/http_listener.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
 import { AUTH, makeLeafCert, startServeAgent } from "./support/serve_agent.ts";
 
@@ -24,7 +24,7 @@ async function closedAfter(conn: Deno.Conn, started = performance.now()): Promis
 }
 
 async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "https_server_" });
+  const path = await Deno.makeTempDir({ prefix: "http_listener_" });
   return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
@@ -35,15 +35,14 @@ Deno.test("connectionCap() keeps three quarters of the descriptors for the job",
   assert.equal(connectionCap(undefined), 512);
 });
 
-Deno.test("listenHttps() closes idle, slow and surplus connections", async (t) => {
+Deno.test("listenHttp() closes idle, slow and surplus connections", async (t) => {
   await using dir = await tempDir();
   const { cert, key } = await makeLeafCert(dir.path);
   const release = Promise.withResolvers<void>();
-  const server = await listenHttps({
+  const server = await listenHttp({
     hostname: "127.0.0.1",
     port: 0,
-    cert,
-    key,
+    tls: { cert, key },
     logger: recordingLogger(),
     timeouts: { headersMs: 300, requestMs: 2000, idleMs: 600 },
     maxConnections: 4,
