@@ -124,29 +124,35 @@ async function writeResponse(response: Response, res: ServerResponse): Promise<v
     return;
   }
   const reader = response.body.getReader();
-  const gone = new Promise<"gone">((resolve) => res.once("close", () => resolve("gone")));
+  // A client that goes away cancels the body: a pending read then ends at once.
+  let gone = false;
+  const onClose = () => {
+    gone = true;
+    reader.cancel().catch(() => {});
+  };
+  res.once("close", onClose);
   try {
     for (;;) {
-      const next = await Promise.race([reader.read(), gone]);
-      if (next === "gone") {
-        await reader.cancel().catch(() => {});
-        return;
-      }
-      if (next.done) break;
-      if (!res.write(next.value)) {
-        const drained = new Promise<"drain">((resolve) =>
-          res.once("drain", () => resolve("drain"))
-        );
-        if (await Promise.race([drained, gone]) === "gone") {
-          await reader.cancel().catch(() => {});
-          return;
-        }
+      const { done, value } = await reader.read();
+      if (done || gone) break;
+      if (!res.write(value)) {
+        await new Promise<void>((resolve) => {
+          const resume = () => {
+            res.off("drain", resume);
+            res.off("close", resume);
+            resolve();
+          };
+          res.on("drain", resume);
+          res.on("close", resume);
+        });
       }
     }
-    res.end();
+    if (!gone) res.end();
   } catch (error) {
     await reader.cancel().catch(() => {});
     res.destroy(error instanceof Error ? error : new Error(String(error)));
+  } finally {
+    res.off("close", onClose);
   }
 }
 
@@ -288,6 +294,8 @@ export async function listenHttp(options: HttpListenerOptions): Promise<HttpList
 
   const createListener = (): Server => {
     const limits = {
+      // Big log downloads: write ahead up to 1 MiB before waiting for the socket to drain.
+      highWaterMark: 1024 * 1024,
       headersTimeout: headersMs,
       requestTimeout: requestMs,
       keepAliveTimeout: idleMs,
