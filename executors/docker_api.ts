@@ -15,7 +15,7 @@
 import { HttpError } from "../lib/util/errors.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
 import { formatGoDuration } from "../lib/util/delay.ts";
-import { readCappedBody } from "../lib/util/timed_fetch.ts";
+import { readCappedBody } from "../lib/util/capped_read.ts";
 
 /** Where the daemon listens unless `DOCKER_HOST` says otherwise. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";

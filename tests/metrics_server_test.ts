@@ -47,7 +47,7 @@ Deno.test("metricsHandler() answers /healthz from the heartbeat and /readyz from
   }
 });
 
-Deno.test("startMetricsServer() says which address it cannot use", () => {
+Deno.test("startMetricsServer() says which address it cannot use", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = taken.addr as Deno.NetAddr;
   const metrics = new AgentMetrics();

@@ -54,7 +54,7 @@ import type {
   LoggerConfig,
 } from "./job_request_types.ts";
 import { type JsonNode, JsonSyntaxError, readJson } from "../util/json_reader.ts";
-import { BodyTooLargeError, readCappedBody } from "../util/timed_fetch.ts";
+import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
 export const DEFAULT_MAX_LOG_SIZE = 16777216;
@@ -181,16 +181,7 @@ export async function parseJobRequestFile(path: string): Promise<JobRequest> {
   let bytes: Uint8Array;
   try {
     // Read through a cap: /dev/zero or a huge file fails instead of filling the memory.
-    const file = await Deno.open(path, { read: true });
-    const info = await file.stat().catch((error) => {
-      file.close();
-      throw error;
-    });
-    if (info.isFile && info.size > MAX_JOB_FILE_BYTES) {
-      file.close();
-      throw new BodyTooLargeError(MAX_JOB_FILE_BYTES);
-    }
-    bytes = await readCappedBody(file.readable, MAX_JOB_FILE_BYTES);
+    bytes = await readFileCapped(path, MAX_JOB_FILE_BYTES);
   } catch (error) {
     throw new JobRequestError(`Cannot read job file: ${describeReadError(error)}`, {
       file: path,

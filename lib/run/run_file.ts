@@ -12,6 +12,8 @@ import { runJobFile } from "./local_run.ts";
 import { redactionPatterns } from "../engine/redactor.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
+import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
+import { JobRequestError, MAX_JOB_FILE_BYTES } from "../engine/job_request.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
 
 /** The default pipeline file, under `-C` or the current directory. */
@@ -75,8 +77,17 @@ export async function runFile(options: RunFileOptions): Promise<number> {
   }
   let text: string | undefined;
   try {
-    text = Deno.readTextFileSync(path);
-  } catch {
+    // Capped: `agent run /dev/zero` must not read for ever (the job file reader says why).
+    text = new TextDecoder().decode(await readFileCapped(path, MAX_JOB_FILE_BYTES));
+  } catch (error) {
+    if (error instanceof BodyTooLargeError) {
+      // Said here: reading it again to say it would double the memory a huge file takes.
+      const tooLarge = new JobRequestError(
+        `Cannot read job file: the file is larger than ${error.limit} bytes`,
+        { file: path, cause: error },
+      );
+      throw new UsageError(tooLarge.message, { cause: tooLarge });
+    }
     // unreadable: the job file path reports it as before
   }
   if (text !== undefined && isPipelineText(text)) {

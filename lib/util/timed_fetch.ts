@@ -3,68 +3,19 @@
  * the answer's body too (SEMAPHORE_COMPAT.md §2.3: 30 s), cancellable from outside, and a body
  * read that stops at a size cap instead of buffering whatever a server sends. The self-hosted
  * API client, the push logger and the callbacks use it; the Docker client reads its answers
- * with {@linkcode readCappedBody}. It adds no headers of its own.
+ * through the same cap (`capped_read.ts`). It adds no headers of its own.
  *
  * @module
  */
 
 import { formatGoDuration } from "./delay.ts";
+import { readCappedBody } from "./capped_read.ts";
 
 /** The 30 s total timeout of every outbound request (§2.3). */
 export const HTTP_TIMEOUT_MS = 30_000;
 
 /** The default cap on an answer body: 1 MiB (hub answers are a few hundred bytes). */
 export const MAX_ANSWER_BYTES = 1024 * 1024;
-
-/** Thrown when an answer body is larger than its cap. */
-export class BodyTooLargeError extends Error {
-  /** The cap that was exceeded, in bytes. */
-  readonly limit: number;
-
-  constructor(limit: number) {
-    super(`the answer is larger than ${limit} bytes`);
-    this.name = "BodyTooLargeError";
-    this.limit = limit;
-  }
-}
-
-/**
- * Reads a whole body, at most `maxBytes` of it.
- *
- * @throws {BodyTooLargeError} as soon as more than `maxBytes` arrived (the stream is cancelled).
- */
-export async function readCappedBody(
-  body: ReadableStream<Uint8Array> | null,
-  maxBytes: number,
-): Promise<Uint8Array<ArrayBuffer>> {
-  if (body === null) return new Uint8Array(0);
-  const reader = body.getReader();
-  // One buffer that doubles as needed: at most twice the body in memory, never more.
-  let buffer = new Uint8Array(Math.min(64 * 1024, maxBytes));
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (size + value.byteLength > maxBytes) throw new BodyTooLargeError(maxBytes);
-      if (size + value.byteLength > buffer.length) {
-        const grown = new Uint8Array(
-          Math.min(maxBytes, Math.max(buffer.length * 2, size + value.byteLength)),
-        );
-        grown.set(buffer.subarray(0, size));
-        buffer = grown;
-      }
-      buffer.set(value, size);
-      size += value.byteLength;
-    }
-  } catch (error) {
-    await reader.cancel().catch(() => {});
-    throw error;
-  } finally {
-    reader.releaseLock();
-  }
-  return buffer.subarray(0, size);
-}
 
 /** Options of {@linkcode timedFetch}. */
 export interface TimedFetchOptions {
