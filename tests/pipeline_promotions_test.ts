@@ -91,10 +91,41 @@ Deno.test("substituteParameters() replaces ${{parameters.X}} and warns for unkno
   assert.deepEqual(warnings, [
     "warning: parameter MISSING has no value; ${{parameters.MISSING}} becomes 'MISSING'",
   ]);
+});
+
+Deno.test("substituteParameters() replaces %{{...}} by the JSON result of its template functions", () => {
+  const values = new Map([["REGIONS", "eu, us"], ["N", "3"], ["ENV", " Prod "], ["EMPTY", ""]]);
+  const text = substituteParameters(
+    [
+      `values: %{{parameters.REGIONS | splitList ","}}`,
+      `quoted: "%{{ parameters.REGIONS | nospace | splitList "," }}"`,
+      `single: '%{{parameters.N | int | mul 2 | add 1}}'`,
+      `- %{{parameters.ENV | trim | lower}}`,
+      `name: Deploy to %{{parameters.ENV | trim | upper}} from %{{parameters.N}} jobs`,
+      `joined: %{{parameters.REGIONS | splitList ", " | join "+"}}`,
+      `fallback: %{{parameters.EMPTY | default "none"}}`,
+      `plain: %{{parameters.N | int64}}`,
+    ].join("\n"),
+    values,
+    () => {},
+  );
+  assert.equal(
+    text,
+    [
+      `values: ["eu"," us"]`,
+      `quoted: ["eu","us"]`,
+      `single: 7`,
+      `- "prod"`,
+      `name: Deploy to PROD from 3 jobs`,
+      `joined: "eu+us"`,
+      `fallback: "none"`,
+      `plain: 3`,
+    ].join("\n"),
+  );
   assert.throws(
-    () => substituteParameters("x: %{{parameters.A | upper}}", new Map(), () => {}),
+    () => substituteParameters("x: %{{parameters.N | sha256sum}}", values, () => {}),
     new PipelineError(
-      "%{{parameters.A | upper}}: template expressions in promoted pipelines are not supported locally",
+      "%{{parameters.N | sha256sum}}: unknown template function 'sha256sum' (supported locally: splitList, join, int, int64, mul, add, upper, lower, trim, nospace, default)",
     ),
   );
 });

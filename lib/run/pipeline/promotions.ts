@@ -101,25 +101,114 @@ export function promotionParameters(
 
 /**
  * Replaces `${{parameters.X}}` by X's value before the promoted pipeline is parsed (an unknown
- * X becomes the text `X`, with a warning).
+ * X becomes the text `X`, with a warning), and `%{{parameters.X | fn ARG...}}` by the result of
+ * its template functions (PIPELINES.md §1.8). A `%{{...}}` that is a whole YAML value (quoted or
+ * not) becomes its JSON (`values: %{{parameters.R | splitList ","}}` gives a list); inside longer
+ * text a string or number is inserted as is.
  *
- * @throws {PipelineError} a `%{{...}}` expression (template functions are not supported locally).
+ * @throws {PipelineError} a `%{{...}}` with a function not supported locally, or unreadable.
  */
 export function substituteParameters(
   text: string,
   values: ReadonlyMap<string, string>,
   warn: (line: string) => void,
 ): string {
-  const template = /%\{\{(.*?)\}\}/.exec(text);
-  if (template) {
-    throw new PipelineError(
-      `%{{${template[1]}}}: template expressions in promoted pipelines are not supported locally`,
-    );
-  }
-  return text.replace(/\$\{\{\s*parameters\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g, (_, name) => {
+  const parameter = (name: string): string => {
     const value = values.get(name);
     if (value !== undefined) return value;
     warn(`warning: parameter ${name} has no value; \${{parameters.${name}}} becomes '${name}'`);
     return name;
-  });
+  };
+  const templated = text.replace(
+    /(["']?)%\{\{(.*?)\}\}(["']?)/g,
+    (match, open: string, expr: string, close: string, offset: number) => {
+      const result = evaluateTemplate(expr, parameter);
+      const json = JSON.stringify(result);
+      if (open !== "" && open === close) return json;
+      const before = text.slice(text.lastIndexOf("\n", offset) + 1, offset);
+      const after = text.slice(offset + match.length).split("\n", 1)[0];
+      const whole = open === "" && close === "" && /(^|[:\-\[{,])\s*$/.test(before) &&
+        /^\s*($|[,\]}]|#)/.test(after);
+      if (whole) return json;
+      return `${open}${typeof result === "object" ? json : String(result)}${close}`;
+    },
+  );
+  return templated.replace(
+    /\$\{\{\s*parameters\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g,
+    (_, name) => parameter(name),
+  );
+}
+
+/** A value in a `%{{...}}` template expression. */
+type TemplateValue = string | number | TemplateValue[];
+
+/** The template functions supported locally, Sprout's semantics (the piped value comes last). */
+const TEMPLATE_FUNCTIONS: Record<string, (args: TemplateValue[]) => TemplateValue> = {
+  splitList: ([sep, s]) => templateString(s).split(templateString(sep)),
+  join: ([sep, list]) =>
+    Array.isArray(list) ? list.map(templateString).join(templateString(sep)) : templateString(list),
+  int: ([v]) => templateInt(v),
+  int64: ([v]) => templateInt(v),
+  mul: (args) => args.reduce<number>((product, v) => product * templateInt(v), 1),
+  add: (args) => args.reduce<number>((sum, v) => sum + templateInt(v), 0),
+  upper: ([s]) => templateString(s).toUpperCase(),
+  lower: ([s]) => templateString(s).toLowerCase(),
+  trim: ([s]) => templateString(s).trim(),
+  nospace: ([s]) => templateString(s).replace(/\s+/g, ""),
+  default: ([fallback, v]) =>
+    v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? fallback : v,
+};
+
+function templateString(v: TemplateValue | undefined): string {
+  if (v === undefined) return "";
+  return Array.isArray(v) ? v.map(templateString).join(" ") : String(v);
+}
+
+function templateInt(v: TemplateValue | undefined): number {
+  if (typeof v === "number") return Math.trunc(v);
+  const n = Number.parseInt(templateString(v).trim(), 10);
+  return Number.isNaN(n) ? 0 : n;
+}
+
+/** Evaluates `parameters.X | fn ARG... | ...` (a Go-template pipeline). */
+function evaluateTemplate(expr: string, parameter: (name: string) => string): TemplateValue {
+  const fail = (why: string) => new PipelineError(`%{{${expr}}}: ${why}`);
+  const tokens = expr.match(/"(?:[^"\\]|\\.)*"|`[^`]*`|\||[^\s|"`]+/g) ?? [];
+  const term = (token: string): TemplateValue => {
+    if (token.startsWith('"')) return JSON.parse(token) as string;
+    if (token.startsWith("`")) return token.slice(1, -1);
+    if (/^-?\d+$/.test(token)) return Number(token);
+    const name = /^\.?parameters\.([A-Za-z_][A-Za-z0-9_]*)$/.exec(token);
+    if (name) return parameter(name[1]);
+    throw fail(`cannot read '${token}'`);
+  };
+  let piped: TemplateValue | undefined;
+  let segment: string[] = [];
+  const run = () => {
+    if (segment.length === 0) throw fail("empty expression");
+    const [head, ...rest] = segment;
+    const fn = TEMPLATE_FUNCTIONS[head];
+    if (!fn) {
+      if (/^[A-Za-z][A-Za-z0-9_]*$/.test(head)) {
+        throw fail(
+          `unknown template function '${head}' (supported locally: ${
+            Object.keys(TEMPLATE_FUNCTIONS).join(", ")
+          })`,
+        );
+      }
+      if (rest.length > 0 || piped !== undefined) throw fail(`cannot read '${segment.join(" ")}'`);
+      piped = term(head);
+    } else {
+      const args = rest.map(term);
+      if (piped !== undefined) args.push(piped);
+      piped = fn(args);
+    }
+    segment = [];
+  };
+  for (const token of tokens) {
+    if (token === "|") run();
+    else segment.push(token);
+  }
+  run();
+  return piped as TemplateValue;
 }
