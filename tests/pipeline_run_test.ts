@@ -385,6 +385,44 @@ blocks:
   assert.match(run.stdout, /\nto=prod promoted=true name=Deploy prod\n/);
 });
 
+Deno.test("agent run --promote expands %{{...}} in the promoted pipeline and names that file when it cannot", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - {name: Build, task: {jobs: [{name: B, commands: [echo built]}]}}
+promotions:
+  - name: Deploy
+    pipeline_file: deploy.yml
+    parameters: {env_vars: [{name: REGIONS, default_value: "eu,us"}]}
+`,
+    ".semaphore/deploy.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Ship
+    task:
+      jobs:
+        - name: S
+          matrix: [{env_var: REGION, values: "%{{parameters.REGIONS | splitList \",\"}}"}]
+          commands: ["echo region=$REGION"]
+`,
+  });
+  const run = await runAgent(repo, ["--promote", "Deploy", "--jobs", "1"]);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\nregion=eu\n/);
+  assert.match(run.stdout, /\nregion=us\n/);
+  await Deno.writeTextFile(
+    `${repo}/.semaphore/deploy.yml`,
+    `version: v1.0\n${AGENT}\nname: "%{{parameters.REGIONS | sha1sum}}"\nblocks: []\n`,
+  );
+  const bad = await runAgent(repo, ["--promote", "Deploy"]);
+  assert.equal(bad.code, 2);
+  assert.equal(
+    bad.stderr,
+    `agent: ${repo}/.semaphore/deploy.yml: %{{parameters.REGIONS | sha1sum}}: unknown template function 'sha1sum' (supported locally: splitList, join, int, int64, mul, add, upper, lower, trim, nospace, default)\n`,
+  );
+});
+
 Deno.test("agent run --json prints block, job and pipeline events as JSON lines", async () => {
   const repo = await makeRepo({
     ".semaphore/semaphore.yml": `version: v1.0

@@ -386,7 +386,14 @@ async function runPromotions(
         }`,
       );
     }
-    const text = substituteParameters(raw, new Map(params), (line) => ctx.writeErr(`${line}\n`));
+    let text: string;
+    try {
+      text = substituteParameters(raw, new Map(params), (line) => ctx.writeErr(`${line}\n`));
+    } catch (error) {
+      if (!(error instanceof PipelineError)) throw error;
+      // The problem is in the promoted file, not in the pipeline that promotes it.
+      throw new UsageError(`${file}: ${error.message}`, { cause: error });
+    }
     (options.write ?? writer(Deno.stdout))(
       `\n▶ Promotion '${promotion.name}' (${promotion.pipeline_file}, ${by})\n`,
     );
