@@ -104,3 +104,20 @@ Deno.test("readGitFacts() light reads the branch from .git/HEAD without git", as
   assert.equal(full.sha, gitIn(repo, "rev-parse", "HEAD"));
   assert.equal(full.author, "Dev Eloper");
 });
+
+Deno.test("readGitFacts() leaves the credentials of an https remote URL out of the git facts", async () => {
+  const repo = await makeRepo({ "a": "1\n" });
+  const cases: [string, string][] = [
+    ["https://user:ghp_remoteToken123@github.com/o/r.git", "https://github.com/o/r.git"],
+    ["https://ghp_remoteToken123@github.com/o/r.git", "https://github.com/o/r.git"],
+    ["ssh://git:s3cretpass@example.com/o/r.git", "ssh://git@example.com/o/r.git"],
+    ["ssh://git@bitbucket.org/o/r", "ssh://git@bitbucket.org/o/r"],
+    ["git@github.com:o/r.git", "git@github.com:o/r.git"],
+  ];
+  for (const [remote, url] of cases) {
+    gitIn(repo, "config", "remote.origin.url", remote);
+    const facts = await readGitFacts(repo, {});
+    assert.equal(facts.url, url);
+    assert.equal(facts.slug, "o/r");
+  }
+});

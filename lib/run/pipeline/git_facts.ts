@@ -104,6 +104,17 @@ function providerOf(url: string): string {
   return "git";
 }
 
+/**
+ * The remote URL without the credentials some remotes hold (`https://user:token@host/...` →
+ * `https://host/...`; `ssh://git:pass@host/...` → `ssh://git@host/...`): it becomes
+ * SEMAPHORE_GIT_URL, which a job may print, and Semaphore's never holds any.
+ */
+function withoutCredentials(url: string): string {
+  return url
+    .replace(/^(https?:\/\/)[^/@]*@/i, "$1")
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^/:@]*):[^/@]*@/i, "$1@");
+}
+
 function slugOf(url: string, name: string): string {
   const m = /[:/]([^/:]+)\/([^/]+?)(\.git)?\/?$/.exec(url);
   if (m && /^(git@|ssh:|https?:)/.test(url)) return `${m[1]}/${m[2]}`;
@@ -173,7 +184,7 @@ export async function readGitFacts(
     const nl = entry.indexOf("\n");
     if (nl > 0) config.set(entry.slice(0, nl), entry.slice(nl + 1));
   }
-  const url = config.get(`remote.${remote}.url`) ?? root;
+  const url = withoutCredentials(config.get(`remote.${remote}.url`) ?? root);
   const repoName = (url.replace(/\/+$/, "").split(/[/:]/).at(-1) ?? "repo").replace(/\.git$/, "");
   const refType = flags.tag !== undefined
     ? "tag"
