@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
+import { gitIn, makeRepo, runAgent, writeFiles } from "./support/pipeline_repo.ts";
 import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 
 const dockerSkip = await dockerSkipReason();
@@ -555,4 +555,27 @@ blocks:
   assert.match(out, /\nfirst\n/);
   assert.match(out, /\nChange seen: running again\n/);
   await Deno.remove(home, { recursive: true });
+});
+
+Deno.test("agent run -l evaluates a change_in whose range is $SEMAPHORE_GIT_COMMIT_RANGE as a run does", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Lib
+    run:
+      when: "change_in('/lib/', {branch_range: '$SEMAPHORE_GIT_COMMIT_RANGE'})"
+    task: {jobs: [{name: L, commands: [echo lib]}]}
+`,
+  });
+  gitIn(repo, "checkout", "-q", "-b", "feature");
+  await writeFiles(repo, { "lib/a.txt": "1\n" });
+  gitIn(repo, "add", "-A");
+  gitIn(repo, "commit", "-q", "-m", "lib");
+  const list = await runAgent(repo, ["-l"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(
+    list.stdout,
+    /run: change_in\('\/lib\/', \{branch_range: '\$SEMAPHORE_GIT_COMMIT_RANGE'\}\) → true \(1 of 1 changed files match\)\n/,
+  );
 });

@@ -161,10 +161,11 @@ async function run(options: RunPipelineOptions): Promise<number> {
   const pipeline = validatePipeline(def);
   for (const line of [...notices, ...warnings]) writeErr(`${line}\n`);
 
-  // What shows no variable values needs only the branch (no git process: -l starts fast).
+  // What shows no variable values needs only the branch (no git process: -l starts fast),
+  // unless a change_in range names the commit range, which only git can tell.
   const light = Boolean(
     options.list || options.graph || options.dryRun || options.condition !== undefined,
-  );
+  ) && ![text, options.condition ?? ""].some((t) => t.includes("$SEMAPHORE_GIT_COMMIT_RANGE"));
   const facts = await readGitFacts(repoRoot, options, light);
   const baseEnv = options.baseEnv ?? scrubbedEnvironment();
   const projectName = options.project ?? facts.repoName;
