@@ -69,7 +69,7 @@ const REDACTED_VARS_HELP =
 /** The `agent start` flags (SEMAPHORE_COMPAT.md §3.1), in the original's order. */
 function addStartOptions(commander: Commander, cmd: Command): Command {
   const { Option } = commander;
-  return cmd
+  const own = cmd
     .option("--config-file <path>", "YAML config file (flags and SEMAPHORE_AGENT_* variables win)")
     .option("--name <name>", "agent name; a random one when empty")
     .option("--name-from-env <var>", "environment variable holding the agent name (deprecated)")
@@ -115,7 +115,23 @@ function addStartOptions(commander: Commander, cmd: Command): Command {
       new Option("--kubernetes-pod-start-timeout <seconds>", "pod start timeout")
         .argParser(parseIntFlag),
     )
-    .option("--kubernetes-default-image <image>", "image for jobs without containers")
+    .option("--kubernetes-default-image <image>", "image for jobs without containers");
+  return addAgentOptions(own);
+}
+
+/** The job limit flags of `run`, `serve` and `start` (DECISIONS.md 23). */
+const JOB_LIMIT_FLAGS = {
+  memory: ["--job-memory-limit <size>", "memory a job may use, e.g. 2G (none by default)"],
+  cpu: ["--job-cpu-limit <cpus>", "CPUs a job may use, e.g. 1.5 (none by default)"],
+  pids: ["--job-pids-limit <n>", "processes a job may have at once (none by default)"],
+} as const;
+
+/**
+ * The flags `start` and `serve` share: `--metrics-addr` and `--log-format` (the operator's), the
+ * job limits and `--redacted-vars`.
+ */
+function addAgentOptions(cmd: Command): Command {
+  return cmd
     .option(
       "--metrics-addr <host:port>",
       "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
@@ -127,17 +143,10 @@ function addStartOptions(commander: Commander, cmd: Command): Command {
     .option("--redacted-vars <patterns>", REDACTED_VARS_HELP, collectList);
 }
 
-/** The job limit flags of `run`, `serve` and `start` (DECISIONS.md 23). */
-const JOB_LIMIT_FLAGS = {
-  memory: ["--job-memory-limit <size>", "memory a job may use, e.g. 2G (none by default)"],
-  cpu: ["--job-cpu-limit <cpus>", "CPUs a job may use, e.g. 1.5 (none by default)"],
-  pids: ["--job-pids-limit <n>", "processes a job may have at once (none by default)"],
-} as const;
-
 /** The `agent serve` flags (SEMAPHORE_COMPAT.md §3.2 and DECISIONS.md 15). */
 function addServeOptions(commander: Commander, cmd: Command): Command {
   const { Option } = commander;
-  return cmd
+  const own = cmd
     .option("--auth-token-secret <secret>", "HMAC secret for JWT validation (required)")
     .option("--auth-token-secret-file <path>", "read the JWT secret from this file")
     .addOption(new Option("--port <port>", "listen port").argParser(parseIntFlag).default(8000))
@@ -155,16 +164,8 @@ function addServeOptions(commander: Commander, cmd: Command): Command {
     .option("--files <HOST:CONTAINER...>", "host files mounted into job containers", collectList)
     .addOption(
       boolOption(commander, "--expose-kvm-device", "pass /dev/kvm to job containers").default(true),
-    )
-    .option(
-      "--metrics-addr <host:port>",
-      "serve Prometheus /metrics, /healthz and /readyz over plain HTTP here (off by default)",
-    )
-    .option("--log-format <format>", "the agent log's format: text (default) or json")
-    .option(...JOB_LIMIT_FLAGS.memory)
-    .option(...JOB_LIMIT_FLAGS.cpu)
-    .option(...JOB_LIMIT_FLAGS.pids)
-    .option("--redacted-vars <patterns>", REDACTED_VARS_HELP, collectList);
+    );
+  return addAgentOptions(own);
 }
 
 /** The job limit flags as commander names them. */
@@ -514,6 +515,7 @@ export function readPlainCommandLine(args: readonly string[]): Invocation | unde
       logFile,
       logFormat,
       limits: { memory: undefined, cpu: undefined, pids: undefined },
+      redactedVars: undefined,
       pipelineFlags: [],
       pipeline: pipelineOptions(opts),
     },

@@ -172,3 +172,59 @@ Deno.test("sendCallback() reads nothing of an answer body that never ends", asyn
     await server.shutdown();
   }
 });
+
+/** A receiver that reads the request and never answers until disposed. */
+function startSilentReceiver() {
+  const arrived = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    await req.text();
+    arrived.resolve();
+    await release.promise;
+    return new Response(null, { status: 200 });
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}/f`,
+    arrived: arrived.promise,
+    async [Symbol.asyncDispose]() {
+      release.resolve();
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("sendCallback() gives up an attempt that gets no answer within timeoutMs", async () => {
+  await using receiver = startSilentReceiver();
+  const logger = recordingLogger();
+  const outcome = await sendCallback(receiver.url, "{}", { attempts: 1, logger, timeoutMs: 50 });
+  assert.equal(outcome.state, "failed");
+  assert.equal(
+    outcome.state === "failed" && outcome.error.message,
+    `POST ${receiver.url}: timeout after 50ms`,
+  );
+});
+
+Deno.test("sendCallback() ends an attempt in flight when its signal aborts", async () => {
+  await using receiver = startSilentReceiver();
+  const controller = new AbortController();
+  const logger = recordingLogger();
+  const sent = sendCallback(receiver.url, "{}", {
+    attempts: 3,
+    logger,
+    signal: controller.signal,
+    timeoutMs: 5_000,
+  });
+  await receiver.arrived;
+  controller.abort(new Error("shutting down"));
+  const outcome = await sent;
+  assert.equal(outcome.state, "failed");
+  assert.equal(outcome.state === "failed" && outcome.attempts, 1);
+  assert.equal(outcome.state === "failed" && outcome.error.message, "aborted: shutting down");
+  // The attempt itself ended with the abort's reason, not with its own timeout.
+  assert.ok(
+    logger.lines.includes(
+      `error: [Send callback] attempt [1] failed with [POST ${receiver.url}: shutting down] - retrying in 1s`,
+    ),
+    logger.lines.join("\n"),
+  );
+});

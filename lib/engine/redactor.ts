@@ -29,7 +29,7 @@ import type { Logger } from "../util/agent_log.ts";
 import type { EnvVar, JobRequest } from "./job_request_types.ts";
 import type { HostEnvVar } from "./executor.ts";
 import { decodeBase64 } from "../util/base64.ts";
-import { concatBytes } from "../util/bytes.ts";
+import { concatAll, concatBytes } from "../util/bytes.ts";
 
 /** What replaces every match. */
 export const REDACTED = "[REDACTED]";
@@ -485,17 +485,6 @@ export class Redactor {
 
 const EMPTY = new Uint8Array(0);
 const REDACTED_BYTES = encoder.encode(REDACTED);
-
-function concatAll(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /**
  * The matcher run over a stream: matches become `[REDACTED]` (overlapping matches one

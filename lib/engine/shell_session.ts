@@ -17,7 +17,7 @@
  * @module
  */
 
-import { concatBytes } from "../util/bytes.ts";
+import { concatAll, concatBytes } from "../util/bytes.ts";
 
 /** A terminal a shell runs on. */
 export interface Terminal {
@@ -347,9 +347,10 @@ export class ShellSession {
     const exitCode = await this.run(command, (bytes) => {
       parts.push(bytes.slice());
     });
-    let all: Uint8Array = new Uint8Array(0);
-    for (const part of parts) all = concatBytes(all, part);
-    return { output: new TextDecoder().decode(all).replaceAll("\r\n", "\n"), exitCode };
+    return {
+      output: new TextDecoder().decode(concatAll(parts)).replaceAll("\r\n", "\n"),
+      exitCode,
+    };
   }
 
   /** From now on the running command and every later one end with exit code 1 (§5.5). */

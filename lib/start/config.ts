@@ -197,11 +197,6 @@ export function envVarName(key: ConfigKey): string {
   return `SEMAPHORE_AGENT_${key.toUpperCase().replaceAll("-", "_")}`;
 }
 
-/** Names of the environment variables that configure the agent (every key). */
-export function configEnvVarNames(): readonly string[] {
-  return CONFIG_KEYS.map(envVarName);
-}
-
 function fatal(message: string): never {
   throw new UsageError(message, { exitCode: 1 });
 }

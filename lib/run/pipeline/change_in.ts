@@ -9,6 +9,7 @@ import type { WhenValue } from "./conditions.ts";
 import { ConditionError } from "./conditions.ts";
 import { changedFiles, git, type GitFacts, mergeBase, resolveRef } from "./git_facts.ts";
 import { PipelineError } from "./schema.ts";
+import { parentDir } from "../../util/clean_path.ts";
 
 /** Where the pipeline file is, relative to the repository root (`/.semaphore/semaphore.yml`). */
 export interface ChangeInContext {
@@ -33,10 +34,6 @@ function normalize(path: string): string {
     else out.push(part);
   }
   return `/${out.join("/")}${trailing ? "/" : ""}`;
-}
-
-function dirOf(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
 }
 
 function globRegex(pattern: string): RegExp {
@@ -81,7 +78,7 @@ export function evaluateChangeIn(
   if (typeof options !== "object" || Array.isArray(options)) {
     throw new ConditionError("change_in: the second argument must be a map of options");
   }
-  const base = dirOf(ctx.pipelineFile);
+  const base = parentDir(ctx.pipelineFile);
   const resolve = (p: string) => normalize(p.startsWith("/") ? p : `${base}/${p}`);
   const patterns = strings(args[0], "patterns").map(resolve);
   const excludes = strings(options.exclude, "exclude").map(resolve);

@@ -7,6 +7,7 @@
  */
 
 import { PipelineError } from "./schema.ts";
+import { parentDir } from "../../util/clean_path.ts";
 
 /** The trigger and git overrides given on the command line. */
 export interface GitFlags {
@@ -91,7 +92,7 @@ export function findRepoRoot(dir: string): string | undefined {
     } catch {
       // not here
     }
-    const parent = current.slice(0, current.lastIndexOf("/")) || "/";
+    const parent = parentDir(current);
     if (parent === current) return undefined;
     current = parent;
   }

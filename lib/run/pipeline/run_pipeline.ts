@@ -10,6 +10,7 @@
 
 import { scrubbedEnvironment } from "../../engine/agent_environment.ts";
 import { errorMessage, UsageError } from "../../util/errors.ts";
+import { parentDir } from "../../util/clean_path.ts";
 import { parseYaml, PipelineError, readPipeline, resolveRepoPath } from "./schema.ts";
 import { promotionParameters, promotionTargets, substituteParameters } from "./promotions.ts";
 import { validatePipeline } from "./validate.ts";
@@ -80,7 +81,7 @@ async function watch(options: RunPipelineOptions): Promise<number> {
   const write = options.write ?? writer(Deno.stdout);
   const writeErr = options.writeErr ?? writer(Deno.stderr);
   const pipelinePath = realDir(absolute(options.path));
-  const dir = pipelinePath.slice(0, pipelinePath.lastIndexOf("/")) || "/";
+  const dir = parentDir(pipelinePath);
   const root = realDir(options.directory ? absolute(options.directory) : findRepoRoot(dir) ?? dir);
   for (;;) {
     try {
@@ -143,7 +144,7 @@ async function run(options: RunPipelineOptions): Promise<number> {
   const writeErr = options.writeErr ?? writer(Deno.stderr);
   const color = options.color ?? (Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR"));
   const pipelinePath = realDir(absolute(options.path));
-  const pipelineDir = pipelinePath.slice(0, pipelinePath.lastIndexOf("/")) || "/";
+  const pipelineDir = parentDir(pipelinePath);
   const repoRoot = realDir(
     options.directory ? absolute(options.directory) : findRepoRoot(pipelineDir) ?? Deno.cwd(),
   );
