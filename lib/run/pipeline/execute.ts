@@ -29,11 +29,11 @@ import { type JobOutcome, runBlocks, type SchedulerBlock } from "./scheduler.ts"
 import { formatDuration, formatSummary, jobFileStem, prefixedWriter } from "./summary.ts";
 import {
   cacheRoot,
-  containerToolboxCommand,
-  prepareJobHome,
   prepareRun,
+  removeServices,
+  sandboxJob,
   toolboxEnv,
-  type ToolboxSettings,
+  toolboxSettings,
 } from "./toolbox.ts";
 import type { RunPipelineOptions } from "./options.ts";
 import { absolute, parseEnvPairs, readEnvFile, realDir } from "./cli_values.ts";
@@ -100,21 +100,7 @@ export async function execute(
     workflowId: ctx.runInfo.workflowId,
     artifactsDir: options.artifactsDir ? absolute(options.artifactsDir) : undefined,
   });
-  const settings: ToolboxSettings = {
-    sourceDir: ctx.repoRoot,
-    checkout: options.bind
-      ? "bind"
-      : options.committed
-      ? "committed"
-      : options.useGitignore === false
-      ? "all"
-      : "copy",
-    noCache: options.noCache ?? false,
-    strictVersions: options.strictVersions ?? false,
-    allowSudo: options.allowSudo ?? false,
-    userProfile: options.userProfile ?? false,
-    passthrough: options.toolboxPassthrough ?? false,
-  };
+  const settings = toolboxSettings(options, ctx.repoRoot);
   const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ? realDir(baseEnv.HOME) : "");
   if (options.logDir) await Deno.mkdir(options.logDir, { recursive: true });
   const allJobs = [...plan.blocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
@@ -181,35 +167,14 @@ export async function execute(
         });
       }
       try {
-        const { home, env } = await prepareJobHome({
+        const { home, env, request, fileInjections } = await sandboxJob({
           dirs,
           jobDir,
           baseEnv,
           toolbox,
-          userProfile: settings.userProfile,
+          settings,
+          request: job.request,
         });
-        let request = job.request;
-        const fileInjections = [];
-        if (job.containers) {
-          request = {
-            ...request,
-            commands: [
-              { directive: containerToolboxCommand(toolbox), alias: "Loading the local toolbox" },
-              ...request.commands,
-            ],
-          };
-          for (
-            const dir of [
-              dirs.toolboxDir,
-              dirs.cacheDir,
-              dirs.artifactsDir,
-              dirs.projectArtifactsDir,
-            ]
-          ) {
-            fileInjections.push({ hostPath: dir, destination: dir });
-          }
-          fileInjections.push({ hostPath: ctx.repoRoot, destination: `${ctx.repoRoot}:ro` });
-        }
         job_ = Job.create({
           createExecutor,
           request,
@@ -359,31 +324,4 @@ export async function execute(
   if (!keep) await Deno.remove(dirs.runDir, { recursive: true }).catch(() => {});
   const code = interrupted.signal.aborted ? 130 : result === "passed" ? 0 : 1;
   return { code, result, reason: outcome.reason };
-}
-
-/** Removes the `sem-service` containers a job started (label `semaphore-agent.job`). */
-async function removeServices(home: string, jobId: string): Promise<void> {
-  try {
-    await Deno.stat(`${home}/.sem-service-used`);
-  } catch {
-    return;
-  }
-  try {
-    const out = await new Deno.Command("docker", {
-      args: ["ps", "-aq", "--filter", `label=semaphore-agent.job=${jobId}`],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const ids = new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
-    if (ids.length > 0) {
-      await new Deno.Command("docker", {
-        args: ["rm", "-f", ...ids],
-        stdout: "null",
-        stderr: "null",
-      })
-        .output();
-    }
-  } catch {
-    // no docker CLI: sem-service could not have started anything
-  }
 }

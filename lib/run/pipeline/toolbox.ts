@@ -6,6 +6,9 @@
  * @module
  */
 
+import type { JobRequest } from "../../engine/job_request_types.ts";
+import type { FileInjection } from "../../engine/executor.ts";
+import type { RunPipelineOptions } from "./options.ts";
 import { COMMON_COMMANDS, HOST_COMMANDS, TOOLBOX_FUNCTIONS } from "./toolbox_scripts.ts";
 
 /** Where a run keeps its files. */
@@ -31,6 +34,25 @@ export interface ToolboxSettings {
   readonly userProfile: boolean;
   /** `--toolbox-passthrough`: `test-results` runs the real CLI from the PATH. @default false */
   readonly passthrough?: boolean;
+}
+
+/** The toolbox settings the flags of `agent run PIPELINE` give, the tree at `sourceDir`. */
+export function toolboxSettings(options: RunPipelineOptions, sourceDir: string): ToolboxSettings {
+  return {
+    sourceDir,
+    checkout: options.bind
+      ? "bind"
+      : options.committed
+      ? "committed"
+      : options.useGitignore === false
+      ? "all"
+      : "copy",
+    noCache: options.noCache ?? false,
+    strictVersions: options.strictVersions ?? false,
+    allowSudo: options.allowSudo ?? false,
+    userProfile: options.userProfile ?? false,
+    passthrough: options.toolboxPassthrough ?? false,
+  };
 }
 
 /** `$XDG_STATE_HOME/semaphore-agent`. */
@@ -156,4 +178,78 @@ export function containerToolboxCommand(toolbox: Readonly<Record<string, string>
     .map(([name, value]) => `export ${name}='${value.replaceAll("'", `'\\''`)}'`)
     .join("; ");
   return `${exports}; export PATH="$SEMAPHORE_LOCAL_TOOLBOX/bin:$PATH"; . "$SEMAPHORE_LOCAL_TOOLBOX/toolbox"`;
+}
+
+/**
+ * Everything one job of a local pipeline run starts with: its sandbox HOME and shell
+ * environment and, for a container job, the command that loads the toolbox and the host
+ * directories mounted into its containers (the run's dirs, the source tree read-only).
+ */
+export async function sandboxJob(options: {
+  readonly dirs: RunDirs;
+  readonly jobDir: string;
+  readonly baseEnv: Readonly<Record<string, string>>;
+  readonly toolbox: Readonly<Record<string, string>>;
+  readonly settings: ToolboxSettings;
+  readonly request: JobRequest;
+}): Promise<{
+  home: string;
+  env: Record<string, string>;
+  request: JobRequest;
+  fileInjections: FileInjection[];
+}> {
+  const { dirs, toolbox } = options;
+  const { home, env } = await prepareJobHome({
+    dirs,
+    jobDir: options.jobDir,
+    baseEnv: options.baseEnv,
+    toolbox,
+    userProfile: options.settings.userProfile,
+  });
+  let request = options.request;
+  const fileInjections: FileInjection[] = [];
+  if (request.executor === "dockercompose") {
+    request = {
+      ...request,
+      commands: [
+        { directive: containerToolboxCommand(toolbox), alias: "Loading the local toolbox" },
+        ...request.commands,
+      ],
+    };
+    for (
+      const dir of [dirs.toolboxDir, dirs.cacheDir, dirs.artifactsDir, dirs.projectArtifactsDir]
+    ) {
+      fileInjections.push({ hostPath: dir, destination: dir });
+    }
+    const source = options.settings.sourceDir;
+    fileInjections.push({ hostPath: source, destination: `${source}:ro` });
+  }
+  return { home, env, request, fileInjections };
+}
+
+/** Removes the `sem-service` containers a job started (label `semaphore-agent.job`). */
+export async function removeServices(home: string, jobId: string): Promise<void> {
+  try {
+    await Deno.stat(`${home}/.sem-service-used`);
+  } catch {
+    return;
+  }
+  try {
+    const out = await new Deno.Command("docker", {
+      args: ["ps", "-aq", "--filter", `label=semaphore-agent.job=${jobId}`],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const ids = new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
+    if (ids.length > 0) {
+      await new Deno.Command("docker", {
+        args: ["rm", "-f", ...ids],
+        stdout: "null",
+        stderr: "null",
+      })
+        .output();
+    }
+  } catch {
+    // no docker CLI: sem-service could not have started anything
+  }
 }
