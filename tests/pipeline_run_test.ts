@@ -122,6 +122,55 @@ blocks:
   assert.match(replay.stdout, /\nhello Tests - 2\/2 2\n/);
 });
 
+Deno.test("agent run replays a --print-requests request in a sandbox HOME with the local toolbox, leaving the real HOME alone", async () => {
+  const repo = await makeRepo({
+    ".semaphore/semaphore.yml": `version: v1.0
+${AGENT}
+blocks:
+  - name: Build
+    task:
+      secrets: [{name: aws}]
+      prologue: {commands: [checkout]}
+      jobs:
+        - name: Make
+          commands:
+            - cat README
+            - cat ~/.aws/credentials
+            - 'test "$PWD" = "$HOME/$SEMAPHORE_GIT_REPO_NAME"'
+`,
+    "README": "hello from the tree\n",
+  });
+  const secrets = await Deno.makeTempDir({ prefix: "pipeline-secrets-" });
+  globalThis.addEventListener("unload", () => Deno.removeSync(secrets, { recursive: true }));
+  await Deno.writeTextFile(
+    `${secrets}/aws.yml`,
+    `apiVersion: v1beta
+kind: Secret
+metadata: {name: aws}
+data:
+  env_vars: []
+  files: [{path: ~/.aws/credentials, content: ${btoa("key=from-secret\n")}}]
+`,
+  );
+  const dir = `${secrets}/requests`;
+  const run = await runAgent(repo, ["--print-requests", dir, "--secrets-dir", secrets]);
+  assert.equal(run.code, 0, run.stderr);
+  const home = await Deno.makeTempDir({ prefix: "pipeline-real-home-" });
+  globalThis.addEventListener("unload", () => Deno.removeSync(home, { recursive: true }));
+  const replay = await runAgent(repo, [`${dir}/01-Build--Make.yml`], { home });
+  assert.equal(replay.code, 0, replay.stdout + replay.stderr);
+  assert.match(replay.stdout, /\$ cat README\nhello from the tree\n/);
+  assert.match(replay.stdout, /\$ cat ~\/.aws\/credentials\nkey=from-secret\n/);
+  // The secret file went into the sandbox HOME, not the real one, and left with it.
+  await assert.rejects(() => Deno.stat(`${home}/.aws`));
+  const runs = `${home}/.local/state/semaphore-agent/runs`;
+  for (const run of Deno.readDirSync(runs)) {
+    assert.deepEqual([...Deno.readDirSync(`${runs}/${run.name}/jobs`)], []);
+  }
+  // The real repository is untouched by the replay.
+  assert.equal(await Deno.readTextFile(`${repo}/README`), "hello from the tree\n");
+});
+
 Deno.test("agent run rejects an invalid pipeline with exit 2 and one line naming the YAML path", async () => {
   const repo = await makeRepo({
     ".semaphore/semaphore.yml": `version: v1.0

@@ -14,6 +14,8 @@
 
 import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "../engine/events.ts";
 import { parseJobRequestFile } from "../engine/job_request.ts";
+import type { JobRequest } from "../engine/job_request_types.ts";
+import type { FileInjection } from "../engine/executor.ts";
 import { Job } from "../engine/job.ts";
 import {
   cleanUpAfterCrashedAgents,
@@ -46,6 +48,22 @@ export interface RunJobFileOptions {
   readonly limits?: JobLimitTexts;
   /** `--redacted-vars` patterns as given (undefined: the defaults; empty: off). */
   readonly redactedVars?: readonly string[];
+  /**
+   * Builds the job's sandbox from the parsed request (a request `--print-requests` wrote:
+   * `pipeline/replay.ts`). @default none: the job runs as the request says, in the real HOME
+   */
+  readonly sandbox?: (request: JobRequest) => Promise<JobSandbox>;
+}
+
+/** Where a job runs instead of the real HOME ({@linkcode RunJobFileOptions.sandbox}). */
+export interface JobSandbox {
+  /** The request to run (a container job gets the command that loads the toolbox first). */
+  readonly request: JobRequest;
+  /** The environment the job shell starts from (its HOME is the sandbox). */
+  readonly shellEnv: Readonly<Record<string, string>>;
+  readonly fileInjections: readonly FileInjection[];
+  /** Cleans up after the job; resolves with a line to show, if any. */
+  finish(result: JobResult): Promise<string | undefined>;
 }
 
 /** Callback attempts of `agent run` (§3.3). */
@@ -128,6 +146,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }
+  const sandbox = options.sandbox ? await options.sandbox(request) : undefined;
+  if (sandbox) request = sandbox.request;
   // The diagnostic log goes to stderr, so stdout is the job alone: warnings and errors only
   // (e.g. a callback URL that does not answer and is being retried), everything at
   // `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
@@ -183,7 +203,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       sink,
       logger,
       selfHosted: true, // see the module comment: no edits to the user's home
-      shellEnv: options.shellEnv,
+      shellEnv: sandbox?.shellEnv ?? options.shellEnv,
+      fileInjections: sandbox?.fileInjections,
       exposeKvmDevice: true,
       limits,
       redactedVars,
@@ -224,6 +245,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   try {
     const result = await started.run();
+    const kept = await sandbox?.finish(result);
+    if (kept) show(kept);
     if (outputFailure !== undefined) {
       throw new Error(
         `${outputFailure}; ${result === "stopped" ? "the job was stopped" : `the job ${result}`}`,

@@ -1,8 +1,10 @@
 /**
  * `agent run [FILE]`: tells a pipeline file from a job request by its shape (PIPELINES.md §6.2,
  * DECISIONS.md 25): a top-level mapping with a `blocks` key is a pipeline, anything else a job
- * request, which runs exactly as before (`local_run.ts`). The pipeline code is loaded only for a
- * pipeline, so running a job file stays as light as it was.
+ * request, which runs exactly as before (`local_run.ts`), unless `--print-requests` wrote it: its
+ * `local_toolbox:` mark runs it in the pipeline run's sandbox HOME (`pipeline/replay.ts`). The
+ * pipeline code is loaded only for a pipeline or a marked request, so running a job file stays as
+ * light as it was.
  *
  * @module
  */
@@ -15,6 +17,7 @@ import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
 import { JobRequestError, MAX_JOB_FILE_BYTES } from "../engine/job_request.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
+import type { JobRequest } from "../engine/job_request_types.ts";
 
 /** The default pipeline file, under `-C` or the current directory. */
 export const DEFAULT_PIPELINE = ".semaphore/semaphore.yml";
@@ -36,6 +39,12 @@ export interface RunFileOptions {
   /** The pipeline options (used when FILE is a pipeline). */
   readonly pipeline: Omit<RunPipelineOptions, "path">;
 }
+
+/**
+ * The `local_toolbox:` key of a request `--print-requests` wrote (`pipeline/request_file.ts`),
+ * at the start of a line: only then is the sandbox code loaded (`pipeline/replay.ts`).
+ */
+const REPLAY_MARK = /^local_toolbox[ \t]*:/m;
 
 /** A `blocks:` key at the start of a line: a key of the top-level block mapping. */
 const TOP_LEVEL_BLOCKS = /^(?:blocks|"blocks"|'blocks')[ \t]*:/m;
@@ -116,11 +125,18 @@ export async function runFile(options: RunFileOptions): Promise<number> {
         "and this is a job request file",
     );
   }
+  let sandbox;
+  if (text !== undefined && REPLAY_MARK.test(text)) {
+    const { readReplayMark, replaySandbox } = await import("./pipeline/replay.ts");
+    const mark = readReplayMark(text, path);
+    if (mark) sandbox = (request: JobRequest) => replaySandbox(mark, request);
+  }
   return await runJobFile({
     path,
     logFile: options.logFile,
     logFormat: options.logFormat,
     limits: options.limits,
     redactedVars: options.redactedVars,
+    sandbox,
   });
 }

@@ -2,15 +2,62 @@
  * `--print-requests DIR` (PIPELINES.md §8.4): each planned job's request as a YAML job file that
  * plain `agent run FILE` replays (values base64 as in Semaphore's requests, files under `file:`).
  *
+ * Each request carries a `local_toolbox:` mapping, which the job request reader ignores as it
+ * does any unknown key: `agent run FILE` sees it (`replay.ts`) and runs the job as the pipeline
+ * run would, in a sandbox HOME with the local toolbox and the same toolbox settings, so that
+ * `checkout` works and secret files land in that HOME, never in the real one.
+ *
  * @module
  */
 
 import { stringify } from "yaml";
-import type { PlannedJob } from "./expand.ts";
+import type { PlannedJob, RunInfo } from "./expand.ts";
 import { jobFileStem } from "./summary.ts";
+import type { ToolboxSettings } from "./toolbox.ts";
+
+/** The top-level key that marks a request printed by `--print-requests`. */
+export const REPLAY_KEY = "local_toolbox";
+
+/** What a replay needs to build the pipeline run's sandbox (the value of {@linkcode REPLAY_KEY}). */
+export interface ReplayMark {
+  readonly project_id: string;
+  readonly workflow_id: string;
+  readonly workflow_number: number;
+  readonly checkout: ToolboxSettings["checkout"];
+  readonly no_cache: boolean;
+  readonly strict_versions: boolean;
+  readonly allow_sudo: boolean;
+  readonly user_profile: boolean;
+  readonly toolbox_passthrough: boolean;
+  /** `--cache-dir`, absolute, when given. */
+  readonly cache_dir?: string;
+  /** `--artifacts-dir`, absolute, when given. */
+  readonly artifacts_dir?: string;
+}
+
+/** The mark of the requests of a run with these toolbox settings. */
+export function replayMark(
+  run: RunInfo,
+  settings: ToolboxSettings,
+  dirs: { readonly cacheDir?: string; readonly artifactsDir?: string },
+): ReplayMark {
+  return {
+    project_id: run.projectId,
+    workflow_id: run.workflowId,
+    workflow_number: run.workflowNumber,
+    checkout: settings.checkout,
+    no_cache: settings.noCache,
+    strict_versions: settings.strictVersions,
+    allow_sudo: settings.allowSudo,
+    user_profile: settings.userProfile,
+    toolbox_passthrough: settings.passthrough ?? false,
+    ...(dirs.cacheDir ? { cache_dir: dirs.cacheDir } : {}),
+    ...(dirs.artifactsDir ? { artifacts_dir: dirs.artifactsDir } : {}),
+  };
+}
 
 /** The YAML text of one job request. */
-export function requestYaml(job: PlannedJob): string {
+export function requestYaml(job: PlannedJob, mark: ReplayMark): string {
   const r = job.request;
   const commands = (list: readonly { directive: string }[]) =>
     list.map((c) => ({ directive: c.directive }));
@@ -43,6 +90,7 @@ export function requestYaml(job: PlannedJob): string {
     env_vars: r.env_vars.map((e) => ({ name: e.name, value: e.value })),
     file: r.files.map((f) => ({ path: f.path, content: f.content, mode: f.mode })),
     logger: { method: "pull" },
+    [REPLAY_KEY]: mark,
   });
   const header = `# ${job.blockName} / ${job.name}\n` +
     (job.secretValues.length > 0 ? "# Holds secret values: keep this file private.\n" : "");
@@ -50,12 +98,16 @@ export function requestYaml(job: PlannedJob): string {
 }
 
 /** Writes every job's request into `dir`; returns the paths written. */
-export async function writeRequests(dir: string, jobs: readonly PlannedJob[]): Promise<string[]> {
+export async function writeRequests(
+  dir: string,
+  jobs: readonly PlannedJob[],
+  mark: ReplayMark,
+): Promise<string[]> {
   await Deno.mkdir(dir, { recursive: true });
   const paths: string[] = [];
   for (const job of jobs) {
     const path = `${dir}/${jobFileStem(job.nn, job.blockName, job.name)}.yml`;
-    await Deno.writeTextFile(path, requestYaml(job), { mode: 0o600 });
+    await Deno.writeTextFile(path, requestYaml(job, mark), { mode: 0o600 });
     paths.push(path);
   }
   return paths;

@@ -18,8 +18,8 @@ import { findRepoRoot, type GitFacts, readGitFacts } from "./git_facts.ts";
 import { loadSecrets, type Secret } from "./secrets.ts";
 import { type RunInfo, secretUses } from "./expand.ts";
 import { buildPlan, evaluateConditionText, formatDryRun, formatGraph, formatPlan } from "./plan.ts";
-import { writeRequests } from "./request_file.ts";
-import { stateDir } from "./toolbox.ts";
+import { replayMark, writeRequests } from "./request_file.ts";
+import { stateDir, toolboxSettings } from "./toolbox.ts";
 import type { PromotionContext, RunPipelineOptions } from "./options.ts";
 import { absolute, parseEnvPairs, realDir, secretOverrides, writer } from "./cli_values.ts";
 
@@ -302,7 +302,11 @@ async function run(options: RunPipelineOptions): Promise<number> {
   }
   if (options.printRequests) {
     const all = [...selectedBlocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
-    const paths = await writeRequests(options.printRequests, all);
+    const mark = replayMark(runInfo, toolboxSettings(options, repoRoot), {
+      cacheDir: options.cacheDir && absolute(options.cacheDir),
+      artifactsDir: options.artifactsDir && absolute(options.artifactsDir),
+    });
+    const paths = await writeRequests(options.printRequests, all, mark);
     if (all.some((j) => j.secretValues.length > 0)) {
       writeErr(`warning: the requests in ${options.printRequests} hold secret values\n`);
     }
