@@ -136,6 +136,8 @@ blocks:
           commands:
             - cat README
             - cat ~/.aws/credentials
+            - grep -c from-secret ~/.aws/credentials
+            - echo "key is $DEPLOY_KEY"
             - 'test "$PWD" = "$HOME/$SEMAPHORE_GIT_REPO_NAME"'
 `,
     "README": "hello from the tree\n",
@@ -148,7 +150,7 @@ blocks:
 kind: Secret
 metadata: {name: aws}
 data:
-  env_vars: []
+  env_vars: [{name: DEPLOY_KEY, value: deploy-secret-42}]
   files: [{path: ~/.aws/credentials, content: ${btoa("key=from-secret\n")}}]
 `,
   );
@@ -160,7 +162,12 @@ data:
   const replay = await runAgent(repo, [`${dir}/01-Build--Make.yml`], { home });
   assert.equal(replay.code, 0, replay.stdout + replay.stderr);
   assert.match(replay.stdout, /\$ cat README\nhello from the tree\n/);
-  assert.match(replay.stdout, /\$ cat ~\/.aws\/credentials\nkey=from-secret\n/);
+  // The secret's file and variable reach the job, and are redacted as in the pipeline run
+  // (DEPLOY_KEY matches no default name pattern: the request's mark names it).
+  assert.match(replay.stdout, /\$ cat ~\/.aws\/credentials\n\[REDACTED\]\n/);
+  assert.match(replay.stdout, /\$ grep -c from-secret ~\/.aws\/credentials\n1\n/);
+  assert.match(replay.stdout, /\$ echo "key is \$DEPLOY_KEY"\nkey is \[REDACTED\]\n/);
+  assert.ok(!replay.stdout.includes("deploy-secret-42"), replay.stdout);
   // The secret file went into the sandbox HOME, not the real one, and left with it.
   await assert.rejects(() => Deno.stat(`${home}/.aws`));
   const runs = `${home}/.local/state/semaphore-agent/runs`;

@@ -61,6 +61,8 @@ export interface JobSandbox {
   readonly request: JobRequest;
   /** The environment the job shell starts from (its HOME is the sandbox). */
   readonly shellEnv: Readonly<Record<string, string>>;
+  /** Values redacted whatever their names (a pipeline's secrets). */
+  readonly secretValues?: readonly string[];
   readonly fileInjections: readonly FileInjection[];
   /** Cleans up after the job; resolves with a line to show, if any. */
   finish(result: JobResult): Promise<string | undefined>;
@@ -205,6 +207,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       selfHosted: true, // see the module comment: no edits to the user's home
       shellEnv: sandbox?.shellEnv ?? options.shellEnv,
       fileInjections: sandbox?.fileInjections,
+      secretValues: sandbox?.secretValues,
       exposeKvmDevice: true,
       limits,
       redactedVars,

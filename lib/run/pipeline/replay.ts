@@ -16,6 +16,7 @@ import { isMap, parseDocument } from "yaml";
 import { scrubbedEnvironment } from "../../engine/agent_environment.ts";
 import type { JobRequest } from "../../engine/job_request_types.ts";
 import { errorMessage, UsageError } from "../../util/errors.ts";
+import { decodeBase64Text } from "../../util/base64.ts";
 import type { JobSandbox } from "../local_run.ts";
 import { realDir } from "./cli_values.ts";
 import { findRepoRoot } from "./git_facts.ts";
@@ -70,6 +71,12 @@ export function readReplayMark(text: string, path: string): ReplayMark | undefin
   ) {
     if (typeof mark[key] !== "boolean") throw bad(`${key}: expected true or false`);
   }
+  for (const key of ["secret_env", "secret_files"]) {
+    const list = mark[key];
+    if (list !== undefined && !(Array.isArray(list) && list.every((v) => typeof v === "string"))) {
+      throw bad(`${key}: expected a list of names`);
+    }
+  }
   for (const key of ["cache_dir", "artifacts_dir"]) {
     const dir = mark[key];
     if (dir !== undefined && (typeof dir !== "string" || !dir.startsWith("/"))) {
@@ -77,6 +84,23 @@ export function readReplayMark(text: string, path: string): ReplayMark | undefin
     }
   }
   return mark as unknown as ReplayMark;
+}
+
+/** The secret values the mark names in `request` (env values and file contents, decoded). */
+function secretValuesOf(mark: ReplayMark, request: JobRequest): string[] {
+  const decoded = (value: string) => {
+    try {
+      return decodeBase64Text(value);
+    } catch {
+      return value;
+    }
+  };
+  const env = new Set(mark.secret_env ?? []);
+  const files = new Set(mark.secret_files ?? []);
+  return [
+    ...request.env_vars.filter((e) => env.has(e.name)).map((e) => decoded(e.value)),
+    ...request.files.filter((f) => files.has(f.path)).map((f) => decoded(f.content)),
+  ].filter((v) => v !== "");
 }
 
 /** Builds the sandbox of a replayed job: its run directory, toolbox, HOME and environment. */
@@ -110,6 +134,7 @@ export async function replaySandbox(mark: ReplayMark, request: JobRequest): Prom
   const job = await sandboxJob({ dirs, jobDir, baseEnv, toolbox, settings, request });
   return {
     request: job.request,
+    secretValues: secretValuesOf(mark, request),
     shellEnv: job.env,
     fileInjections: job.fileInjections,
     async finish(result) {

@@ -11,6 +11,7 @@
  */
 
 import { stringify } from "yaml";
+import { decodeBase64Text } from "../../util/base64.ts";
 import type { PlannedJob, RunInfo } from "./expand.ts";
 import { jobFileStem } from "./summary.ts";
 import type { ToolboxSettings } from "./toolbox.ts";
@@ -33,6 +34,33 @@ export interface ReplayMark {
   readonly cache_dir?: string;
   /** `--artifacts-dir`, absolute, when given. */
   readonly artifacts_dir?: string;
+  /** Names of the job's env vars whose values are secret (redacted on replay as in the run). */
+  readonly secret_env?: readonly string[];
+  /** Paths of the job's files whose contents are secret. */
+  readonly secret_files?: readonly string[];
+}
+
+/**
+ * `mark` with the names and paths that hold `job`'s secret values, so that a replay redacts
+ * them whatever their names, as the pipeline run does.
+ */
+function withSecrets(mark: ReplayMark, job: PlannedJob): ReplayMark {
+  const secret = new Set(job.secretValues);
+  const decoded = (value: string) => {
+    try {
+      return decodeBase64Text(value);
+    } catch {
+      return value;
+    }
+  };
+  const r = job.request;
+  const env = r.env_vars.filter((e) => secret.has(decoded(e.value))).map((e) => e.name);
+  const files = r.files.filter((f) => secret.has(decoded(f.content))).map((f) => f.path);
+  return {
+    ...mark,
+    ...(env.length > 0 ? { secret_env: env } : {}),
+    ...(files.length > 0 ? { secret_files: files } : {}),
+  };
 }
 
 /** The mark of the requests of a run with these toolbox settings. */
@@ -90,7 +118,7 @@ export function requestYaml(job: PlannedJob, mark: ReplayMark): string {
     env_vars: r.env_vars.map((e) => ({ name: e.name, value: e.value })),
     file: r.files.map((f) => ({ path: f.path, content: f.content, mode: f.mode })),
     logger: { method: "pull" },
-    [REPLAY_KEY]: mark,
+    [REPLAY_KEY]: withSecrets(mark, job),
   });
   const header = `# ${job.blockName} / ${job.name}\n` +
     (job.secretValues.length > 0 ? "# Holds secret values: keep this file private.\n" : "");
