@@ -32,7 +32,8 @@ import type {
   RunCommandOptions,
 } from "../lib/engine/executor.ts";
 import { sumUsage } from "../lib/engine/resource_usage.ts";
-import { processCgroupUsage } from "./job_cgroup.ts";
+import { type LimitCounters, processCgroupUsage, processLimitCounters } from "./job_cgroup.ts";
+import { limitMessagesRunner } from "./shell.ts";
 import type {
   Container,
   EnvVar,
@@ -210,6 +211,9 @@ class DockerExecutor implements Executor {
   #starting: Promise<number> | undefined;
   #stopping = false;
   #cleaned: Promise<void> | undefined;
+  readonly #limits: JobLimits;
+  /** The main container's limit counters as last read (see {@linkcode #limitHits}). */
+  #seenLimits: LimitCounters | undefined;
 
   constructor(options: DockerExecutorOptions) {
     this.#request = options.request;
@@ -227,6 +231,7 @@ class DockerExecutor implements Executor {
     this.#writeJumpPoint = options.writeJumpPoint ?? true;
     this.#shellStartTimeoutMs = options.shellStartTimeoutMs;
     this.#hostLimits = containerLimits(options.limits);
+    this.#limits = options.limits ?? {};
     this.#subject = `[job=${this.#request.job_id}]`;
     this.#containers = [...this.#request.compose.containers];
   }
@@ -655,7 +660,33 @@ class DockerExecutor implements Executor {
   // ---- commands ---------------------------------------------------------------------------
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
-    return runLoggedCommand(this.#session, this.#sink, command, options);
+    const session = this.#session;
+    const limited = this.#limits.memoryBytes !== undefined || this.#limits.pids !== undefined;
+    const runner = session && limited
+      ? limitMessagesRunner(session, this.#limits, () => this.#limitHits())
+      : session;
+    return runLoggedCommand(runner, this.#sink, command, options);
+  }
+
+  /**
+   * The limits the main container (where commands run) reached since the last call, read from
+   * its cgroups on this host; when its bash was killed, the container is gone, and Docker says
+   * whether the memory limit did it. Nothing when the daemon's processes are not visible here.
+   */
+  async #limitHits(): Promise<LimitCounters> {
+    const none = { memory: 0, pids: 0 };
+    const client = this.#client;
+    const id = this.#mainId;
+    if (!client || !id) return none;
+    const state = (await client.inspectContainer(id).catch(() => undefined))?.State;
+    let now = state?.Pid ? await processLimitCounters(state.Pid) : undefined;
+    if (!now && this.#seenLimits && state?.OOMKilled) {
+      now = { ...this.#seenLimits, memory: this.#seenLimits.memory + 1 };
+    }
+    if (!now) return none;
+    const seen = this.#seenLimits ?? now;
+    this.#seenLimits = now;
+    return { memory: now.memory - seen.memory, pids: now.pids - seen.pids };
   }
 
   getOutputFromCommand(command: string): Promise<CommandOutput> {

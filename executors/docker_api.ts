@@ -189,6 +189,8 @@ export interface ContainerInspect {
     readonly Running: boolean;
     /** The container's init process on the daemon's host (0 when it is not running). */
     readonly Pid?: number;
+    /** The kernel killed the container's init process for its memory limit. */
+    readonly OOMKilled?: boolean;
     readonly ExitCode: number;
     readonly Error: string;
   };

@@ -289,7 +289,7 @@ async function write(file: string, value: string): Promise<boolean> {
 }
 
 /** Which limit a job reached, counted since the job began. */
-interface LimitCounters {
+export interface LimitCounters {
   readonly memory: number;
   readonly pids: number;
 }
@@ -698,6 +698,38 @@ async function readUsage(
  * (another PID or mount namespace) or the process is gone.
  */
 export async function processCgroupUsage(pid: number): Promise<ResourceUsage | undefined> {
+  const found = await processCgroupDirs(pid);
+  return found && await readUsage(found.kind, found.byController, found.v2);
+}
+
+/**
+ * How many processes the memory limit of process `pid`'s cgroup killed (`oom_kill`) and how many
+ * forks its process limit refused (`max`), counted since the cgroup was made (e.g. a container's,
+ * whose init process that is); `undefined` when its cgroups are not visible here or it is gone.
+ */
+export async function processLimitCounters(pid: number): Promise<LimitCounters | undefined> {
+  const found = await processCgroupDirs(pid);
+  if (!found) return undefined;
+  const { memory, pids } = found.byController;
+  return {
+    memory: memory
+      ? (await readKeyed(
+        found.kind === "v2" ? `${memory}/memory.events` : `${memory}/memory.oom_control`,
+      )).get("oom_kill") ?? 0
+      : 0,
+    pids: pids ? (await readKeyed(`${pids}/pids.events`)).get("max") ?? 0 : 0,
+  };
+}
+
+/** The cgroup directories of process `pid` on this host, per controller. */
+async function processCgroupDirs(pid: number): Promise<
+  | {
+    readonly kind: "v1" | "v2";
+    readonly byController: Readonly<Record<string, string>>;
+    readonly v2: string | undefined;
+  }
+  | undefined
+> {
   let lines: string[];
   let mounts: Mount[];
   try {
@@ -714,7 +746,7 @@ export async function processCgroupUsage(pid: number): Promise<ResourceUsage | u
   if (v1Mounts.length === 0) {
     if (!v2) return undefined;
     for (const c of ["memory", "pids", "io"]) byController[c] = v2;
-    return await readUsage("v2", byController, v2);
+    return { kind: "v2", byController, v2 };
   }
   for (const line of lines) {
     const [, controllers, ...rest] = line.split(":");
@@ -725,7 +757,7 @@ export async function processCgroupUsage(pid: number): Promise<ResourceUsage | u
       if (dir) byController[controller] = dir;
     }
   }
-  return await readUsage("v1", byController, v2);
+  return { kind: "v1", byController, v2 };
 }
 
 /** How old an empty job cgroup must be before another agent takes it for a leftover. */

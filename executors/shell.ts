@@ -34,7 +34,7 @@ import { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
 import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
 import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
-import { JOB_CGROUP_PREFIX, JobCgroup, jobIsolation } from "./job_cgroup.ts";
+import { JOB_CGROUP_PREFIX, JobCgroup, jobIsolation, type LimitCounters } from "./job_cgroup.ts";
 import { createJobHostDir, type JobHostDir } from "./docker_leftovers.ts";
 import { type JobRecord, writeJobRecord } from "./job_record.ts";
 import { formatBytes } from "../lib/engine/resource_usage.ts";
@@ -346,6 +346,27 @@ function limitWatchingRunner(
   pty: PtyProcess,
   limits: JobLimits,
 ): CommandRunner {
+  return limitMessagesRunner(
+    session,
+    limits,
+    () => cgroup.limitHits(),
+    async () => await cgroup.killAllBut(await pty.shellPids()),
+  );
+}
+
+/**
+ * Runs commands in `session`; when `hits` (the limits reached since its last call) counts a hit
+ * while a command runs, ends that command's output with `Killed: the job reached its memory
+ * limit (2 GiB)` or `... process limit (1000)` and makes it fail. `onPidsHit` runs on each
+ * process-limit hit. Shell jobs read `hits` from the job's cgroup, container jobs from the main
+ * container's.
+ */
+export function limitMessagesRunner(
+  session: CommandRunner,
+  limits: JobLimits,
+  hits: () => Promise<LimitCounters>,
+  onPidsHit?: () => Promise<void>,
+): CommandRunner {
   return {
     async run(command, onOutput) {
       let memoryHit = false;
@@ -353,11 +374,11 @@ function limitWatchingRunner(
       let checking: Promise<void> = Promise.resolve();
       const check = () => {
         checking = checking.then(async () => {
-          const hits = await cgroup.limitHits();
-          if (hits.memory > 0) memoryHit = true;
-          if (hits.pids > 0) {
+          const now = await hits();
+          if (now.memory > 0 && limits.memoryBytes !== undefined) memoryHit = true;
+          if (now.pids > 0 && limits.pids !== undefined) {
             pidsHit = true;
-            await cgroup.killAllBut(await pty.shellPids());
+            await onPidsHit?.();
           }
         });
         return checking;

@@ -271,6 +271,45 @@ dockerTest("job limits become the container's Memory, NanoCpus and PidsLimit", a
   }
 });
 
+dockerTest("a container job whose command the memory limit kills fails and says why", async () => {
+  const bigAlloc = "dd if=/dev/zero of=/dev/null bs=629145600 count=1";
+  const { result, log } = await runJob(
+    makeRequest({ commands: commands(bigAlloc, "echo next") }),
+    { limits: { memoryBytes: 256 * 1024 * 1024 } },
+  );
+  assert.equal(result, "failed", log.join("\n"));
+  const at = log.indexOf(`directive: ${bigAlloc}`);
+  assert.match(log[at + 1], /Killed: the job reached its memory limit \(256 MiB\)\n$/);
+  assert.notEqual(log[at + 2], "Exit Code: 0");
+  assert.ok(!log.includes("directive: echo next"));
+});
+
+dockerTest("a container job whose bash the memory limit kills fails and says why", async () => {
+  const grow = "x=$(head -c 629145600 /dev/zero | tr '\\0' a); echo ${#x}";
+  const { result, log } = await runJob(
+    makeRequest({ commands: commands(grow) }),
+    { limits: { memoryBytes: 256 * 1024 * 1024 } },
+  );
+  assert.equal(result, "failed", log.join("\n"));
+  const at = log.indexOf(`directive: ${grow}`);
+  assert.match(log[at + 1], /Killed: the job reached its memory limit \(256 MiB\)\n$/);
+});
+
+dockerTest(
+  "a fork bomb in a container job under a process limit of 100 fails it and says why",
+  async () => {
+    const bomb = "bomb() { bomb | bomb & }; bomb; sleep 3";
+    const { result, log } = await runJob(
+      makeRequest({ commands: commands(bomb, "echo next") }),
+      { limits: { pids: 100 } },
+    );
+    assert.equal(result, "failed", log.join("\n"));
+    const at = log.indexOf(`directive: ${bomb}`);
+    assert.match(log[at + 1], /Killed: the job reached its process limit \(100\)\n$/);
+    assert.notEqual(log[at + 2], "Exit Code: 0");
+  },
+);
+
 dockerTest("Job measures a container job from its containers' cgroups", async () => {
   const { result, log, job } = await runJob(makeRequest({
     commands: commands("x=$(head -c 52428800 /dev/zero | tr '\\0' a); echo ${#x}"),

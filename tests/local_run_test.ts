@@ -180,8 +180,14 @@ Deno.test("runJobFile() rejects an env var name that is not a shell name, runnin
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", async () => {
-  const marker = `agent-sigterm-${crypto.randomUUID()}`;
+for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+  Deno.test(`agent run stops the job on ${signal}, skips epilogues and exits 130`, async () => {
+    await stopsOn(signal);
+  });
+}
+
+async function stopsOn(signal: Deno.Signal): Promise<void> {
+  const marker = `agent-${signal.toLowerCase()}-${crypto.randomUUID()}`;
   const path = await writeJob(
     `commands:\n  - directive: "bash -c 'sleep 300; : ${marker}'"\n` +
       `epilogue_always_commands:\n  - directive: echo epilogue-ran\n`,
@@ -202,7 +208,7 @@ Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", a
   // The command is written to the shell right after it is shown; wait until it runs.
   for (let i = 0; i < 500 && !psContains(marker); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(psContains(marker), `the job's command runs:\n${out}`);
-  child.kill("SIGTERM");
+  child.kill(signal);
   while (true) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -214,7 +220,7 @@ Deno.test("agent run stops the job on SIGTERM, skips epilogues and exits 130", a
   assert.match(out, /Job stopped/);
   assert.ok(!psContains(marker), "no process of the job is left");
   await Deno.remove(path);
-});
+}
 
 function psContains(text: string): boolean {
   const ps = new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" }).outputSync();

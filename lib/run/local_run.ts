@@ -1,9 +1,9 @@
 /**
  * `agent run JOB.yaml` (SEMAPHORE_COMPAT.md §3.3 with DECISIONS.md 13): one local job, shown
  * live in readable form, optionally written as a JSONL event log; the exit code is the result
- * (0 passed, 1 failed, 130 stopped). SIGINT/SIGTERM stop the job, which runs no epilogue and
- * cleans up. Output that cannot be written (stdout closed by `| head`, a full disk under
- * `--log-file`) stops the job the same way; the run then fails with one line saying so.
+ * (0 passed, 1 failed, 130 stopped). SIGINT/SIGTERM/SIGHUP stop the job, which runs no
+ * epilogue and cleans up. Output that cannot be written (stdout closed by `| head`, a full disk
+ * under `--log-file`) stops the job the same way; the run then fails with one line saying so.
  *
  * Unlike the original, a local run leaves the user's home alone: no `authorized_keys`, no
  * `/tmp/ssh_jump_point`, no `source` lines appended to `~/.bash_profile` (those serve hosted
@@ -244,7 +244,9 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     interrupted.abort(new Error("interrupted"));
     started.stop();
   };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  // SIGHUP too (the terminal closed): dying of it would leave the job's processes, cgroup and
+  // env files to the next agent.
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   try {
     const result = await started.run();
