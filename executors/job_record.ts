@@ -1,7 +1,8 @@
 /**
  * What a shell job leaves on the host, written down before its shell starts so that another
  * agent can remove it when this one dies (`kill -9`, OOM, reboot of the service): the job's
- * cgroup, its process tag and its env files, and without a cgroup its processes as last seen. The record lives in the job's host directory,
+ * cgroup, its process tag and its env files, and without a cgroup its processes as last seen and
+ * the mark file they all hold open. The record lives in the job's host directory,
  * whose owner file the agent keeps locked while the job lives (docker_leftovers.ts); an agent
  * that finds the lock free at start calls {@linkcode removeRecordedJob} (DECISIONS.md 23).
  *
@@ -27,6 +28,8 @@ export interface JobRecord {
   readonly files: readonly string[];
   /** Without a cgroup: the job's processes as last seen (they may have dropped the tag). */
   readonly processes?: readonly ProcessId[];
+  /** Without a cgroup: the file every process of the job holds open (process_tree.ts). */
+  readonly markFile?: string;
 }
 
 /** Writes (or rewrites) the record of the job whose host directory is `dir`. */
@@ -88,7 +91,7 @@ export async function removeRecordedJob(dir: string, logger: Logger): Promise<vo
     // Without a cgroup: the processes last seen (orphans re-parented to init when the agent
     // died), their descendants, and what still carries the job's tag.
     const killed = await killIdentifiedProcesses(record.processes ?? []) +
-      await killProcessTree({ rootPid: -1, tag: record.processTag });
+      await killProcessTree({ rootPid: -1, tag: record.processTag, markFile: record.markFile });
     if (killed > 0) {
       logger.info(`${job} Killed ${killed} leftover process(es) of a dead agent's job`);
     }

@@ -3,7 +3,9 @@
  * the descendants of the terminal process, every process in the job shell's session (orphans
  * keep it after their parent died), every process whose environment carries the job's process
  * tag (daemons that left the session still inherit it), and, when the agent is a child
- * subreaper, the orphans it adopted from jobs (children of the agent outside its session).
+ * subreaper, the orphans it adopted from jobs (children of the agent outside its session), and
+ * every process that holds the job's mark file open (a descriptor every process of the job
+ * inherits, which `setsid`, `env -i` and re-parenting keep).
  * Linux `/proc` only. Every read is asynchronous: a sweep never blocks the agent's event loop.
  *
  * @module
@@ -24,7 +26,15 @@ export interface KillProcessTreeOptions {
    * agent (a child subreaper). @default false
    */
   readonly adoptedOrphans?: boolean;
+  /** A file every process of the job holds open (see {@linkcode MARK_FD}). @default none */
+  readonly markFile?: string;
 }
+
+/**
+ * The descriptor on which the job's shell, and so every process it starts, holds the job's mark
+ * file open. High, so that jobs' own `exec 9>lock` idioms leave it alone.
+ */
+export const MARK_FD = 200;
 
 interface ProcInfo {
   readonly pid: number;
@@ -67,6 +77,25 @@ async function listProcesses(): Promise<ProcInfo[]> {
   return infos.filter((info): info is ProcInfo => info !== undefined);
 }
 
+/** Whether process `pid` holds `markFile` open (also once the file was deleted). */
+async function holdsMark(pid: number, markFile: string): Promise<boolean> {
+  try {
+    const link = await Deno.readLink(`/proc/${pid}/fd/${MARK_FD}`);
+    if (link === markFile || link === `${markFile} (deleted)`) return true;
+  } catch {
+    // not open there (or not ours to read): look at every descriptor
+  }
+  try {
+    for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+      const link = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`).catch(() => "");
+      if (link === markFile || link === `${markFile} (deleted)`) return true;
+    }
+  } catch {
+    // gone, or another user's
+  }
+  return false;
+}
+
 async function hasTag(pid: number, tag: string): Promise<boolean> {
   try {
     const environ = await Deno.readFile(`/proc/${pid}/environ`);
@@ -78,7 +107,7 @@ async function hasTag(pid: number, tag: string): Promise<boolean> {
 
 /** Returns the pids of the job's processes, the root included while it lives. */
 export async function findProcessTree(options: KillProcessTreeOptions): Promise<number[]> {
-  const { rootPid, tag, sessionIds = [], adoptedOrphans = false } = options;
+  const { rootPid, tag, sessionIds = [], adoptedOrphans = false, markFile } = options;
   const processes = await listProcesses();
   const self = Deno.pid;
   const members = new Set<number>();
@@ -105,10 +134,15 @@ export async function findProcessTree(options: KillProcessTreeOptions): Promise<
       }
     }
   }
-  if (tag) {
+  if (tag || markFile) {
     const candidates = processes.filter((p) => !members.has(p.pid) && p.pid !== self && !p.zombie);
-    const tagged = await Promise.all(candidates.map((p) => hasTag(p.pid, tag)));
-    candidates.forEach((p, i) => tagged[i] && members.add(p.pid));
+    const found = await Promise.all(
+      candidates.map(async (p) =>
+        (tag !== undefined && await hasTag(p.pid, tag)) ||
+        (markFile !== undefined && await holdsMark(p.pid, markFile))
+      ),
+    );
+    candidates.forEach((p, i) => found[i] && members.add(p.pid));
   }
   const zombies = new Set(processes.filter((p) => p.zombie).map((p) => p.pid));
   return [...members].filter((pid) => !zombies.has(pid));

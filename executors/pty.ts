@@ -18,6 +18,7 @@ import {
   findProcessTree,
   identifyProcessTree,
   killProcessTree,
+  MARK_FD,
   type ProcessId,
   readStat,
 } from "./process_tree.ts";
@@ -40,7 +41,15 @@ export interface PtyOptions {
   readonly cgroup?: JobCgroup;
   /** Without a cgroup: the agent is a child subreaper, so sweep its adopted orphans too. */
   readonly adoptedOrphans?: boolean;
+  /**
+   * Without a cgroup: a file the shim opens on descriptor {@linkcode MARK_FD} for the job's
+   * processes to inherit, so that those which drop the tag and leave the session are found.
+   */
+  readonly markFile?: string;
 }
+
+/** Opens the mark file on MARK_FD (bash: sh has one-digit descriptors only), then `script`. */
+const HOLD_MARK = `exec ${MARK_FD}<"$0" && exec script -qfec "$1" /dev/null`;
 
 /**
  * Joins the cgroup (its pid written to each `cgroup.procs`), then becomes `script`: every
@@ -65,6 +74,7 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   readonly #sessions = new Set<number>();
   readonly #cgroup: JobCgroup | undefined;
   readonly #adoptedOrphans: boolean;
+  readonly #markFile: string | undefined;
   #alive = true;
   #killed: Promise<void> | undefined;
 
@@ -74,10 +84,14 @@ export class PtyProcess implements Terminal, AsyncDisposable {
     this.#tag = processTag;
     this.#cgroup = cgroup;
     this.#adoptedOrphans = options.adoptedOrphans ?? false;
+    const markFile = cgroup ? undefined : options.markFile;
+    this.#markFile = markFile;
     const line = command.map(shellQuote).join(" ");
-    this.#child = new Deno.Command(cgroup ? "sh" : "script", {
+    this.#child = new Deno.Command(cgroup ? "sh" : markFile ? "bash" : "script", {
       args: cgroup
         ? ["-c", JOIN_CGROUP, "sh", line, ...cgroup.procsFiles]
+        : markFile
+        ? ["-c", HOLD_MARK, markFile, line]
         : ["-qfec", line, "/dev/null"],
       env: { ...env, [tagName]: tagValue.join("=") },
       clearEnv: true,
@@ -149,6 +163,7 @@ export class PtyProcess implements Terminal, AsyncDisposable {
       tag: this.#tag,
       sessionIds: [...this.#sessions],
       adoptedOrphans: this.#adoptedOrphans,
+      markFile: this.#markFile,
     });
   }
 

@@ -171,11 +171,16 @@ class ShellExecutor implements Executor {
         );
       }
       const processTag = `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`;
+      // Without a cgroup, every process of the job inherits a descriptor of this file: found by
+      // it even after it dropped the tag and left the session (process_tree.ts).
+      const markFile = this.#cgroup ? undefined : `${storageDir}/job.mark`;
+      if (markFile) await Deno.writeFile(markFile, new Uint8Array(), { mode: 0o600 });
       await this.#updateRecord({
         jobId: this.#request.job_id,
         processTag,
         cgroup: this.#cgroup?.record,
         files: [], // the env files are in the job's directory
+        ...(markFile ? { markFile } : {}),
       });
       const pty = new PtyProcess({
         // A login shell as in the original; without readline, which reads the terminal one
@@ -185,6 +190,7 @@ class ShellExecutor implements Executor {
         processTag,
         cgroup: this.#cgroup,
         adoptedOrphans: isolation.kind === "none",
+        markFile,
       });
       this.#pty = pty;
       this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });

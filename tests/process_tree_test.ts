@@ -198,3 +198,30 @@ Deno.test("a non-root agent killed mid-job: the next one removes the job's escap
     for (const pid of processesWith(marker)) Deno.kill(pid, "SIGKILL");
   }
 });
+
+Deno.test("a non-root agent killed before its record names a job's escapes: the next one finds them by the mark they inherited", async () => {
+  const marker = `agent-nonroot-mark-${crypto.randomUUID()}`;
+  await using sandbox = await nobodySandbox();
+  const agent = sandbox.agent(escapeJob(marker, "sleep 1000")).spawn();
+  try {
+    // Killed as soon as the escapes run: the once-a-second record has not seen them yet.
+    for (let i = 0; i < 1500 && processesWith(marker).length < 4; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(processesWith(marker).length, 4, "the job's escapes run");
+    agent.kill("SIGKILL");
+    await agent.status;
+    assert.equal(processesWith(marker).length, 4, "the job outlives its agent");
+    const next = await sandbox.agent("commands:\n  - directive: echo next\n").output();
+    assert.equal(next.code, 0, new TextDecoder().decode(next.stderr));
+    assert.deepEqual(processesWith(marker), []);
+  } finally {
+    try {
+      agent.kill("SIGKILL");
+    } catch {
+      // dead
+    }
+    await agent.status;
+    for (const pid of processesWith(marker)) Deno.kill(pid, "SIGKILL");
+  }
+});
