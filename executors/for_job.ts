@@ -11,7 +11,7 @@ import { errorMessage, JobConstructionError } from "../lib/util/errors.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { createShellExecutor } from "./shell.ts";
 import { createDockerExecutor } from "./docker.ts";
-import { removeLeftoverHostDirs, removeLeftovers } from "./docker_leftovers.ts";
+import { removeLeftovers } from "./docker_leftovers.ts";
 import { jobIsolation, removeEmptyLeftoverCgroups } from "./job_cgroup.ts";
 
 /**
@@ -61,22 +61,15 @@ export async function logJobIsolation(logger: Logger): Promise<void> {
  * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
  * owners that are no longer alive, and the processes, cgroups and env files of their shell
  * jobs). Every agent that runs jobs calls it once at start; it gives up quietly after a few
- * seconds when Docker does not answer. Without `docker`, only the host side is looked at.
+ * seconds when Docker does not answer.
  */
-export async function cleanUpAfterCrashedAgents(
-  logger: Logger,
-  options: { readonly docker?: boolean } = {},
-): Promise<void> {
+export async function cleanUpAfterCrashedAgents(logger: Logger): Promise<void> {
   try {
-    if (options.docker === false) {
-      await removeLeftoverHostDirs(logger);
-    } else {
-      const { containers, networks } = await removeLeftovers({ logger });
-      if (containers + networks > 0) {
-        logger.info(
-          `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
-        );
-      }
+    const { containers, networks } = await removeLeftovers({ logger });
+    if (containers + networks > 0) {
+      logger.info(
+        `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
+      );
     }
     await removeEmptyLeftoverCgroups(logger);
   } catch (error) {

@@ -149,7 +149,7 @@ Deno.test("cleanUpAfterCrashedAgents() leaves a live agent's job alone", async (
     assert.equal(pids.length, 1);
     const record = await recordHolding(pids[0]);
     assert.ok(record);
-    await cleanUpAfterCrashedAgents(recordingLogger(), { docker: false });
+    await cleanUpAfterCrashedAgents(recordingLogger());
     assert.deepEqual(processesWith(marker), pids);
     assert.ok(await exists(record.dir));
   } finally {
@@ -179,7 +179,7 @@ Deno.test("cleanUpAfterCrashedAgents() removes empty job cgroups older than a mi
     await Deno.utime(old, twoMinutesAgo, twoMinutesAgo);
     await Deno.utime(busy, twoMinutesAgo, twoMinutesAgo);
     const logger = recordingLogger();
-    await cleanUpAfterCrashedAgents(logger, { docker: false });
+    await cleanUpAfterCrashedAgents(logger);
     assert.equal(await exists(old), false);
     assert.ok(await exists(young));
     assert.ok(await exists(busy));

@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
+import { DockerClient } from "../executors/docker_api.ts";
+import { HOST_DIR_LABEL, JOB_LABEL } from "../executors/docker_leftovers.ts";
+import {
+  dockerSkipReason,
+  ensureTestImages,
+  TEST_IMAGES,
+  testImagesReady,
+} from "./support/test_images.ts";
 import { runJobFile } from "../lib/run/local_run.ts";
 import { UsageError } from "../lib/util/errors.ts";
 import { makeHome, testShellEnv } from "./support/job_harness.ts";
-import { DockerClient } from "../executors/docker_api.ts";
-import { JOB_LABEL } from "../executors/docker_leftovers.ts";
-import { dockerSkipReason, ensureTestImages, TEST_IMAGES } from "./support/test_images.ts";
 
 /** Job shells get an empty HOME: the machine's login profile is not part of these tests. */
 const home = await makeHome();
@@ -457,4 +462,38 @@ Deno.test("agent run fails with one line and exit code 2 on a file that never en
     new TextDecoder().decode(out.stderr),
     "agent: /dev/zero: Cannot read job file: the file is larger than 16777216 bytes\n",
   );
+});
+
+Deno.test({
+  name: "agent run of a shell job also removes the containers a killed agent's job left",
+  ignore: dockerSkip !== undefined,
+  async fn() {
+    await testImagesReady();
+    await using client = await DockerClient.connect();
+    // A dead agent's job: its host dir has an owner file that nobody locks.
+    const hostDir = await Deno.makeTempDir({ dir: "/tmp", prefix: "agent-temp-directory-" });
+    await Deno.writeTextFile(`${hostDir}/.owner`, `${Deno.hostname()}/999999999`);
+    const jobId = `leftover-${crypto.randomUUID()}`;
+    const id = await client.createContainer(undefined, {
+      Image: TEST_IMAGES.nobash,
+      Cmd: ["sleep", "60"],
+      Labels: { [JOB_LABEL]: jobId, [HOST_DIR_LABEL]: hostDir },
+      HostConfig: { NetworkMode: "none" },
+    });
+    const path = await writeJob(`commands:\n  - directive: echo shell job\n`);
+    try {
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
+        stdout: "piped",
+        stderr: "piped",
+        env: { HOME: home, DENO_DIR: denoDir() },
+      }).output();
+      assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+      assert.equal(await client.inspectContainer(id), undefined);
+    } finally {
+      await client.removeContainer(id).catch(() => {});
+      await Deno.remove(hostDir, { recursive: true }).catch(() => {});
+      await Deno.remove(path);
+    }
+  },
 });

@@ -236,7 +236,13 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   }
 
   await logJobIsolation(logger);
-  await cleanUpAfterCrashedAgents(logger, { docker: request.executor === "dockercompose" });
+  // What killed agents left: before a container job starts (its names may clash), and beside a
+  // shell job (Docker's answers need not delay it; the dead jobs' containers still go).
+  let leftovers: Promise<void> | undefined = cleanUpAfterCrashedAgents(logger);
+  if (request.executor === "dockercompose") {
+    await leftovers;
+    leftovers = undefined;
+  }
   const started = job;
   const onSignal = () => {
     if (reporting) show("\nInterrupted: not waiting for the callbacks\n");
@@ -261,5 +267,6 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     return EXIT_CODES[result];
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    await leftovers;
   }
 }

@@ -104,7 +104,8 @@ export async function execute(
   const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ? realDir(baseEnv.HOME) : "");
   if (options.logDir) await Deno.mkdir(options.logDir, { recursive: true });
   const allJobs = [...plan.blocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
-  if (allJobs.some((j) => j.containers)) await cleanUpAfterCrashedAgents(logger);
+  // What killed agents left (processes, cgroups, files, containers), before any job starts.
+  await cleanUpAfterCrashedAgents(logger);
 
   const json = options.json === true;
   const human = !options.quiet && !json;
