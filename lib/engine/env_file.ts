@@ -11,6 +11,7 @@ import type { EnvVar } from "./job_request_types.ts";
 import type { EventSink } from "./events.ts";
 import type { Logger } from "../util/agent_log.ts";
 import { decodeBase64 } from "../util/base64.ts";
+import { concatAll } from "../util/bytes.ts";
 import { CommandLog, type CommandRunner } from "./command_log.ts";
 import { errorMessage } from "../util/errors.ts";
 import { RedactingSink } from "./redactor.ts";
@@ -88,18 +89,11 @@ function compareBytes(a: string, b: string): number {
 
 /** The env file: `export NAME=VALUE\n` per variable, in the given order. */
 export function formatEnvFile(vars: readonly EnvEntry[]): Uint8Array {
-  const parts = vars.flatMap((v) => [
+  return concatAll(vars.flatMap((v) => [
     encoder.encode(`export ${v.name}=`),
     quoteEnvBytes(v.value),
     encoder.encode("\n"),
-  ]);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  ]));
 }
 
 /** Where and how {@linkcode exportEnvironment} puts the environment into a job shell. */
