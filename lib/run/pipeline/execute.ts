@@ -103,7 +103,6 @@ export async function execute(
   const settings = toolboxSettings(options, ctx.repoRoot);
   const toolbox = toolboxEnv(dirs, settings, baseEnv.HOME ? realDir(baseEnv.HOME) : "");
   if (options.logDir) await Deno.mkdir(options.logDir, { recursive: true });
-  const allJobs = [...plan.blocks.flatMap((b) => b.jobs), ...plan.afterPipeline];
   // What killed agents left (processes, cgroups, files, containers), before any job starts.
   await cleanUpAfterCrashedAgents(logger);
 
