@@ -16,25 +16,9 @@ import {
 import { PtyProcess } from "../executors/pty.ts";
 import { eventWaiter, runTestJob, simplify, startTestJob } from "./support/job_harness.ts";
 import type { JobEvent } from "../lib/engine/events.ts";
+import { processesWith } from "./support/processes.ts";
 
 const cmd = (directive: string) => ({ directive, alias: "" });
-
-/** Pids of live (not zombie) processes named `marker` (their argv[0]). */
-function processesWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (cmdline.startsWith(`${marker}\0`) && state !== "Z") out.push(Number(entry.name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 /** Job cgroup directories that exist now under any hierarchy (ours and other agents'). */
 function jobCgroupDirs(isolation: JobIsolation): Set<string> {

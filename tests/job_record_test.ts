@@ -9,24 +9,9 @@ import { cleanUpAfterCrashedAgents } from "../executors/for_job.ts";
 import { JOB_CGROUP_PREFIX, jobIsolation } from "../executors/job_cgroup.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
 import { eventWaiter, makeHome, startTestJob, testShellEnv } from "./support/job_harness.ts";
+import { processesWith } from "./support/processes.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** Pids of live processes named `marker` (their argv[0]). */
-function processesWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      if (cmdline.startsWith(`${marker}\0`) && !/\) Z /.test(stat)) out.push(Number(entry.name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 /** The job record (host dir, cgroup dirs, files) whose cgroup holds `pid`. */
 async function recordHolding(

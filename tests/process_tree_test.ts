@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { findProcessTree, killProcessTree } from "../executors/process_tree.ts";
+import { processesWith } from "./support/processes.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const NOBODY = 65534;
@@ -46,22 +47,6 @@ Deno.test("findProcessTree() finds a tagged process that left the session and it
     }
   }
 });
-
-/** Pids of live processes named `marker` (their argv[0]). */
-function processesWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      if (cmdline.startsWith(`${marker}\0`) && !/\) Z /.test(stat)) out.push(Number(entry.name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 /**
  * A place to run `agent run` as the user nobody, who cannot make cgroups: a private Deno cache (a
