@@ -56,10 +56,6 @@ interface Mount {
   readonly options: readonly string[];
 }
 
-async function readText(path: string): Promise<string> {
-  return await Deno.readTextFile(path);
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -72,7 +68,7 @@ async function exists(path: string): Promise<boolean> {
 /** The cgroup mounts of this mount namespace (`/proc/self/mountinfo`). */
 async function cgroupMounts(): Promise<Mount[]> {
   const out: Mount[] = [];
-  for (const line of (await readText("/proc/self/mountinfo")).split("\n")) {
+  for (const line of (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")) {
     const [left, right] = line.split(" - ");
     if (!right) continue;
     const fields = left.split(" ");
@@ -127,7 +123,7 @@ export async function detectJobIsolation(): Promise<JobIsolation> {
   let ownCgroups: string[];
   try {
     mounts = await cgroupMounts();
-    ownCgroups = (await readText("/proc/self/cgroup")).split("\n").filter((l) => l);
+    ownCgroups = (await Deno.readTextFile("/proc/self/cgroup")).split("\n").filter((l) => l);
   } catch (error) {
     return { kind: "none", description: `no cgroups: ${errorMessage(error)}` };
   }
@@ -197,9 +193,9 @@ export async function detectJobIsolation(): Promise<JobIsolation> {
 async function delegateV2Controllers(dir: string): Promise<string[]> {
   let available: string[];
   try {
-    available = (await readText(`${dir}/cgroup.controllers`)).trim().split(/\s+/).filter((c) =>
-      ["memory", "pids", "cpu", "io"].includes(c)
-    );
+    available = (await Deno.readTextFile(`${dir}/cgroup.controllers`)).trim().split(/\s+/).filter((
+      c,
+    ) => ["memory", "pids", "cpu", "io"].includes(c));
   } catch {
     return [];
   }
@@ -222,7 +218,7 @@ async function delegateV2Controllers(dir: string): Promise<string[]> {
     }
   }
   try {
-    const enabled = (await readText(`${dir}/cgroup.subtree_control`)).trim().split(/\s+/);
+    const enabled = (await Deno.readTextFile(`${dir}/cgroup.subtree_control`)).trim().split(/\s+/);
     return available.filter((c) => enabled.includes(c));
   } catch {
     return [];
@@ -249,7 +245,7 @@ export function jobIsolation(): Promise<JobIsolation> {
 
 async function readPids(file: string): Promise<number[]> {
   try {
-    return (await readText(file)).split("\n").filter((l) => l).map(Number);
+    return (await Deno.readTextFile(file)).split("\n").filter((l) => l).map(Number);
   } catch {
     return [];
   }
@@ -257,7 +253,7 @@ async function readPids(file: string): Promise<number[]> {
 
 async function readNumber(file: string): Promise<number | undefined> {
   try {
-    const value = Number((await readText(file)).trim());
+    const value = Number((await Deno.readTextFile(file)).trim());
     return Number.isFinite(value) ? value : undefined;
   } catch {
     return undefined;
@@ -268,7 +264,7 @@ async function readNumber(file: string): Promise<number | undefined> {
 async function readKeyed(file: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   try {
-    for (const line of (await readText(file)).split("\n")) {
+    for (const line of (await Deno.readTextFile(file)).split("\n")) {
       const [key, value] = line.trim().split(/\s+/);
       if (key && value !== undefined) out.set(key, Number(value));
     }
@@ -551,7 +547,7 @@ function freezerFor(record: JobCgroupRecord): Freezer | undefined {
         await write(`${v1}/freezer.state`, "FROZEN");
         for (let i = 0; i < 200; i++) {
           try {
-            if ((await readText(`${v1}/freezer.state`)).trim() !== "FREEZING") return;
+            if ((await Deno.readTextFile(`${v1}/freezer.state`)).trim() !== "FREEZING") return;
           } catch {
             return;
           }
@@ -640,7 +636,7 @@ async function readUsage(
       try {
         let read = 0;
         let written = 0;
-        for (const line of (await readText(`${c.io}/io.stat`)).split("\n")) {
+        for (const line of (await Deno.readTextFile(`${c.io}/io.stat`)).split("\n")) {
           read += Number(/rbytes=(\d+)/.exec(line)?.[1] ?? 0);
           written += Number(/wbytes=(\d+)/.exec(line)?.[1] ?? 0);
         }
@@ -674,7 +670,9 @@ async function readUsage(
     if (c.pids) usage.peakProcesses = await readNumber(`${c.pids}/pids.peak`);
     if (c.blkio) {
       try {
-        const text = await readText(`${c.blkio}/blkio.throttle.io_service_bytes_recursive`);
+        const text = await Deno.readTextFile(
+          `${c.blkio}/blkio.throttle.io_service_bytes_recursive`,
+        );
         let read = 0;
         let written = 0;
         for (const line of text.split("\n")) {
@@ -733,7 +731,7 @@ async function processCgroupDirs(pid: number): Promise<
   let lines: string[];
   let mounts: Mount[];
   try {
-    lines = (await readText(`/proc/${pid}/cgroup`)).split("\n").filter((l) => l);
+    lines = (await Deno.readTextFile(`/proc/${pid}/cgroup`)).split("\n").filter((l) => l);
     mounts = await cgroupMounts();
   } catch {
     return undefined;

@@ -22,6 +22,7 @@ import { encodeBase64 } from "../lib/util/base64.ts";
 import { parseJobRequestJson } from "../lib/engine/job_request.ts";
 import { EventLog } from "../lib/engine/event_log.ts";
 import { writePlainTextLog } from "../lib/reporting/plain_text_log.ts";
+import { concatAll } from "../lib/util/bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -44,17 +45,7 @@ function stream(redactor: Redactor, chunks: readonly (string | Uint8Array)[]): U
 }
 
 function joined(parts: readonly Uint8Array[]): string {
-  return latin1.decode(concat(parts));
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return latin1.decode(concatAll(parts));
 }
 
 /** Standard base64 of bytes given as a latin1 string. */
@@ -64,8 +55,8 @@ Deno.test("Redactor replaces a raw value and leaves output without secrets byte 
   const r = redactorOf(SECRET);
   assert.equal(joined(stream(r, [`a ${SECRET} b\n`])), `a ${REDACTED} b\n`);
   const plain = new Uint8Array([0x68, 0x69, 0x0d, 0x0a, 0xff, 0xc3, 0x3a, 0x3a, 0x0a, 0x00]);
-  assert.deepEqual(concat(stream(r, [plain])), plain);
-  assert.deepEqual(concat(stream(new Redactor([]), [plain])), plain);
+  assert.deepEqual(concatAll(stream(r, [plain])), plain);
+  assert.deepEqual(concatAll(stream(new Redactor([]), [plain])), plain);
 });
 
 Deno.test("Redactor catches a value split at every byte between two writes", () => {
@@ -155,7 +146,7 @@ Deno.test("Redactor replaces URL-encoded and JSON-escaped forms", () => {
   }
   const json = JSON.stringify({ password: value, user: "me" });
   assert.equal(
-    decoder.decode(concat(stream(r, [json]))),
+    decoder.decode(concatAll(stream(r, [json]))),
     `{"password":"${REDACTED}","user":"me"}`,
   );
 });
