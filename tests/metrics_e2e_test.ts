@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { FakeHub } from "./support/fake_hub.ts";
-import { agentCommand, AUTH, startServeAgent } from "./support/serve_agent.ts";
+import { agentCommand, AUTH, followAgentLog, startServeAgent } from "./support/serve_agent.ts";
 import { prometheusSkipReason, promtool, startPrometheus } from "./support/prometheus.ts";
 
 const skip = await prometheusSkipReason();
@@ -38,34 +38,7 @@ function startAgentProcess(hub: FakeHub, dir: string, extra: string[] = []) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const lines: string[] = [];
-  let wake: () => void = () => {};
-  const pump = (async () => {
-    let rest = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop() ?? "";
-      lines.push(...parts);
-      wake();
-    }
-    wake();
-  })();
-  const stderr = new Response(child.stderr).text();
-  let exited = false;
-  const status = child.status.then(async (s) => {
-    exited = true;
-    await pump;
-    return s;
-  });
-  const waitForLine = async (pattern: RegExp): Promise<string> => {
-    for (;;) {
-      const line = lines.find((l) => pattern.test(l));
-      if (line !== undefined) return line;
-      if (exited) throw new Error(`agent exited:\n${lines.join("\n")}\n${await stderr}`);
-      await Promise.race([new Promise<void>((r) => wake = r), status]);
-    }
-  };
-  return { child, lines, status, stderr, waitForLine };
+  return { child, ...followAgentLog(child) };
 }
 
 function metricsPort(line: string): number {

@@ -118,6 +118,56 @@ export async function runAgent(
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
 }
 
+/** An agent process's log lines on stdout, as they come. */
+export interface AgentLog {
+  /** Every complete line so far. */
+  readonly lines: string[];
+  /** Resolves once the process exited and its stdout was read to the end. */
+  readonly status: Promise<Deno.CommandStatus>;
+  /** Everything on stderr, once the process closed it. */
+  readonly stderr: Promise<string>;
+  /** The first line matching `pattern`, seen or coming; rejects when the process exits first. */
+  waitForLine(pattern: RegExp): Promise<string>;
+  /** Whether the process exited. */
+  exited(): boolean;
+}
+
+/** Follows the stdout lines (and collects stderr) of a spawned agent with piped outputs. */
+export function followAgentLog(child: Deno.ChildProcess): AgentLog {
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  const pump = (async () => {
+    let rest = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop() ?? "";
+      lines.push(...parts);
+      for (const w of waiters.splice(0)) w();
+    }
+    for (const w of waiters.splice(0)) w();
+  })();
+  const stderr = new Response(child.stderr).text();
+  let exited = false;
+  const status = child.status.then(async (s) => {
+    exited = true;
+    await pump;
+    return s;
+  });
+  const waitForLine = async (pattern: RegExp): Promise<string> => {
+    for (;;) {
+      const line = lines.find((l) => pattern.test(l));
+      if (line !== undefined) return line;
+      if (exited) {
+        throw new Error(
+          `agent exited before logging ${pattern}:\n${lines.join("\n")}\n${await stderr}`,
+        );
+      }
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), status]);
+    }
+  };
+  return { lines, status, stderr, waitForLine, exited: () => exited };
+}
+
 /** Options of {@linkcode startServeAgent}. */
 export interface ServeAgentOptions {
   /** A temp dir: TMPDIR of the agent, and where the certificate goes. */
@@ -179,47 +229,13 @@ export async function startServeAgent(options: ServeAgentOptions): Promise<Serve
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const lines: string[] = [];
-  const waiters: Array<() => void> = [];
-  const pump = (async () => {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let rest = "";
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const parts = (rest + value).split("\n");
-      rest = parts.pop() ?? "";
-      lines.push(...parts);
-      for (const w of waiters.splice(0)) w();
-    }
-    for (const w of waiters.splice(0)) w();
-  })();
-  const stderr = new Response(child.stderr).text();
-  let exited = false;
-  const status = child.status.then(async (s) => {
-    exited = true;
-    await pump;
-    return s;
-  });
-
-  const waitForLine = async (pattern: RegExp): Promise<string> => {
-    for (;;) {
-      const line = lines.find((l) => pattern.test(l));
-      if (line !== undefined) return line;
-      if (exited) {
-        throw new Error(
-          `agent exited before logging ${pattern}:\n${lines.join("\n")}\n${await stderr}`,
-        );
-      }
-      await Promise.race([new Promise<void>((r) => waiters.push(r)), status]);
-    }
-  };
+  const { lines, status, stderr, waitForLine, exited } = followAgentLog(child);
   const listening = await waitForLine(/listening on https:\/\/127\.0\.0\.1:\d+$/);
   const port = Number(listening.match(/:(\d+)$/)![1]);
   const client = Deno.createHttpClient({ caCerts: [tls.cert] });
   const baseUrl = `https://127.0.0.1:${port}`;
   const stop = async (signal: Deno.Signal = "SIGTERM") => {
-    if (!exited) {
+    if (!exited()) {
       try {
         child.kill(signal);
       } catch {
