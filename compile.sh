@@ -21,6 +21,10 @@
 #     in chunks that `run` never reads). A single-file bundle would keep the `import()`s lazy too
 #     (esbuild wraps each module in an init function), but V8 would still parse all 750 kB and
 #     every `node:` import of every mode is hoisted to its top and evaluated at start.
+#   - Chunks are imported by URL (`import(new URL("./chunk.js", import.meta.url).href)`): Deno
+#     reads and analyses every string-literal import() target before the entry runs (it builds
+#     the whole module graph), which cost `version` and `run` ~5 ms for chunks they never load.
+#     A chunk is then read when it is imported, from the same unpacked directory.
 #   - No `node:` module on the paths of `version` and `run`: the first `node:` import starts
 #     Deno's Node compatibility layer, 30-50 ms before anything runs. Commander needs it (loaded
 #     lazily, see above); `yaml`'s Node build needs it (createRequire, node:process, node:buffer),
@@ -164,6 +168,22 @@ for chunk in "$work/payload/app/"*.js; do
     ' "$chunk"
   fi
 done
+# Chunks are imported by URL, not by string literal (see "Start-up time" above): Deno reads and
+# analyses every literal import() target before main.js runs, ~5 ms for chunks most commands
+# never load.
+"$deno_exe" eval --no-config '
+  const literal = /\bimport\("(\.\/[\w.-]+\.js)"\)/g;
+  for (const path of Deno.args) {
+    const text = Deno.readTextFileSync(path);
+    const rewritten = text.replace(literal, (_, chunk) =>
+      `import(new URL("${chunk}", import.meta.url).href)`);
+    if (/\bimport\(["\x27`]/.test(rewritten)) {
+      console.error(`compile.sh: Cannot bundle the agent: an import() in ${path} has an unknown form`);
+      Deno.exit(1);
+    }
+    if (rewritten !== text) Deno.writeTextFileSync(path, rewritten);
+  }
+' "$work/payload/app/"*.js
 # Every npm package must be inside the bundle: the launcher runs with --no-npm.
 npm_import="(from|import)[[:space:]]*\(?[[:space:]]*[\"']npm:"
 if grep -Eq "$npm_import" "$work/payload/app/"*.js; then

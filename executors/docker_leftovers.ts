@@ -204,18 +204,43 @@ export async function createJobHostDir(): Promise<JobHostDir> {
 }
 
 /**
+ * The per-job host dirs in {@linkcode hostDirParent} that are left over: those whose owner file
+ * nobody holds locked (with `all`, also those a live agent holds). A dir without an owner file is
+ * being made, or is not an agent's: it is never listed.
+ */
+async function* leftoverHostDirs(all: boolean): AsyncGenerator<string> {
+  const parent = hostDirParent();
+  for await (const entry of Deno.readDir(parent)) {
+    if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
+    const dir = `${parent}/${entry.name}`;
+    const state = await ownerState(dir);
+    if (state === "no dir" || state === "no owner file") continue;
+    if (!all && state !== "free") continue;
+    yield dir;
+  }
+}
+
+/**
+ * Whether a job of an agent that is no longer running left its host dir: only then can there be
+ * containers and networks of such a job to remove (every container job makes and locks its host
+ * dir before it names it in a label), unless the dir itself was deleted by hand.
+ */
+export async function hasLeftoverHostDirs(): Promise<boolean> {
+  try {
+    for await (const _dir of leftoverHostDirs(false)) return true;
+  } catch {
+    // not readable: nothing to remove there either
+  }
+  return false;
+}
+
+/**
  * Deletes the per-job host dirs whose owner file nobody holds locked (they may hold env files).
  * A dir without an owner file is being made, or is not an agent's: it is left alone.
  */
 export async function removeLeftoverHostDirs(logger: Logger, all = false): Promise<void> {
   try {
-    const parent = hostDirParent();
-    for await (const entry of Deno.readDir(parent)) {
-      if (!entry.isDirectory || !entry.name.startsWith(HOST_DIR_PREFIX)) continue;
-      const dir = `${parent}/${entry.name}`;
-      const state = await ownerState(dir);
-      if (state === "no dir" || state === "no owner file") continue;
-      if (!all && state !== "free") continue;
+    for await (const dir of leftoverHostDirs(all)) {
       await removeRecordedJob(dir, logger); // a shell job's processes, cgroup and env files
       await Deno.remove(dir, { recursive: true }).then(
         () => logger.info(`Removed leftover job directory ${dir}`),

@@ -11,7 +11,7 @@ import { errorMessage, JobConstructionError } from "../lib/util/errors.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { createShellExecutor } from "./shell.ts";
 import { createDockerExecutor } from "./docker.ts";
-import { removeLeftovers } from "./docker_leftovers.ts";
+import { hasLeftoverHostDirs, removeLeftovers } from "./docker_leftovers.ts";
 import { jobIsolation, removeEmptyLeftoverCgroups } from "./job_cgroup.ts";
 
 /**
@@ -57,19 +57,35 @@ export async function logJobIsolation(logger: Logger): Promise<void> {
   logger.info(`Job isolation: ${isolation.description}`);
 }
 
+/** Options of {@linkcode cleanUpAfterCrashedAgents}. */
+export interface CleanUpOptions {
+  /**
+   * Asks Docker only when a dead agent's job left its host dir, the sign that its containers may
+   * be left too. For `agent run` of a shell job: the first request to the daemon costs ~25 ms of
+   * the agent's start-up (Deno loads its HTTP client), and a container job, `start` and `serve`
+   * sweep everything anyway. @default false: always asks Docker
+   */
+  readonly dockerOnlyAfterDeadJobs?: boolean;
+}
+
 /**
  * Removes what jobs of a crashed agent left behind (containers, networks, host temp dirs of
  * owners that are no longer alive, and the processes, cgroups and env files of their shell
  * jobs). Every agent that runs jobs calls it once at start; it gives up quietly after a few
  * seconds when Docker does not answer.
  */
-export async function cleanUpAfterCrashedAgents(logger: Logger): Promise<void> {
+export async function cleanUpAfterCrashedAgents(
+  logger: Logger,
+  options: CleanUpOptions = {},
+): Promise<void> {
   try {
-    const { containers, networks } = await removeLeftovers({ logger });
-    if (containers + networks > 0) {
-      logger.info(
-        `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
-      );
+    if (!options.dockerOnlyAfterDeadJobs || await hasLeftoverHostDirs()) {
+      const { containers, networks } = await removeLeftovers({ logger });
+      if (containers + networks > 0) {
+        logger.info(
+          `Removed ${containers} container(s) and ${networks} network(s) left by earlier jobs`,
+        );
+      }
     }
     await removeEmptyLeftoverCgroups(logger);
   } catch (error) {

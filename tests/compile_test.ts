@@ -255,6 +255,23 @@ Deno.test("dist/agent version evaluates main.ts, the version and the error types
   assert.deepEqual(scripts.flatMap((s) => s.nodeImports), []);
 });
 
+Deno.test("dist/agent's chunks import chunks by URL, so Deno reads none before a command imports it", async () => {
+  const scripts = await evaluatedScripts(["version"]);
+  const main = scripts.find((s) => s.url.endsWith("/main.js"));
+  assert.ok(main, scripts.map((s) => s.url).join("\n"));
+  const dir = new URL(".", main.url);
+  let byUrl = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.name.endsWith(".js")) continue;
+    const text = await Deno.readTextFile(new URL(entry.name, dir));
+    // A string literal is a module graph edge: Deno would read and analyse its target first.
+    assert.doesNotMatch(text, /\bimport\(\s*["'`]/, entry.name);
+    byUrl +=
+      text.match(/\bimport\(new URL\("\.\/[\w.-]+\.js", import\.meta\.url\)\.href\)/g)?.length ?? 0;
+  }
+  assert.ok(byUrl >= 4, `${byUrl} imports by URL`); // run, serve, start and commander at least
+});
+
 Deno.test("dist/agent run evaluates no Hono, jose, commander, server/ or lib/start/ code, no node: module", async () => {
   const scripts = await evaluatedScripts(["run", "examples/hello.yaml"]);
   const modules = scripts.flatMap((s) => s.modules);

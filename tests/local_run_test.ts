@@ -271,6 +271,71 @@ Deno.test("agent run --log-format json writes the agent log on stderr as JSON li
   }
 });
 
+Deno.test("agent run of a shell job asks Docker only when a dead agent's job left its host dir", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "agent-docker-asked-" });
+  // A daemon that hangs up at once: the agent counts it as unreachable and goes on.
+  const socket = `${tmp}/docker.sock`;
+  const listener = Deno.listen({ transport: "unix", path: socket });
+  const accepted: string[] = [];
+  let onAccepted = () => {};
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const first = new Uint8Array(64);
+      const n = await conn.read(first).catch(() => null);
+      accepted.push(new TextDecoder().decode(first.subarray(0, n ?? 0)));
+      conn.close();
+      onAccepted();
+    }
+  })();
+  /** Connections accepted so far: a probe of our own, accepted last, flushes the queue. */
+  const acceptedNow = async () => {
+    const probed = new Promise<void>((resolve) => {
+      onAccepted = () => accepted.includes("probe") && resolve();
+    });
+    const probe = await Deno.connect({ transport: "unix", path: socket });
+    await probe.write(new TextEncoder().encode("probe"));
+    await probed;
+    probe.close();
+    accepted.splice(accepted.indexOf("probe"), 1);
+    return accepted.length;
+  };
+  const path = await writeJob(`commands:\n  - directive: "true"\n`);
+  const run = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
+      stdout: "null",
+      stderr: "piped",
+      env: {
+        HOME: home,
+        DENO_DIR: denoDir(),
+        TMPDIR: tmp,
+        DOCKER_HOST: `unix://${socket}`,
+        SEMAPHORE_AGENT_LOG_LEVEL: "debug",
+      },
+    }).output();
+  try {
+    const quiet = await run();
+    assert.equal(quiet.code, 0, new TextDecoder().decode(quiet.stderr));
+    assert.equal(await acceptedNow(), 0);
+
+    // A dead agent's job: its host dir has an owner file that nobody locks.
+    const dead = await Deno.makeTempDir({ dir: tmp, prefix: "agent-temp-directory-" });
+    await Deno.writeTextFile(`${dead}/.owner`, `${Deno.hostname()}/999999999`);
+    const swept = await run();
+    const stderr = new TextDecoder().decode(swept.stderr);
+    assert.equal(swept.code, 0, stderr);
+    assert.ok(await acceptedNow() >= 1, stderr);
+    assert.match(accepted[0], /^GET \S*\/version HTTP\/1\.1\r\n/); // the daemon's version
+    assert.match(stderr, new RegExp(`Removed leftover job directory ${dead}\n`));
+    await assert.rejects(Deno.stat(dead), Deno.errors.NotFound);
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+    await Deno.remove(path);
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 /** `agent run` as a child process: the real CLI, with its own TMPDIR and HOME. */
 function spawnAgentRun(
   args: readonly string[],

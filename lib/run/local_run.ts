@@ -237,11 +237,13 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
 
   await logJobIsolation(logger);
   // What killed agents left: before a container job starts (its names may clash), and beside a
-  // shell job (Docker's answers need not delay it; the dead jobs' containers still go).
-  let leftovers: Promise<void> | undefined = cleanUpAfterCrashedAgents(logger);
+  // shell job, which asks Docker only when a dead job's host dir is left (a killed agent's
+  // containers then still go; the daemon's first answer would otherwise cost start-up time).
+  let leftovers: Promise<void> | undefined;
   if (request.executor === "dockercompose") {
-    await leftovers;
-    leftovers = undefined;
+    await cleanUpAfterCrashedAgents(logger);
+  } else {
+    leftovers = cleanUpAfterCrashedAgents(logger, { dockerOnlyAfterDeadJobs: true });
   }
   const started = job;
   const onSignal = () => {
