@@ -130,7 +130,7 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   async shellPids(): Promise<Set<number>> {
     const out = new Set([this.pid]);
     const infos = [];
-    for (const pid of (await this.#cgroup?.pids()) ?? []) {
+    for (const pid of this.#cgroup?.pids() ?? []) {
       const info = await readStat(pid);
       if (info) infos.push(info);
     }

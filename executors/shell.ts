@@ -156,16 +156,26 @@ class ShellExecutor implements Executor {
 
   async start(): Promise<number> {
     try {
-      // Locked while the job lives: another agent removes what the record names once it is not.
-      const storageDir = await this.#ensureStorageDir();
-      const isolation = await jobIsolation();
-      if (isolation.kind !== "none") {
-        this.#cgroup = await JobCgroup.create(
-          isolation,
-          `${JOB_CGROUP_PREFIX}${crypto.randomUUID()}`,
-          this.#limits,
-        );
-      } else if (Object.keys(this.#limits).length > 0) {
+      // The job's directory (locked while the job lives: another agent removes what the record
+      // names once it is not) and its cgroup are independent: made at once. What was made is
+      // kept in this executor, so cleanup removes it when the other failed.
+      const [made, isolation] = await Promise.allSettled([
+        this.#ensureStorageDir(),
+        jobIsolation().then(async (found) => {
+          if (found.kind !== "none") {
+            this.#cgroup = await JobCgroup.create(
+              found,
+              `${JOB_CGROUP_PREFIX}${crypto.randomUUID()}`,
+              this.#limits,
+            );
+          }
+          return found;
+        }),
+      ]);
+      if (made.status === "rejected") throw made.reason;
+      if (isolation.status === "rejected") throw isolation.reason;
+      const storageDir = made.value;
+      if (isolation.value.kind === "none" && Object.keys(this.#limits).length > 0) {
         this.#logger.warn(
           `[job=${this.#request.job_id}] Job limits need cgroups, which this agent cannot use`,
         );
@@ -189,7 +199,7 @@ class ShellExecutor implements Executor {
         env: this.#baseEnv,
         processTag,
         cgroup: this.#cgroup,
-        adoptedOrphans: isolation.kind === "none",
+        adoptedOrphans: isolation.value.kind === "none",
         markFile,
       });
       this.#pty = pty;

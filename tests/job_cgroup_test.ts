@@ -269,9 +269,9 @@ Deno.test("JobCgroup in the v2 hierarchy alone: escapes are killed, CPU is measu
     }
     reader.releaseLock();
     assert.equal(processesWith(marker).length, 4);
-    assert.ok((await cgroup.pids()).includes(pty.pid));
+    assert.ok(cgroup.pids().includes(pty.pid));
     await pty.kill();
-    assert.deepEqual(await cgroup.pids(), []);
+    assert.deepEqual(cgroup.pids(), []);
     assert.deepEqual(processesWith(marker), []);
     const usage = await cgroup.usage();
     const cpu = usage.cpuUserSeconds! + usage.cpuSystemSeconds!;

@@ -34,6 +34,8 @@ import { redactionPatterns } from "../engine/redactor.ts";
 export interface RunJobFileOptions {
   /** The YAML job file. */
   readonly path: string;
+  /** Its bytes, when the caller has read them already. @default read from `path` */
+  readonly contents?: Uint8Array;
   /** Also write the JSONL event log here. @default none */
   readonly logFile?: string;
   /** Where the readable job goes. @default stdout */
@@ -144,7 +146,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   }
   let request;
   try {
-    request = await parseJobRequestFile(path);
+    request = await parseJobRequestFile(path, options.contents);
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
   }

@@ -84,10 +84,12 @@ export async function runFile(options: RunFileOptions): Promise<number> {
       );
     }
   }
+  let contents: Uint8Array | undefined;
   let text: string | undefined;
   try {
     // Capped: `agent run /dev/zero` must not read for ever (the job file reader says why).
-    text = new TextDecoder().decode(await readFileCapped(path, MAX_JOB_FILE_BYTES));
+    contents = await readFileCapped(path, MAX_JOB_FILE_BYTES);
+    text = new TextDecoder().decode(contents);
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       // Said here: reading it again to say it would double the memory a huge file takes.
@@ -133,6 +135,7 @@ export async function runFile(options: RunFileOptions): Promise<number> {
   }
   return await runJobFile({
     path,
+    contents,
     logFile: options.logFile,
     logFormat: options.logFormat,
     limits: options.limits,
