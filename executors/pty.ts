@@ -48,41 +48,15 @@ export interface PtyOptions {
   readonly markFile?: string;
 }
 
-/**
- * `script` with its options before the command: `-E never` (`--echo never`, util-linux 2.35 and
- * later) makes the terminal start without echo, the state the shell handshake would otherwise
- * reach by running `stty -echo` (one process, ~5 ms of every job start). Older versions refuse
- * the option; then the shim runs without it (see {@linkcode PtyProcess.refusedEchoOption}).
- */
-function scriptOptions(echoOff: boolean): string {
-  return echoOff ? "-E never -qfec" : "-qfec";
-}
-
 /** Opens the mark file on MARK_FD (bash: sh has one-digit descriptors only), then `script`. */
-function holdMark(echoOff: boolean): string {
-  return `exec ${MARK_FD}<"$0" && exec script ${scriptOptions(echoOff)} "$1" /dev/null`;
-}
+const HOLD_MARK = `exec ${MARK_FD}<"$0" && exec script -qfec "$1" /dev/null`;
 
 /**
  * Joins the cgroup (its pid written to each `cgroup.procs`), then becomes `script`: every
  * process of the job starts inside the cgroup. Exit code 125 when it cannot join.
  */
-function joinCgroup(echoOff: boolean): string {
-  return 'cmd=$1; shift; for f; do echo $$ > "$f" || exit 125; done; ' +
-    `exec script ${scriptOptions(echoOff)} "$cmd" /dev/null`;
-}
-
-/**
- * Whether this host's `script` takes `-E never`: assumed until a shim refuses it, then never
- * asked again by this process.
- */
-let scriptTakesEcho = true;
-
-/** How much of the shim's own error output is kept (`script`'s messages, never the job's). */
-const MAX_SHIM_ERRORS = 4096;
-
-/** How long a shim whose output ended gets to exit before its exit status is not waited for. */
-const SHIM_EXIT_WAIT_MS = 5_000;
+const JOIN_CGROUP =
+  'cmd=$1; shift; for f; do echo $$ > "$f" || exit 125; done; exec script -qfec "$cmd" /dev/null';
 
 /** Quotes one argument for `sh`. */
 export function shellQuote(arg: string): string {
@@ -103,10 +77,6 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   readonly #markFile: string | undefined;
   #alive = true;
   #killed: Promise<void> | undefined;
-  /** The shim's own error output (the job's goes to the terminal), at most MAX_SHIM_ERRORS. */
-  readonly #errors: Promise<string>;
-  /** Whether the terminal starts without echo (`script -E never`): no `stty -echo` needed. */
-  readonly echoOff: boolean;
 
   constructor(options: PtyOptions) {
     const { command, env, cwd, processTag, cgroup } = options;
@@ -117,23 +87,20 @@ export class PtyProcess implements Terminal, AsyncDisposable {
     const markFile = cgroup ? undefined : options.markFile;
     this.#markFile = markFile;
     const line = command.map(shellQuote).join(" ");
-    const echoOff = scriptTakesEcho;
-    this.echoOff = echoOff;
     this.#child = new Deno.Command(cgroup ? "sh" : markFile ? "bash" : "script", {
       args: cgroup
-        ? ["-c", joinCgroup(echoOff), "sh", line, ...cgroup.procsFiles]
+        ? ["-c", JOIN_CGROUP, "sh", line, ...cgroup.procsFiles]
         : markFile
-        ? ["-c", holdMark(echoOff), markFile, line]
-        : [...scriptOptions(echoOff).split(" "), line, "/dev/null"],
+        ? ["-c", HOLD_MARK, markFile, line]
+        : ["-qfec", line, "/dev/null"],
       env: { ...env, [tagName]: tagValue.join("=") },
       clearEnv: true,
       cwd,
       stdin: "piped",
       stdout: "piped",
-      stderr: "piped",
+      stderr: "null",
     }).spawn();
     this.pid = this.#child.pid;
-    this.#errors = readShimErrors(this.#child.stderr);
     this.readable = this.#child.stdout;
     this.#writer = this.#child.stdin.getWriter();
     this.#writer.closed.catch(() => {}); // a dead shell is reported through `exited`
@@ -206,26 +173,6 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   }
 
   /**
-   * After the terminal's output ended before the shell answered: whether that was the shim's
-   * `script` refusing `-E never` (util-linux before 2.35). Then every later shim of this process
-   * runs without it, and the caller starts the shell again.
-   */
-  async refusedEchoOption(): Promise<boolean> {
-    if (!this.echoOff) return false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const status = await Promise.race([
-      this.exited,
-      new Promise<"running">((resolve) =>
-        timer = setTimeout(resolve, SHIM_EXIT_WAIT_MS, "running")
-      ),
-    ]).finally(() => clearTimeout(timer));
-    if (status !== 1) return false;
-    if (!/(invalid|unrecognized) option/.test(await this.#errors)) return false;
-    scriptTakesEcho = false;
-    return true;
-  }
-
-  /**
    * Kills the process and everything it started, then waits for it (and, with a cgroup, until
    * the cgroup is empty). Idempotent.
    */
@@ -234,7 +181,6 @@ export class PtyProcess implements Terminal, AsyncDisposable {
       await this.rememberTree();
       await this.#sweep();
       await this.exited;
-      await this.#errors; // ends with the shim, which alone holds the pipe
       await this.#writer.close().catch(() => {});
       await this.#sweep(); // what forked while the first sweep ran
     })();
@@ -244,23 +190,4 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.kill();
   }
-}
-
-/**
- * Reads the shim's error output to its end, keeping the first {@linkcode MAX_SHIM_ERRORS} bytes
- * (the rest is read and dropped, so the shim never blocks on a full pipe).
- */
-async function readShimErrors(stream: ReadableStream<Uint8Array>): Promise<string> {
-  const kept = new Uint8Array(MAX_SHIM_ERRORS);
-  let size = 0;
-  try {
-    for await (const chunk of stream) {
-      const take = Math.min(chunk.length, kept.length - size);
-      kept.set(chunk.subarray(0, take), size);
-      size += take;
-    }
-  } catch {
-    // the pipe broke: what arrived is enough
-  }
-  return new TextDecoder().decode(kept.subarray(0, size));
 }

@@ -192,30 +192,19 @@ class ShellExecutor implements Executor {
         files: [], // the env files are in the job's directory
         ...(markFile ? { markFile } : {}),
       });
-      const spawnShell = () => {
-        const pty = new PtyProcess({
-          // A login shell as in the original; without readline, which reads the terminal one
-          // byte at a time and costs ~0.2 ms per command line we write.
-          command: ["bash", "--login", "--noediting"],
-          env: this.#baseEnv,
-          processTag,
-          cgroup: this.#cgroup,
-          adoptedOrphans: isolation.value.kind === "none",
-          markFile,
-        });
-        const session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
-        this.#pty = pty;
-        this.#session = session;
-        return { pty, session };
-      };
-      let { pty, session } = spawnShell();
-      if (!(await session.start({ echoOff: pty.echoOff })) && await pty.refusedEchoOption()) {
-        // util-linux before 2.35: the shim is gone before the shell started; again without it.
-        await session.close();
-        await pty.kill();
-        ({ pty, session } = spawnShell());
-        await session.start({ echoOff: pty.echoOff });
-      }
+      const pty = new PtyProcess({
+        // A login shell as in the original; without readline, which reads the terminal one
+        // byte at a time and costs ~0.2 ms per command line we write.
+        command: ["bash", "--login", "--noediting"],
+        env: this.#baseEnv,
+        processTag,
+        cgroup: this.#cgroup,
+        adoptedOrphans: isolation.value.kind === "none",
+        markFile,
+      });
+      this.#pty = pty;
+      this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
+      await this.#session.start();
       await pty.rememberTree();
       if (!this.#cgroup) {
         await this.#track();

@@ -289,13 +289,19 @@ Deno.test("agent run of a shell job asks Docker only when a dead agent's job lef
   })();
   /** Connections accepted so far: a probe of our own, accepted last, flushes the queue. */
   const acceptedNow = async () => {
-    const probed = new Promise<void>((resolve) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const probed = new Promise<void>((resolve, reject) => {
       onAccepted = () => accepted.includes("probe") && resolve();
+      timer = setTimeout(() => reject(new Error("the probe was not accepted in 10 s")), 10_000);
     });
     const probe = await Deno.connect({ transport: "unix", path: socket });
-    await probe.write(new TextEncoder().encode("probe"));
-    await probed;
-    probe.close();
+    try {
+      await probe.write(new TextEncoder().encode("probe"));
+      await probed;
+    } finally {
+      clearTimeout(timer);
+      probe.close();
+    }
     accepted.splice(accepted.indexOf("probe"), 1);
     return accepted.length;
   };
@@ -334,78 +340,6 @@ Deno.test("agent run of a shell job asks Docker only when a dead agent's job lef
     await Deno.remove(path);
     await Deno.remove(tmp, { recursive: true });
   }
-});
-
-/**
- * Runs `agent run` of a job that shows its terminal's echo flag, with `stty` (and, when
- * `scriptRefusesEcho`, a `script` as util-linux before 2.35 is: no `-E`) wrapped to log their
- * arguments. Resolves with the exit code, the job's output and the logged calls.
- */
-async function runWithLoggedStty(
-  options: { scriptRefusesEcho: boolean },
-): Promise<{ code: number; stdout: string; stty: string[]; script: string[] }> {
-  const dir = await Deno.makeTempDir({ prefix: "agent-stty-" });
-  const which = (name: string) =>
-    new TextDecoder().decode(
-      new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "piped" }).outputSync()
-        .stdout,
-    ).trim();
-  try {
-    await Deno.mkdir(`${dir}/bin`);
-    await Deno.writeTextFile(
-      `${dir}/bin/stty`,
-      `#!/bin/sh\necho "$*" >> ${dir}/stty.log\nexec ${which("stty")} "$@"\n`,
-      { mode: 0o755 },
-    );
-    const refuse = options.scriptRefusesEcho
-      ? `for a; do if [ "$a" = -E ]; then echo "script: invalid option -- 'E'" >&2; exit 1; fi; done\n`
-      : "";
-    await Deno.writeTextFile(
-      `${dir}/bin/script`,
-      `#!/bin/sh\necho "$*" >> ${dir}/script.log\n${refuse}exec ${which("script")} "$@"\n`,
-      { mode: 0o755 },
-    );
-    // The login profile sets PATH: the job's own HOME puts the wrappers first again.
-    await Deno.mkdir(`${dir}/home`);
-    await Deno.writeTextFile(`${dir}/home/.bash_profile`, `PATH=${dir}/bin:$PATH\n`);
-    const path = `${dir}/job.yaml`;
-    await Deno.writeTextFile(path, "commands:\n  - directive: stty -a | grep -o -- ' -echo '\n");
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname, "run", path],
-      stdout: "piped",
-      stderr: "piped",
-      env: { HOME: `${dir}/home`, DENO_DIR: denoDir(), PATH: `${dir}/bin:${Deno.env.get("PATH")}` },
-    }).output();
-    const lines = async (file: string) =>
-      (await Deno.readTextFile(file).catch(() => "")).split("\n").filter((l) => l);
-    return {
-      code: out.code,
-      stdout: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
-      stty: await lines(`${dir}/stty.log`),
-      script: await lines(`${dir}/script.log`),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-Deno.test("agent run starts the job terminal without echo and runs stty only to save its settings", async () => {
-  const run = await runWithLoggedStty({ scriptRefusesEcho: false });
-  assert.equal(run.code, 0, run.stdout);
-  assert.match(run.stdout, /\n -echo \n✓ exit 0/);
-  assert.deepEqual(run.stty, ["-g", "-a"]); // the handshake's `stty -g`, then the job's
-  assert.equal(run.script.length, 1);
-  assert.match(run.script[0], /^-E never -qfec /);
-});
-
-Deno.test("agent run with a script that has no -E (util-linux before 2.35) starts the shell again and turns echo off with stty", async () => {
-  const run = await runWithLoggedStty({ scriptRefusesEcho: true });
-  assert.equal(run.code, 0, run.stdout);
-  assert.match(run.stdout, /\n -echo \n✓ exit 0/);
-  assert.deepEqual(run.stty, ["-echo", "-g", "-a"]);
-  assert.equal(run.script.length, 2);
-  assert.match(run.script[0], /^-E never -qfec /);
-  assert.match(run.script[1], /^-qfec /);
 });
 
 /** `agent run` as a child process: the real CLI, with its own TMPDIR and HOME. */

@@ -204,25 +204,20 @@ export class ShellSession {
    * printing the marker's text fakes. The echo of our own input ends with a quote; a prompt
    * printed before our input arrived cannot hold the nonce.
    *
-   * With `echoOff`, the terminal starts without echo (the PTY shim turned it off), and the
-   * handshake does not run `stty -echo`: the terminal ends in the same state, one process sooner.
-   *
-   * @returns whether the shell answered (`false`: the stream ended first).
    * @throws {Error} with the offending line when a line contains one of `failurePatterns`,
    *   and when the shell does not answer within `timeoutMs`.
    */
   async start(
-    options: { failurePatterns?: readonly string[]; timeoutMs?: number; echoOff?: boolean } = {},
-  ): Promise<boolean> {
-    const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS, echoOff = false } = options;
+    options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
+  ): Promise<void> {
+    const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
     await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
       mode: this.#fileMode,
     });
     const nonce = crypto.randomUUID().replaceAll("-", "");
     const token = `${BOOT_MARKER} ${nonce}`;
     await this.#write(
-      `export PS1=''\n${echoOff ? "" : "stty -echo\n"}` +
-        "echo stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
+      "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
         `echo '${BOOT_MARKER}' '${nonce}'\n`,
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -237,7 +232,7 @@ export class ShellSession {
           if (chunk === "timeout") {
             throw new Error(`the shell did not answer within ${formatSeconds(timeoutMs)}`);
           }
-          if (chunk === undefined) return false;
+          if (chunk === undefined) return;
           // A line that never ends (a profile printing without newlines) is not kept whole:
           // its end is enough to find the marker or a failure pattern.
           if (this.#rest.length > MAX_START_LINE) this.#rest = this.#rest.slice(-KEPT_LINE_END);
@@ -250,7 +245,7 @@ export class ShellSession {
         for (const pattern of failurePatterns) {
           if (line.includes(pattern)) throw new Error(line);
         }
-        if (line.endsWith(token)) return true;
+        if (line.endsWith(token)) return;
       }
     } finally {
       clearTimeout(timer);
