@@ -124,6 +124,48 @@ Deno.test("listenHttp() closes idle, slow and surplus connections", async (t) =>
   }
 });
 
+Deno.test("listenHttp() delivers large downloads one after another on one keep-alive TLS connection", async () => {
+  await using dir = await tempDir();
+  const { cert, key } = await makeLeafCert(dir.path);
+  // A job log on disk, served as a file stream is. At this size the old loop (write, then wait
+  // for "drain") lost the end of the second response every time here; smaller ones, sometimes.
+  const size = 26_933_335;
+  const path = `${dir.path}/log`;
+  await Deno.writeFile(path, new Uint8Array(size).fill(0x61));
+  const delivered: Promise<void>[] = [];
+  const server = await listenHttp({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert, key },
+    logger: recordingLogger(),
+    handler: async (request, info) => {
+      delivered.push(info.completed);
+      const file = await Deno.open(path);
+      const sized = new URL(request.url).searchParams.has("sized");
+      return new Response(file.readable, {
+        headers: sized ? { "Content-Length": String(size) } : {},
+      });
+    },
+  });
+  const client = Deno.createHttpClient({ caCerts: [cert] });
+  try {
+    // With a length, then chunked: each response must end, and free the connection.
+    for (const query of ["?sized", "?sized", "", ""]) {
+      const response = await fetch(`https://127.0.0.1:${server.addr.port}/log${query}`, {
+        client,
+        signal: AbortSignal.timeout(20_000),
+      });
+      assert.equal((await response.text()).length, size);
+    }
+    // Every response was delivered ("finish"), which is what counts an archivator's download.
+    await Promise.all(delivered);
+    assert.equal(delivered.length, 4);
+  } finally {
+    client.close();
+    await server.shutdown(0);
+  }
+});
+
 Deno.test("agent serve under ulimit -n 1024 keeps answering through 2,000 hostile connections", async () => {
   await using dir = await tempDir();
   await Deno.mkdir(`${dir.path}/home`);

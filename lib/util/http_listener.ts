@@ -135,17 +135,19 @@ async function writeResponse(response: Response, res: ServerResponse): Promise<v
     for (;;) {
       const { done, value } = await reader.read();
       if (done || gone) break;
-      if (!res.write(value)) {
-        await new Promise<void>((resolve) => {
-          const resume = () => {
-            res.off("drain", resume);
-            res.off("close", resume);
-            resolve();
-          };
-          res.on("drain", resume);
-          res.on("close", resume);
-        });
-      }
+      // One write at a time, each awaited to its callback (back-pressure: the next chunk is read
+      // once this one is on its way). Not `write() === false` then "drain": over TLS, Deno's
+      // node:https loses a callback when writes queue up behind a slow socket, so the response
+      // never "finish"es: a chunked body never gets its last chunk, and the next request on the
+      // keep-alive connection is never answered (a log download hung that way).
+      await new Promise<void>((resolve) => {
+        const written = () => {
+          res.off("close", written);
+          resolve();
+        };
+        res.on("close", written);
+        res.write(value, () => written());
+      });
     }
     if (!gone) res.end();
   } catch (error) {
