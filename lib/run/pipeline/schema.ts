@@ -213,7 +213,13 @@ class Reader {
     this.notices.push(`notice: ${field} is ignored locally (${why})`);
   }
 
-  map(value: unknown, path: string, allowed: readonly string[]): Obj {
+  /** A mapping with only `allowed` keys, among them every `required` one (checked in order). */
+  map(
+    value: unknown,
+    path: string,
+    allowed: readonly string[],
+    required: readonly string[] = [],
+  ): Obj {
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       this.fail(path, "expected a mapping");
     }
@@ -221,6 +227,9 @@ class Reader {
       if (!allowed.includes(key)) {
         this.fail(join(path, key), `unknown key (allowed here: ${allowed.join(", ")})`);
       }
+    }
+    for (const key of required) {
+      if (!(key in value)) this.fail(path, `missing key '${key}'`);
     }
     return value as Obj;
   }
@@ -256,8 +265,7 @@ class Reader {
   }
 
   condition(value: unknown, path: string): ConditionDef {
-    const obj = this.map(value, path, ["when"]);
-    if (!("when" in obj)) this.fail(path, "missing key 'when'");
+    const obj = this.map(value, path, ["when"], ["when"]);
     const when = obj.when;
     if (typeof when !== "string" && typeof when !== "boolean") {
       this.fail(join(path, "when"), `expected a string or a boolean, found ${describe(when)}`);
@@ -270,8 +278,7 @@ class Reader {
   priority(value: unknown, path: string): void {
     this.list(value, path).forEach((item, i) => {
       const p = `${path}[${i}]`;
-      const obj = this.map(item, p, ["value", "when"]);
-      if (!("value" in obj)) this.fail(p, "missing key 'value'");
+      const obj = this.map(item, p, ["value", "when"], ["value"]);
       const v = this.int(obj.value, `${p}.value`, 0);
       if (v > 100) this.fail(`${p}.value`, "must be at most 100");
       this.ignoredConditions.push(this.condition({ when: obj.when }, p));
@@ -300,8 +307,7 @@ class Reader {
   envVars(value: unknown, path: string): EnvVarDef[] {
     return this.list(value, path).map((item, i) => {
       const p = `${path}[${i}]`;
-      const obj = this.map(item, p, ["name", "value"]);
-      if (!("name" in obj)) this.fail(p, "missing key 'name'");
+      const obj = this.map(item, p, ["name", "value"], ["name"]);
       const name = this.str(obj.name, `${p}.name`);
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
         this.fail(`${p}.name`, `invalid environment variable name '${name}'`);
@@ -385,8 +391,7 @@ class Reader {
   secrets(value: unknown, path: string): string[] {
     return this.list(value, path).map((item, i) => {
       const p = `${path}[${i}]`;
-      const obj = this.map(item, p, ["name", "env_var_names", "config_file_paths"]);
-      if (!("name" in obj)) this.fail(p, "missing key 'name'");
+      const obj = this.map(item, p, ["name", "env_var_names", "config_file_paths"], ["name"]);
       if ("env_var_names" in obj) {
         this.strList(obj.env_var_names, `${p}.env_var_names`);
         this.notice(`${p}.env_var_names`, "the whole secret is imported");
@@ -400,10 +405,8 @@ class Reader {
   }
 
   agent(value: unknown, path: string): AgentDef {
-    const obj = this.map(value, path, ["machine", "containers", "image_pull_secrets"]);
-    if (!("machine" in obj)) this.fail(path, "missing key 'machine'");
-    const machine = this.map(obj.machine, `${path}.machine`, ["type", "os_image"]);
-    if (!("type" in machine)) this.fail(`${path}.machine`, "missing key 'type'");
+    const obj = this.map(value, path, ["machine", "containers", "image_pull_secrets"], ["machine"]);
+    const machine = this.map(obj.machine, `${path}.machine`, ["type", "os_image"], ["type"]);
     const machineType = this.str(machine.type, `${path}.machine.type`);
     if (/^(a1|s1)-/.test(machineType)) {
       this.notice(
@@ -427,8 +430,7 @@ class Reader {
     const imagePullSecrets = "image_pull_secrets" in obj
       ? this.list(obj.image_pull_secrets, `${path}.image_pull_secrets`).map((s, i) => {
         const p = `${path}.image_pull_secrets[${i}]`;
-        const o = this.map(s, p, ["name"]);
-        if (!("name" in o)) this.fail(p, "missing key 'name'");
+        const o = this.map(s, p, ["name"], ["name"]);
         return this.str(o.name, `${p}.name`);
       })
       : [];
@@ -444,10 +446,7 @@ class Reader {
       "user",
       "env_vars",
       "secrets",
-    ]);
-    for (const key of ["name", "image"]) {
-      if (!(key in obj)) this.fail(path, `missing key '${key}'`);
-    }
+    ], ["name", "image"]);
     const opt = (key: string) => key in obj ? this.str(obj[key], `${path}.${key}`) : "";
     return {
       name: this.str(obj.name, `${path}.name`),
@@ -485,9 +484,7 @@ class Reader {
       const seen = new Set<string>();
       matrix = axes.map((axis, i) => {
         const p = `${path}.matrix[${i}]`;
-        const o = this.map(axis, p, ["env_var", "values"]);
-        if (!("env_var" in o)) this.fail(p, "missing key 'env_var'");
-        if (!("values" in o)) this.fail(p, "missing key 'values'");
+        const o = this.map(axis, p, ["env_var", "values"], ["env_var", "values"]);
         const envVar = this.str(o.env_var, `${p}.env_var`);
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envVar)) {
           this.fail(`${p}.env_var`, `invalid environment variable name '${envVar}'`);
@@ -611,10 +608,7 @@ class Reader {
       "auto_promote_on",
       "parameters",
       "deployment_target",
-    ]);
-    for (const key of ["name", "pipeline_file"]) {
-      if (!(key in obj)) this.fail(path, `missing key '${key}'`);
-    }
+    ], ["name", "pipeline_file"]);
     const autoPromoteOn = "auto_promote_on" in obj
       ? this.list(obj.auto_promote_on, `${path}.auto_promote_on`).map((item, i) => {
         const p = `${path}.auto_promote_on[${i}]`;
@@ -624,8 +618,7 @@ class Reader {
           "branch",
           "labels",
           "label_patterns",
-        ]);
-        if (!("result" in o)) this.fail(p, "missing key 'result'");
+        ], ["result"]);
         return {
           result: this.str(o.result, `${p}.result`),
           result_reason: "result_reason" in o
@@ -637,12 +630,12 @@ class Reader {
       : [];
     const parameters: PromotionParameter[] = [];
     if ("parameters" in obj) {
-      const params = this.map(obj.parameters, `${path}.parameters`, ["env_vars"]);
-      if (!("env_vars" in params)) this.fail(`${path}.parameters`, "missing key 'env_vars'");
+      const params = this.map(obj.parameters, `${path}.parameters`, ["env_vars"], ["env_vars"]);
       this.list(params.env_vars, `${path}.parameters.env_vars`).forEach((e, i) => {
         const p = `${path}.parameters.env_vars[${i}]`;
-        const o = this.map(e, p, ["name", "options", "required", "default_value", "description"]);
-        if (!("name" in o)) this.fail(p, "missing key 'name'");
+        const o = this.map(e, p, ["name", "options", "required", "default_value", "description"], [
+          "name",
+        ]);
         if ("required" in o && typeof o.required !== "boolean") {
           this.fail(`${p}.required`, "expected a boolean");
         }
@@ -684,10 +677,7 @@ class Reader {
       "queue",
       "promotions",
       "after_pipeline",
-    ]);
-    for (const key of ["version", "agent", "blocks"]) {
-      if (!(key in obj)) this.fail("", `missing key '${key}'`);
-    }
+    ], ["version", "agent", "blocks"]);
     const version = this.str(obj.version, "version");
     if (version !== "v1.0") this.fail("version", `must be 'v1.0', found '${version}'`);
     const rawBlocks = this.list(obj.blocks, "blocks");
@@ -709,8 +699,7 @@ class Reader {
     }
     let afterPipeline: TaskDef | undefined;
     if ("after_pipeline" in obj) {
-      const ap = this.map(obj.after_pipeline, "after_pipeline", ["task"]);
-      if (!("task" in ap)) this.fail("after_pipeline", "missing key 'task'");
+      const ap = this.map(obj.after_pipeline, "after_pipeline", ["task"], ["task"]);
       afterPipeline = this.task(ap.task, "after_pipeline.task");
     }
     const timeLimitSet = "execution_time_limit" in obj;
