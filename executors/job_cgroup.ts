@@ -18,6 +18,7 @@
  */
 
 import { delay } from "../lib/util/delay.ts";
+import { exists } from "../lib/util/exists.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 import { setChildSubreaper } from "../lib/util/prctl.ts";
 import type { JobLimits, ResourceUsage } from "../lib/engine/executor.ts";
@@ -54,15 +55,6 @@ interface Mount {
   readonly point: string;
   readonly type: string;
   readonly options: readonly string[];
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The cgroup mounts of this mount namespace (`/proc/self/mountinfo`). */

@@ -11,6 +11,7 @@
 
 import type { Logger } from "../lib/util/agent_log.ts";
 import { errorMessage } from "../lib/util/errors.ts";
+import { exists } from "../lib/util/exists.ts";
 import { emptyCgroup, type JobCgroupRecord, removeCgroupDirs } from "./job_cgroup.ts";
 import { killIdentifiedProcesses, killProcessTree, type ProcessId } from "./process_tree.ts";
 
@@ -77,7 +78,7 @@ export async function removeRecordedJob(dir: string, logger: Logger): Promise<vo
     try {
       let existed = false;
       for (const d of record.cgroup.dirs) {
-        existed ||= await Deno.stat(d).then(() => true, () => false);
+        existed ||= await exists(d);
       }
       await removeCgroupDirs(record.cgroup.dirs);
       if (existed) {

@@ -36,6 +36,21 @@ function jobCgroupDirs(isolation: JobIsolation): Set<string> {
   return out;
 }
 
+/** Reads `stream` until `text` has arrived (or it ends), then lets it go. */
+async function readUntil(stream: ReadableStream<Uint8Array>, text: string): Promise<void> {
+  const reader = stream.getReader();
+  let seen = "";
+  try {
+    while (!seen.includes(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += new TextDecoder().decode(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 /**
  * Commands that start processes which leave the job's session, parent chain and tag: `setsid
  * env -i`, a double fork, `env -u SEMAPHORE_JOB_PROCESS_TAG`, `nohup`. Each is a `sleep`
@@ -264,14 +279,7 @@ Deno.test("JobCgroup in the v2 hierarchy alone: escapes are killed, CPU is measu
     cgroup,
   });
   try {
-    const reader = pty.readable.getReader();
-    let text = "";
-    while (!text.includes("ready")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
-    reader.releaseLock();
+    await readUntil(pty.readable, "ready");
     assert.equal(processesWith(marker).length, 4);
     assert.ok(cgroup.pids().includes(pty.pid));
     await pty.kill();
@@ -310,14 +318,7 @@ Deno.test("JobCgroup.kill() empties a v1 cgroup by freeze + kill + thaw without 
     cgroup,
   });
   try {
-    const reader = pty.readable.getReader();
-    let text = "";
-    while (!text.includes("ready")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
-    reader.releaseLock();
+    await readUntil(pty.readable, "ready");
     assert.equal(processesWith(marker).length, 4);
     assert.ok(await cgroup.kill());
     assert.deepEqual(processesWith(marker), []);

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { cleanUpAfterCrashedAgents } from "../executors/for_job.ts";
 import { JOB_CGROUP_PREFIX, jobIsolation } from "../executors/job_cgroup.ts";
+import { exists } from "../lib/util/exists.ts";
 import { recordingLogger } from "./support/recording_logger.ts";
 import { eventWaiter, makeHome, startTestJob, testShellEnv } from "./support/job_harness.ts";
 import { processesWith } from "./support/processes.ts";
@@ -34,15 +35,6 @@ async function recordHolding(
     }
   }
   return undefined;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("a new agent removes the processes, cgroup and files of a job whose agent was killed", async () => {

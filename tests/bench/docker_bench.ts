@@ -18,34 +18,18 @@ import type { BenchContext, BenchRow } from "./bench.ts";
 import { createDockerExecutor, JOB_LABEL } from "../../executors/docker.ts";
 import { DockerClient } from "../../executors/docker_api.ts";
 import { encodeEvent, type JobEvent } from "../../lib/engine/events.ts";
-import type { Container, JobRequest } from "../../lib/engine/job_request_types.ts";
+import type { JobRequest } from "../../lib/engine/job_request_types.ts";
 import { silentLogger } from "../../lib/util/agent_log.ts";
 import { ensureTestImages } from "../support/test_images.ts";
+import { commands, container, containerRequest } from "../support/container_jobs.ts";
 
 /** A one-container job request on `image`. */
-function request(image: string, commands: readonly string[] = []): JobRequest {
-  const main: Container = {
-    name: `bench-${crypto.randomUUID().slice(0, 8)}`,
-    image,
-    command: "",
-    entrypoint: "",
-    user: "",
-    env_vars: [],
-  };
-  return {
+function request(image: string, directives: readonly string[] = []): JobRequest {
+  return containerRequest({
     job_id: `bench-${crypto.randomUUID()}`,
-    executor: "dockercompose",
-    compose: { containers: [main], image_pull_credentials: [], host_setup_commands: [] },
-    commands: commands.map((directive) => ({ directive, alias: "" })),
-    epilogue_always_commands: [],
-    epilogue_on_pass_commands: [],
-    epilogue_on_fail_commands: [],
-    env_vars: [],
-    files: [],
-    ssh_public_keys: [],
-    callbacks: { finished: "", teardown_finished: "", token: "" },
-    logger: { method: "pull", url: "", token: "", max_size_in_bytes: 0 },
-  };
+    containers: [container(`bench-${crypto.randomUUID().slice(0, 8)}`, image)],
+    commands: commands(...directives),
+  });
 }
 
 function median(values: readonly number[]): number {

@@ -1,0 +1,15 @@
+/**
+ * Whether a path names something that can be stat'ed now.
+ *
+ * @module
+ */
+
+/** Whether `path` exists (false too when it cannot be stat'ed, e.g. no permission). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
