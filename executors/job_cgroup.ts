@@ -242,14 +242,6 @@ export function jobIsolation(): Promise<JobIsolation> {
   return isolation;
 }
 
-async function readPids(file: string): Promise<number[]> {
-  try {
-    return (await Deno.readTextFile(file)).split("\n").filter((l) => l).map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /**
  * The pids in the `cgroup.procs` of `dirs` now. Read synchronously: the kernel answers at once,
  * and a loop that waits for a job's cgroup to empty would otherwise spend most of its time
@@ -795,7 +787,7 @@ export async function removeEmptyLeftoverCgroups(
           const info = await Deno.stat(dir);
           const age = Date.now() - (info.mtime?.getTime() ?? Date.now());
           if (age < EMPTY_LEFTOVER_AGE_MS) continue;
-          if ((await readPids(`${dir}/cgroup.procs`)).length > 0) continue;
+          if (pidsIn([dir]).length > 0) continue;
           await Deno.remove(dir);
           removed++;
           logger.info(`Removed the empty leftover cgroup ${dir}`);
