@@ -37,6 +37,10 @@
 #     command loads: +40 ms for `version`). tests/compile_test.ts checks that no chunk `version`
 #     or `run` loads imports `node:`, hono, jose or the self-hosted client, and that the metrics
 #     endpoint works.
+#   - Not in the bundle but in the code, for `agent run` of a job file: the job's shell is
+#     started as soon as the file is read, and the YAML parser and the job engine load while it
+#     boots (lib/run/local_run.ts, executors/job_shell.ts); the file-system calls on the way to
+#     that shell are synchronous (each async one is a thread-pool round trip, ~0.3 ms here).
 #   - Deno's caches: `deno run` keeps the V8 code cache and the dependency analysis of each
 #     module it loads in DENO_DIR (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the
 #     launcher leaves alone: setting DENO_DIR would reach every job's environment. The first run

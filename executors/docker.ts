@@ -281,7 +281,7 @@ class DockerExecutor implements Executor {
       if (this.#cleaned) {
         throw new Error("Cannot make the job host directory: the job was cleaned up");
       }
-      this.#hostDir = createJobHostDir();
+      this.#hostDir = Promise.resolve().then(createJobHostDir);
     }
     return await this.#hostDir;
   }

@@ -10,16 +10,21 @@ import type { Executor, ExecutorSetup } from "../lib/engine/executor.ts";
 import { errorMessage, JobConstructionError } from "../lib/util/errors.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { createShellExecutor } from "./shell.ts";
+import type { ShellAhead } from "./job_shell.ts";
 import { createDockerExecutor } from "./docker.ts";
 import { hasLeftoverHostDirs, removeLeftovers } from "./docker_leftovers.ts";
 import { jobIsolation, removeEmptyLeftoverCgroups } from "./job_cgroup.ts";
 
+export { type ShellAhead, startShellAhead } from "./job_shell.ts";
+
 /**
- * Builds the executor that `setup.request.executor` names.
+ * Builds the executor that `setup.request.executor` names. A shell job takes `ahead`, a shell
+ * `agent run` started before it read the request, when it was started for this setup (the
+ * caller discards it otherwise).
  *
  * @throws {JobConstructionError} for an unknown executor or a container job without containers.
  */
-export function createExecutor(setup: ExecutorSetup): Executor {
+export function createExecutor(setup: ExecutorSetup, ahead?: ShellAhead): Executor {
   const { request, sink, logger } = setup;
   switch (request.executor) {
     case "shell":
@@ -30,6 +35,7 @@ export function createExecutor(setup: ExecutorSetup): Executor {
         selfHosted: setup.selfHosted ?? false,
         baseEnv: setup.shellEnv,
         limits: setup.limits,
+        ahead,
       });
     case "dockercompose":
       return createDockerExecutor({

@@ -58,9 +58,9 @@ interface Mount {
 }
 
 /** The cgroup mounts of this mount namespace (`/proc/self/mountinfo`). */
-async function cgroupMounts(): Promise<Mount[]> {
+function cgroupMounts(): Mount[] {
   const out: Mount[] = [];
-  for (const line of (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")) {
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
     const [left, right] = line.split(" - ");
     if (!right) continue;
     const fields = left.split(" ");
@@ -93,29 +93,44 @@ function dirIn(mount: Mount, path: string): string | undefined {
  * Makes and removes a probe cgroup in `parent`: why the agent may not make job cgroups there
  * (`problem`), and whether a child has `cgroup.kill` (v2, kernel 5.14 and later).
  */
-async function probe(parent: string): Promise<{ problem?: string; hasKill: boolean }> {
+function probe(parent: string): { problem?: string; hasKill: boolean } {
   const dir = `${parent}/${JOB_CGROUP_PREFIX}probe-${Deno.pid}-${crypto.randomUUID()}`;
   try {
-    await Deno.mkdir(dir);
+    Deno.mkdirSync(dir);
   } catch (error) {
     const why = error instanceof Deno.errors.PermissionDenied
       ? "Permission denied"
       : errorMessage(error);
     return { problem: `cannot make a cgroup in ${parent}: ${why}`, hasKill: false };
   }
-  const hasKill = await exists(`${dir}/cgroup.kill`);
-  await Deno.remove(dir).catch(() => {});
+  let hasKill = false;
+  try {
+    Deno.statSync(`${dir}/cgroup.kill`);
+    hasKill = true;
+  } catch {
+    // no cgroup.kill: an older kernel
+  }
+  try {
+    Deno.removeSync(dir);
+  } catch {
+    // a leftover probe an agent removes as an empty leftover cgroup
+  }
   return { hasKill };
 }
 
-/** Finds how jobs can be isolated here (no side effect but probe cgroups made and removed). */
-export async function detectJobIsolation(): Promise<JobIsolation> {
+/**
+ * Finds how jobs can be isolated here (no side effect but probe cgroups made and removed).
+ * Synchronous: a few reads and directory calls on kernel file systems, each microseconds, where
+ * each of Deno's asynchronous ones costs a thread-pool round trip (~0.3 ms) on the way to a
+ * job's first command.
+ */
+export function detectJobIsolation(): JobIsolation {
   if (Deno.build.os !== "linux") return { kind: "none", description: "no cgroups: not Linux" };
   let mounts: Mount[];
   let ownCgroups: string[];
   try {
-    mounts = await cgroupMounts();
-    ownCgroups = (await Deno.readTextFile("/proc/self/cgroup")).split("\n").filter((l) => l);
+    mounts = cgroupMounts();
+    ownCgroups = Deno.readTextFileSync("/proc/self/cgroup").split("\n").filter((l) => l);
   } catch (error) {
     return { kind: "none", description: `no cgroups: ${errorMessage(error)}` };
   }
@@ -130,9 +145,9 @@ export async function detectJobIsolation(): Promise<JobIsolation> {
 
   if (v1Mounts.length === 0) {
     if (!v2Dir) return { kind: "none", description: "no cgroups: no cgroup hierarchy is mounted" };
-    const { problem, hasKill } = await probe(v2Dir);
+    const { problem, hasKill } = probe(v2Dir);
     if (problem) return { kind: "none", description: `no cgroups: ${problem}` };
-    const controllers = await delegateV2Controllers(v2Dir);
+    const controllers = delegateV2Controllers(v2Dir);
     return {
       kind: "v2",
       parent: v2Dir,
@@ -152,11 +167,9 @@ export async function detectJobIsolation(): Promise<JobIsolation> {
     const dir = path !== undefined ? dirIn(mount, path) : undefined;
     if (dir) candidates.push([controller, dir]);
   }
-  // The hierarchies are independent: probed at once (the v2 one is used only beside a v1 one).
-  const [probes, v2Probe] = await Promise.all([
-    Promise.all(candidates.map(([, dir]) => probe(dir))),
-    v2Dir && candidates.length > 0 ? probe(v2Dir) : undefined,
-  ]);
+  // The v2 hierarchy is used only beside a v1 one.
+  const probes = candidates.map(([, dir]) => probe(dir));
+  const v2Probe = v2Dir && candidates.length > 0 ? probe(v2Dir) : undefined;
   const parents: Partial<Record<V1Controller, string>> = {};
   candidates.forEach(([controller, dir], i) => {
     const { problem } = probes[i];
@@ -189,10 +202,10 @@ export async function detectJobIsolation(): Promise<JobIsolation> {
  * processes cannot delegate (no internal processes), so the agent first moves itself into a leaf
  * `agent` child, as systemd's `Delegate=yes` expects. Job cgroups are then made beside it.
  */
-async function delegateV2Controllers(dir: string): Promise<string[]> {
+function delegateV2Controllers(dir: string): string[] {
   let available: string[];
   try {
-    available = (await Deno.readTextFile(`${dir}/cgroup.controllers`)).trim().split(/\s+/).filter((
+    available = Deno.readTextFileSync(`${dir}/cgroup.controllers`).trim().split(/\s+/).filter((
       c,
     ) => ["memory", "pids", "cpu", "io"].includes(c));
   } catch {
@@ -200,24 +213,26 @@ async function delegateV2Controllers(dir: string): Promise<string[]> {
   }
   if (available.length === 0) return [];
   const wanted = available.map((c) => `+${c}`).join(" ");
-  const enable = () => Deno.writeTextFile(`${dir}/cgroup.subtree_control`, wanted);
+  const enable = () => Deno.writeTextFileSync(`${dir}/cgroup.subtree_control`, wanted);
   try {
-    await enable();
+    enable();
   } catch {
     try {
       // Only the agent moves: other processes of its cgroup (a login session's) stay where they
       // are, and then no controller can be delegated.
-      await Deno.mkdir(`${dir}/agent`).catch((error) => {
+      try {
+        Deno.mkdirSync(`${dir}/agent`);
+      } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-      });
-      await Deno.writeTextFile(`${dir}/agent/cgroup.procs`, `${Deno.pid}`);
-      await enable();
+      }
+      Deno.writeTextFileSync(`${dir}/agent/cgroup.procs`, `${Deno.pid}`);
+      enable();
     } catch {
       // keep what is enabled already
     }
   }
   try {
-    const enabled = (await Deno.readTextFile(`${dir}/cgroup.subtree_control`)).trim().split(/\s+/);
+    const enabled = Deno.readTextFileSync(`${dir}/cgroup.subtree_control`).trim().split(/\s+/);
     return available.filter((c) => enabled.includes(c));
   } catch {
     return [];
@@ -231,7 +246,7 @@ let isolation: Promise<JobIsolation> | undefined;
  * subreaper, so orphans of a job re-parent to the agent and its sweep finds them.
  */
 export function jobIsolation(): Promise<JobIsolation> {
-  isolation ??= detectJobIsolation().then((found) => {
+  isolation ??= new Promise<JobIsolation>((found) => found(detectJobIsolation())).then((found) => {
     if (found.kind !== "none") return found;
     const outcome = setChildSubreaper(true);
     const subreaper = outcome.state === "ok"
@@ -362,7 +377,7 @@ export class JobCgroup {
     }
     const cgroup = new JobCgroup(isolation, byController, v2, limits);
     try {
-      await Promise.all(cgroup.dirs.map((dir) => Deno.mkdir(dir)));
+      for (const dir of cgroup.dirs) Deno.mkdirSync(dir); // see detectJobIsolation: no waiting
       await cgroup.#applyLimits();
     } catch (error) {
       await cgroup.remove().catch(() => {});
@@ -523,7 +538,7 @@ export async function removeCgroupDirs(dirs: readonly string[]): Promise<void> {
     // A cgroup that just emptied may still be busy for a moment in the kernel.
     for (let attempt = 0;; attempt++) {
       try {
-        await Deno.remove(dir);
+        Deno.removeSync(dir); // no waiting on the thread pool (see detectJobIsolation)
         break;
       } catch (error) {
         if (error instanceof Deno.errors.NotFound) break;
@@ -733,7 +748,7 @@ async function processCgroupDirs(pid: number): Promise<
   let mounts: Mount[];
   try {
     lines = (await Deno.readTextFile(`/proc/${pid}/cgroup`)).split("\n").filter((l) => l);
-    mounts = await cgroupMounts();
+    mounts = cgroupMounts();
   } catch {
     return undefined;
   }

@@ -34,10 +34,11 @@ export interface JobRecord {
 }
 
 /** Writes (or rewrites) the record of the job whose host directory is `dir`. */
-export async function writeJobRecord(dir: string, record: JobRecord): Promise<void> {
+export function writeJobRecord(dir: string, record: JobRecord): void {
+  // Synchronous: two calls on the job's own local directory, written before its shell starts.
   const path = `${dir}/${RECORD_FILE}`;
-  await Deno.writeTextFile(`${path}.new`, JSON.stringify(record), { mode: 0o600 });
-  await Deno.rename(`${path}.new`, path);
+  Deno.writeTextFileSync(`${path}.new`, JSON.stringify(record), { mode: 0o600 });
+  Deno.renameSync(`${path}.new`, path);
 }
 
 async function readJobRecord(dir: string): Promise<JobRecord | undefined> {

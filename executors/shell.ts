@@ -1,7 +1,8 @@
 /**
- * The shell executor (SEMAPHORE_COMPAT.md §9): `bash --login` on a local PTY, driven through
- * the stateful-shell protocol. Environment variables and files are written by the agent on
- * the host; stopping kills the shell's whole process tree (DECISIONS.md 18).
+ * The shell executor (SEMAPHORE_COMPAT.md §9): `bash --login` on a local PTY (a
+ * {@linkcode JobShell}, `job_shell.ts`), driven through the stateful-shell protocol. Environment
+ * variables and files are written by the agent on the host; stopping kills the shell's whole
+ * process tree (DECISIONS.md 18).
  *
  * @module
  */
@@ -29,14 +30,13 @@ import {
 } from "../lib/engine/env_file.ts";
 import { cleanPath, parentDir } from "../lib/util/clean_path.ts";
 import { injectJobFiles } from "../lib/engine/job_files.ts";
-import { sessionOutput, ShellSession } from "../lib/engine/shell_session.ts";
-import { PtyProcess } from "./pty.ts";
+import { sessionOutput } from "../lib/engine/shell_session.ts";
+import type { PtyProcess } from "./pty.ts";
 import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from "./host_setup.ts";
 import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
 import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
-import { JOB_CGROUP_PREFIX, JobCgroup, jobIsolation, type LimitCounters } from "./job_cgroup.ts";
-import { createJobHostDir, type JobHostDir } from "./docker_leftovers.ts";
-import { type JobRecord, writeJobRecord } from "./job_record.ts";
+import type { JobCgroup, LimitCounters } from "./job_cgroup.ts";
+import { JobShell, type ShellAhead } from "./job_shell.ts";
 import { formatBytes } from "../lib/engine/resource_usage.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
@@ -53,6 +53,12 @@ export interface ShellExecutorOptions {
   readonly baseEnv?: Readonly<Record<string, string>>;
   /** Limits on the job's cgroup. @default none */
   readonly limits?: JobLimits;
+  /**
+   * A shell started before the request was read (`agent run`): used when this job is
+   * self-hosted and given the same `baseEnv` and `limits` objects it was started with.
+   * @default none: `start()` starts the shell
+   */
+  readonly ahead?: ShellAhead;
 }
 
 /**
@@ -92,20 +98,8 @@ class ShellExecutor implements Executor {
   /** Env files whose line may be in `~/.bash_profile` (removed at cleanup). */
   readonly #envFiles: string[] = [];
   readonly #limits: JobLimits;
-  /**
-   * The job's private directory (0700): command files and env files, all 0600. Its owner file
-   * stays locked while the job lives (docker_leftovers.ts), and it holds the job's record.
-   */
-  #hostDir: Promise<JobHostDir> | undefined;
-  #record: JobRecord | undefined;
-  #cgroup: JobCgroup | undefined;
-  #pty: PtyProcess | undefined;
-  #session: ShellSession | undefined;
-  #finished: Promise<ResourceUsage | undefined> | undefined;
-  /** Without a cgroup: records the job's processes every second, for crash recovery. */
-  #tracker: ReturnType<typeof setInterval> | undefined;
-  #tracked = "[]";
-  #tracking = false;
+  /** The job's shell: taken from `ahead` when built, else started by `start()`. */
+  #shell: JobShell | undefined;
   #cleaned: Promise<void> | undefined;
 
   constructor(options: ShellExecutorOptions) {
@@ -115,12 +109,18 @@ class ShellExecutor implements Executor {
     this.#selfHosted = options.selfHosted ?? false;
     this.#baseEnv = scrubbedEnvironment(options.baseEnv);
     this.#limits = options.limits ?? {};
+    this.#shell = options.ahead?.take(options.baseEnv, options.limits, this.#selfHosted);
   }
 
   /** The job shell's home: where `~` and relative file paths point. */
   get #home(): string {
     return this.#baseEnv.HOME ?? homeDir();
   }
+
+  /** Logs a problem of the job's shell as a warning of this job. */
+  readonly #warn = (message: string): void => {
+    this.#logger.warn(`[job=${this.#request.job_id}] ${message}`);
+  };
 
   async prepare(): Promise<number> {
     if (this.#selfHosted) return 0;
@@ -136,100 +136,42 @@ class ShellExecutor implements Executor {
     }
   }
 
-  /**
-   * Made on first use: `<tmpdir>/agent-temp-directory-*`, mode 0700, owned by the agent's user,
-   * with its owner file locked until cleanup.
-   */
-  #ensureStorageDir(): Promise<string> {
-    this.#hostDir ??= (async () => {
-      const dir = await createJobHostDir();
-      try {
-        await Deno.chmod(dir.path, 0o700);
-      } catch (error) {
-        await dir.remove().catch(() => {});
-        throw error;
-      }
-      return dir;
-    })();
-    return this.#hostDir.then((dir) => dir.path);
-  }
-
   async start(): Promise<number> {
+    const jobId = this.#request.job_id;
+    const shell = this.#shell ??= JobShell.start({
+      env: this.#baseEnv,
+      limits: this.#limits,
+      jobId,
+    });
+    let problem: unknown;
     try {
-      // The job's directory (locked while the job lives: another agent removes what the record
-      // names once it is not) and its cgroup are independent: made at once. What was made is
-      // kept in this executor, so cleanup removes it when the other failed.
-      const [made, isolation] = await Promise.allSettled([
-        this.#ensureStorageDir(),
-        jobIsolation().then(async (found) => {
-          if (found.kind !== "none") {
-            this.#cgroup = await JobCgroup.create(
-              found,
-              `${JOB_CGROUP_PREFIX}${crypto.randomUUID()}`,
-              this.#limits,
-            );
-          }
-          return found;
-        }),
-      ]);
-      if (made.status === "rejected") throw made.reason;
-      if (isolation.status === "rejected") throw isolation.reason;
-      const storageDir = made.value;
-      if (isolation.value.kind === "none" && Object.keys(this.#limits).length > 0) {
-        this.#logger.warn(
-          `[job=${this.#request.job_id}] Job limits need cgroups, which this agent cannot use`,
-        );
-      }
-      const processTag = `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`;
-      // Without a cgroup, every process of the job inherits a descriptor of this file: found by
-      // it even after it dropped the tag and left the session (process_tree.ts).
-      const markFile = this.#cgroup ? undefined : `${storageDir}/job.mark`;
-      if (markFile) await Deno.writeFile(markFile, new Uint8Array(), { mode: 0o600 });
-      await this.#updateRecord({
-        jobId: this.#request.job_id,
-        processTag,
-        cgroup: this.#cgroup?.record,
-        files: [], // the env files are in the job's directory
-        ...(markFile ? { markFile } : {}),
-      });
-      const pty = new PtyProcess({
-        // A login shell as in the original; without readline, which reads the terminal one
-        // byte at a time and costs ~0.2 ms per command line we write.
-        command: ["bash", "--login", "--noediting"],
-        env: this.#baseEnv,
-        processTag,
-        cgroup: this.#cgroup,
-        adoptedOrphans: isolation.value.kind === "none",
-        markFile,
-      });
-      this.#pty = pty;
-      this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
-      await this.#session.start();
-      await pty.rememberTree();
-      if (!this.#cgroup) {
-        await this.#track();
-        this.#tracker = setInterval(() => this.#track(), TRACK_INTERVAL_MS);
-      }
-      this.#logger.info(`[job=${this.#request.job_id}] [pid=${pty.pid}] Started the job shell`);
-      return 0;
+      await shell.ready;
+      await shell.name(jobId);
     } catch (error) {
-      this.#logger.error(
-        `[job=${this.#request.job_id}] Cannot start the job shell: ${errorMessage(error)}`,
-      );
+      problem = error;
+    }
+    if (shell.isolation?.kind === "none" && Object.keys(this.#limits).length > 0) {
+      this.#warn("Job limits need cgroups, which this agent cannot use");
+    }
+    if (problem !== undefined) {
+      this.#logger.error(`[job=${jobId}] Cannot start the job shell: ${errorMessage(problem)}`);
       return 1;
     }
+    this.#logger.info(`[job=${jobId}] [pid=${shell.pty?.pid}] Started the job shell`);
+    return 0;
   }
 
   exportEnvVars(envVars: readonly EnvVar[], hostEnvVars: readonly HostEnvVar[]): Promise<number> {
     return exportEnvironment(this.#sink, { job: envVars, host: hostEnvVars }, {
       writeEnvFile: async (content) => {
         // In the private dir, not the original's `<tmpdir>/.env-<ns>` (mode 0644, DECISIONS.md 20).
-        const path = `${await this.#ensureStorageDir()}/.env-${nanoseconds()}`;
+        if (!this.#shell) throw new Error("the job shell was not started");
+        const path = `${await this.#shell.storageDir()}/.env-${nanoseconds()}`;
         await Deno.writeFile(path, content, { mode: 0o600, createNew: true });
         this.#envFiles.push(path);
         return path;
       },
-      session: this.#session,
+      session: this.#shell?.session,
       appendToProfile: !this.#selfHosted,
       profileLine: guardedProfileLine,
       logger: this.#logger,
@@ -245,94 +187,38 @@ class ShellExecutor implements Executor {
   }
 
   runCommand(command: string, options: RunCommandOptions = {}): Promise<number> {
-    const session = this.#session;
-    const limited = this.#cgroup && this.#pty &&
+    const session = this.#shell?.session;
+    const cgroup = this.#shell?.cgroup;
+    const pty = this.#shell?.pty;
+    const limited = cgroup && pty &&
       (this.#limits.memoryBytes !== undefined || this.#limits.pids !== undefined);
     const runner = session && limited
-      ? limitWatchingRunner(session, this.#cgroup!, this.#pty!, this.#limits)
+      ? limitWatchingRunner(session, cgroup, pty, this.#limits)
       : session;
     return runLoggedCommand(runner, this.#sink, command, options);
   }
 
   getOutputFromCommand(command: string): Promise<CommandOutput> {
-    return sessionOutput(this.#session, command);
+    return sessionOutput(this.#shell?.session, command);
   }
 
   async stop(): Promise<void> {
-    this.#session?.markStopped();
-    await this.#pty?.kill();
-  }
-
-  /**
-   * Without a cgroup: writes the job's processes (pid and start time) to its record when they
-   * changed, so that the next agent finds them if this one dies, even those that dropped the tag.
-   */
-  async #track(): Promise<void> {
-    if (this.#tracking || !this.#pty || !this.#record || this.#finished) return;
-    this.#tracking = true;
-    try {
-      const processes = await this.#pty.identifyTree();
-      const text = JSON.stringify(processes);
-      if (text !== this.#tracked && !this.#finished) {
-        this.#tracked = text;
-        await this.#updateRecord({ ...this.#record, processes });
-      }
-    } catch {
-      // the next round tries again
-    } finally {
-      this.#tracking = false;
-    }
-  }
-
-  async #updateRecord(record: JobRecord): Promise<void> {
-    this.#record = record;
-    const dir = await this.#hostDir?.catch(() => undefined);
-    if (dir) await writeJobRecord(dir.path, record);
+    await this.#shell?.stop();
   }
 
   /** Empties the job's cgroup (or sweeps its processes), measures it, removes the cgroup. */
-  finish(): Promise<ResourceUsage | undefined> {
-    this.#finished ??= (async () => {
-      clearInterval(this.#tracker);
-      await this.stop();
-      const cgroup = this.#cgroup;
-      if (!cgroup) return undefined;
-      if (!(await cgroup.kill())) {
-        this.#logger.warn(
-          `[job=${this.#request.job_id}] Some processes of the job were still alive after 10 s`,
-        );
-      }
-      const usage = await cgroup.usage();
-      await cgroup.remove().catch((error) =>
-        this.#logger.warn(`[job=${this.#request.job_id}] ${errorMessage(error)}`)
-      );
-      return usage;
-    })();
-    return this.#finished;
+  async finish(): Promise<ResourceUsage | undefined> {
+    return await this.#shell?.finish(this.#warn);
   }
 
   cleanup(): Promise<void> {
     this.#cleaned ??= (async () => {
-      await this.finish();
-      await this.#session?.close();
-      const hostDir = await this.#hostDir?.catch(() => undefined);
-      if (hostDir) {
-        await hostDir.remove().catch((error) => {
-          if (!(error instanceof Deno.errors.NotFound)) {
-            this.#logger.warn(
-              `[job=${this.#request.job_id}] Cannot remove ${hostDir.path}: ${errorMessage(error)}`,
-            );
-          }
-        });
-      }
+      await this.#shell?.cleanup(this.#warn);
       // The lines sourcing the removed env files go too (they are guarded in any case).
       if (!this.#selfHosted) {
         const profile = `${this.#home}/.bash_profile`;
         await removeProfileLines(profile, this.#envFiles.map(guardedProfileLine)).catch(
-          (error) =>
-            this.#logger.warn(
-              `[job=${this.#request.job_id}] Cannot clean up ${profile}: ${errorMessage(error)}`,
-            ),
+          (error) => this.#warn(`Cannot clean up ${profile}: ${errorMessage(error)}`),
         );
       }
     })();
@@ -343,9 +229,6 @@ class ShellExecutor implements Executor {
     await this.cleanup();
   }
 }
-
-/** How often the processes of a job without a cgroup are recorded. */
-const TRACK_INTERVAL_MS = 1000;
 
 /** How often a command's limits are checked while it runs. */
 const LIMIT_POLL_MS = 200;

@@ -55,6 +55,7 @@ import type {
 } from "./job_request_types.ts";
 import { type JsonNode, JsonSyntaxError, readJson } from "../util/json_reader.ts";
 import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
+import { MAX_JOB_FILE_BYTES } from "./job_request_types.ts";
 
 /** The log size threshold used when `logger.max_size_in_bytes` is 0 or absent (§4.5). */
 export const DEFAULT_MAX_LOG_SIZE = 16777216;
@@ -166,11 +167,7 @@ export function parseJobRequestYaml(
   return withDefaults(decodeRequest(new Decoder<YamlValue>(access, source), contents, true));
 }
 
-/**
- * The largest job file `agent run` reads: 16 MiB (a person's job file is kilobytes; reading
- * `/dev/zero` up to it keeps the agent under 100 MiB).
- */
-export const MAX_JOB_FILE_BYTES = 16 * 1024 * 1024;
+export { MAX_JOB_FILE_BYTES };
 
 /**
  * Reads and parses a YAML job file (`agent run`), at most {@linkcode MAX_JOB_FILE_BYTES}.

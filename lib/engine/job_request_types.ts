@@ -79,3 +79,10 @@ export interface JobRequest {
   readonly callbacks: Callbacks;
   readonly logger: LoggerConfig;
 }
+
+/**
+ * The largest job file `agent run` reads: 16 MiB (a person's job file is kilobytes; reading
+ * `/dev/zero` up to it keeps the agent under 100 MiB). Here rather than beside the parser, so
+ * that reading a job file loads no YAML code.
+ */
+export const MAX_JOB_FILE_BYTES = 16 * 1024 * 1024;

@@ -211,7 +211,9 @@ export class ShellSession {
     options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
   ): Promise<void> {
     const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
-    await Deno.writeTextFile(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
+    // Written before the first `await`: the handshake is on its way to the shell when this
+    // returns, whatever else then holds the agent's thread (`agent run` parses the request).
+    Deno.writeTextFileSync(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
       mode: this.#fileMode,
     });
     const nonce = crypto.randomUUID().replaceAll("-", "");

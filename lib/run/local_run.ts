@@ -9,18 +9,25 @@
  * `/tmp/ssh_jump_point`, no `source` lines appended to `~/.bash_profile` (those serve hosted
  * debug sessions, and on a developer's machine they would pile up lines sourcing deleted files).
  *
+ * Start-up: the job's shell is started as soon as the file is read, before the request parser
+ * and the job engine are even loaded (`executors/job_shell.ts`): its login and handshake then
+ * overlap reading and checking the request. A request that turns out not to be valid, or to be a
+ * container job, discards that shell (it ran nothing of the job) before anything else is said.
+ *
  * @module
  */
 
 import { encodeEvent, type EventSink, type JobEvent, type JobResult } from "../engine/events.ts";
-import { parseJobRequestFile } from "../engine/job_request.ts";
-import type { JobRequest } from "../engine/job_request_types.ts";
+import { readFileCapped } from "../util/capped_read.ts";
+import { type JobRequest, MAX_JOB_FILE_BYTES } from "../engine/job_request_types.ts";
 import type { FileInjection } from "../engine/executor.ts";
-import { Job } from "../engine/job.ts";
+import type { Job } from "../engine/job.ts";
 import {
   cleanUpAfterCrashedAgents,
   createExecutor,
   logJobIsolation,
+  type ShellAhead,
+  startShellAhead,
 } from "../../executors/for_job.ts";
 import { createLivePrinter } from "./live_printer.ts";
 import { agentLogFromEnv, type Logger } from "../util/agent_log.ts";
@@ -69,6 +76,15 @@ export interface JobSandbox {
   /** Cleans up after the job; resolves with a line to show, if any. */
   finish(result: JobResult): Promise<string | undefined>;
 }
+
+/**
+ * What may be a container job (`executor: dockercompose`): no shell is started ahead for it. A
+ * container job this misses only starts a shell that is then discarded.
+ */
+const CONTAINER_JOB = /dockercompose/;
+
+/** Decodes any bytes, one character per byte (enough to look for an ASCII word). */
+const latin1 = new TextDecoder("latin1");
 
 /** Callback attempts of `agent run` (§3.3). */
 const CALLBACK_ATTEMPTS = 60;
@@ -144,133 +160,165 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   } catch (error) {
     throw new UsageError(`Cannot read --redacted-vars: ${errorMessage(error)}`);
   }
-  let request;
-  try {
-    request = await parseJobRequestFile(path, options.contents);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
-  }
-  const sandbox = options.sandbox ? await options.sandbox(request) : undefined;
-  if (sandbox) request = sandbox.request;
-  // The diagnostic log goes to stderr, so stdout is the job alone: warnings and errors only
-  // (e.g. a callback URL that does not answer and is being retried), everything at
-  // `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
-  let logger: Logger;
-  try {
-    logger = agentLogFromEnv({
-      defaultLevel: "warn",
-      destination: "stderr",
-      format: options.logFormat,
-      jobId: () => request.job_id,
-    });
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
-  }
+  // From here on a signal stops the job: at once when it runs, else as soon as it exists.
   let job: Job | undefined;
-  using file = logFile ? openLogFile(logFile) : undefined;
-  // A sink that fails (stdout closed by `| head`, a full disk under --log-file) stops the job,
-  // which then ends and is cleaned up as usual; nothing is written to that sink any more.
-  let outputFailure: string | undefined;
-  const guard = <T extends unknown[]>(what: string, fn: (...args: T) => void) => {
-    let broken = false;
-    return (...args: T): void => {
-      if (broken) return;
-      try {
-        fn(...args);
-      } catch (error) {
-        broken = true;
-        outputFailure ??= `Cannot write ${what}: ${errorMessage(error)}`;
-        job?.stop();
-      }
-    };
-  };
-  const show = guard("the job's output", write);
-  const printer = createLivePrinter({ write: show, color });
-  const writeFile = file && guard(`the log file '${logFile}'`, (event: JobEvent) => {
-    file.write(event);
-  });
-  const sink: EventSink = {
-    write(event) {
-      writeFile?.(event);
-      printer.write(event);
-    },
-  };
   /** Set once the job's commands are over and its result is being reported. */
   let reporting = false;
-  const { callbacks } = request;
+  let show: ((text: string) => void) | undefined;
   // A signal also ends the callbacks' retries, which can otherwise take a minute each.
   const interrupted = new AbortController();
-  try {
-    job = Job.create({
-      createExecutor,
-      request,
-      sink,
-      logger,
-      selfHosted: true, // see the module comment: no edits to the user's home
-      shellEnv: sandbox?.shellEnv ?? options.shellEnv,
-      fileInjections: sandbox?.fileInjections,
-      secretValues: sandbox?.secretValues,
-      exposeKvmDevice: true,
-      limits,
-      redactedVars,
-      hooks: {
-        async beforeJobFinished(result) {
-          reporting = true;
-          await sendFinishedCallback(callbacks.finished, result, {
-            token: callbacks.token,
-            attempts: CALLBACK_ATTEMPTS,
-            logger,
-            signal: interrupted.signal,
-          });
-        },
-        async afterJobFinished() {
-          await sendTeardownFinishedCallback(callbacks.teardown_finished, {
-            token: callbacks.token,
-            attempts: CALLBACK_ATTEMPTS,
-            logger,
-            signal: interrupted.signal,
-          });
-        },
-      },
-    });
-  } catch (error) {
-    throw new UsageError(`${path}: ${error instanceof Error ? error.message : error}`);
-  }
-
-  await logJobIsolation(logger);
-  // What killed agents left: before a container job starts (its names may clash), and beside a
-  // shell job, which asks Docker only when a dead job's host dir is left (a killed agent's
-  // containers then still go; the daemon's first answer would otherwise cost start-up time).
-  let leftovers: Promise<void> | undefined;
-  if (request.executor === "dockercompose") {
-    await cleanUpAfterCrashedAgents(logger);
-  } else {
-    leftovers = cleanUpAfterCrashedAgents(logger, { dockerOnlyAfterDeadJobs: true });
-  }
-  const started = job;
   const onSignal = () => {
-    if (reporting) show("\nInterrupted: not waiting for the callbacks\n");
-    else if (!started.stopped) show("\nStopping the job...\n");
+    if (reporting) show?.("\nInterrupted: not waiting for the callbacks\n");
+    else if (!(job?.stopped ?? interrupted.signal.aborted)) show?.("\nStopping the job...\n");
     interrupted.abort(new Error("interrupted"));
-    started.stop();
+    job?.stop();
   };
   // SIGHUP too (the terminal closed): dying of it would leave the job's processes, cgroup and
   // env files to the next agent.
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  let ahead: ShellAhead | undefined;
+  let logger: Logger | undefined;
+  let leftovers: Promise<void> | undefined;
   try {
+    let contents = options.contents;
+    contents ??= await readFileCapped(path, MAX_JOB_FILE_BYTES).catch(() => undefined);
+    // The job's shell starts now and boots while the request is read and checked: it needs
+    // nothing of it (executors/job_shell.ts). Spawned before parsing, which holds the thread.
+    // Not for a sandboxed job (its own HOME), nor for what may be a container job.
+    if (!options.sandbox && contents && !CONTAINER_JOB.test(latin1.decode(contents))) {
+      ahead = startShellAhead({ shellEnv: options.shellEnv, limits });
+      await ahead.spawned;
+    }
+    // Loaded while the shell boots: the request parser (with the YAML package) and the engine.
+    const [{ parseJobRequestFile }, { Job }] = await Promise.all([
+      import("../engine/job_request.ts"),
+      import("../engine/job.ts"),
+    ]);
+    let request;
+    try {
+      request = await parseJobRequestFile(path, contents);
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), {
+        cause: error,
+      });
+    }
+    const sandbox = options.sandbox ? await options.sandbox(request) : undefined;
+    if (sandbox) request = sandbox.request;
+    const jobId = request.job_id;
+    // The diagnostic log goes to stderr, so stdout is the job alone: warnings and errors only
+    // (e.g. a callback URL that does not answer and is being retried), everything at
+    // `SEMAPHORE_AGENT_LOG_LEVEL` when that is set.
+    try {
+      logger = agentLogFromEnv({
+        defaultLevel: "warn",
+        destination: "stderr",
+        format: options.logFormat,
+        jobId: () => jobId,
+      });
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), {
+        cause: error,
+      });
+    }
+    const jobLogger = logger;
+    using file = logFile ? openLogFile(logFile) : undefined;
+    // A sink that fails (stdout closed by `| head`, a full disk under --log-file) stops the job,
+    // which then ends and is cleaned up as usual; nothing is written to that sink any more.
+    let outputFailure: string | undefined;
+    const guard = <T extends unknown[]>(what: string, fn: (...args: T) => void) => {
+      let broken = false;
+      return (...args: T): void => {
+        if (broken) return;
+        try {
+          fn(...args);
+        } catch (error) {
+          broken = true;
+          outputFailure ??= `Cannot write ${what}: ${errorMessage(error)}`;
+          job?.stop();
+        }
+      };
+    };
+    const shown = show = guard("the job's output", write);
+    const printer = createLivePrinter({ write: shown, color });
+    const writeFile = file && guard(`the log file '${logFile}'`, (event: JobEvent) => {
+      file.write(event);
+    });
+    const sink: EventSink = {
+      write(event) {
+        writeFile?.(event);
+        printer.write(event);
+      },
+    };
+    const { callbacks } = request;
+    let started: Job;
+    try {
+      started = job = Job.create({
+        createExecutor: (setup) => createExecutor(setup, ahead),
+        request,
+        sink,
+        logger,
+        selfHosted: true, // see the module comment: no edits to the user's home
+        shellEnv: sandbox?.shellEnv ?? options.shellEnv,
+        fileInjections: sandbox?.fileInjections,
+        secretValues: sandbox?.secretValues,
+        exposeKvmDevice: true,
+        limits,
+        redactedVars,
+        hooks: {
+          async beforeJobFinished(result) {
+            reporting = true;
+            await sendFinishedCallback(callbacks.finished, result, {
+              token: callbacks.token,
+              attempts: CALLBACK_ATTEMPTS,
+              logger: jobLogger,
+              signal: interrupted.signal,
+            });
+          },
+          async afterJobFinished() {
+            await sendTeardownFinishedCallback(callbacks.teardown_finished, {
+              token: callbacks.token,
+              attempts: CALLBACK_ATTEMPTS,
+              logger: jobLogger,
+              signal: interrupted.signal,
+            });
+          },
+        },
+      });
+    } catch (error) {
+      throw new UsageError(`${path}: ${error instanceof Error ? error.message : error}`);
+    }
+    // A shell started ahead that the job did not take (a container job) goes now.
+    await ahead?.discard(logger);
+    // Interrupted while the request was read: the job ends as stopped, running nothing.
+    if (interrupted.signal.aborted) {
+      shown("\nStopping the job...\n");
+      started.stop();
+    }
+
+    await logJobIsolation(logger);
+    // What killed agents left: before a container job starts (its names may clash), and beside a
+    // shell job, which asks Docker only when a dead job's host dir is left (a killed agent's
+    // containers then still go; the daemon's first answer would otherwise cost start-up time).
+    if (request.executor === "dockercompose") {
+      await cleanUpAfterCrashedAgents(logger);
+    } else {
+      leftovers = cleanUpAfterCrashedAgents(logger, { dockerOnlyAfterDeadJobs: true });
+    }
     const result = await started.run();
     const kept = await sandbox?.finish(result);
-    if (kept) show(kept);
+    if (kept) shown(kept);
     if (outputFailure !== undefined) {
       throw new Error(
         `${outputFailure}; ${result === "stopped" ? "the job was stopped" : `the job ${result}`}`,
       );
     }
-    if (started.usage) show(`Resources used: ${formatUsage(started.usage)}\n`);
+    if (started.usage) shown(`Resources used: ${formatUsage(started.usage)}\n`);
     return EXIT_CODES[result];
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    // A shell started ahead that no job took (a request that is not valid, a container job).
+    await ahead?.discard(logger);
     await leftovers;
   }
 }

@@ -9,13 +9,12 @@
  * @module
  */
 
-import { isMap, parseDocument } from "yaml";
 import { runJobFile } from "./local_run.ts";
 import { redactionPatterns } from "../engine/redactor.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
-import { JobRequestError, MAX_JOB_FILE_BYTES } from "../engine/job_request.ts";
+import { MAX_JOB_FILE_BYTES } from "../engine/job_request_types.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
 import type { JobRequest } from "../engine/job_request_types.ts";
 
@@ -52,11 +51,13 @@ const TOP_LEVEL_BLOCKS = /^(?:blocks|"blocks"|'blocks')[ \t]*:/m;
 /**
  * Whether YAML text is a pipeline: a top-level mapping with a `blocks` key. A block mapping is
  * recognised without parsing (a job file is parsed once, by the job request reader); only a
- * flow mapping at the top (`{...}`) is parsed here.
+ * flow mapping at the top (`{...}`) is parsed here, and only then is the YAML parser loaded
+ * (`agent run` starts a job's shell before it loads the parser: `local_run.ts`).
  */
-export function isPipelineText(text: string): boolean {
+export async function isPipelineText(text: string): Promise<boolean> {
   if (TOP_LEVEL_BLOCKS.test(text)) return true;
   if (!/^\s*(?:#.*\n\s*|---\s*)*\{/.test(text)) return false;
+  const { isMap, parseDocument } = await import("yaml");
   try {
     const doc = parseDocument(text, { prettyErrors: false });
     return isMap(doc.contents) && doc.contents.has("blocks");
@@ -93,6 +94,7 @@ export async function runFile(options: RunFileOptions): Promise<number> {
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       // Said here: reading it again to say it would double the memory a huge file takes.
+      const { JobRequestError } = await import("../engine/job_request.ts");
       const tooLarge = new JobRequestError(
         `Cannot read job file: the file is larger than ${error.limit} bytes`,
         { file: path, cause: error },
@@ -101,7 +103,7 @@ export async function runFile(options: RunFileOptions): Promise<number> {
     }
     // unreadable: the job file path reports it as before
   }
-  if (text !== undefined && isPipelineText(text)) {
+  if (text !== undefined && await isPipelineText(text)) {
     if (options.logFile !== undefined) {
       throw new UsageError(`--log-file is for job files; for a pipeline use --log-dir DIR`);
     }

@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import { createExecutor, startShellAhead } from "../executors/for_job.ts";
+import { JOB_CGROUP_PREFIX } from "../executors/job_cgroup.ts";
+import { makeHome, runTestJob, testShellEnv } from "./support/job_harness.ts";
+
+/** A login profile that records the shell's pid and leaves a background process behind. */
+async function homeWithProfile(marker: string): Promise<string> {
+  const home = await makeHome();
+  await Deno.writeTextFile(
+    `${home}/.bash_profile`,
+    `echo $$ >> "$HOME/shell.pid"\nbash -c 'sleep 300; : ${marker}' &\n`,
+  );
+  return home;
+}
+
+async function shellPids(home: string): Promise<string[]> {
+  return (await Deno.readTextFile(`${home}/shell.pid`)).trim().split("\n");
+}
+
+/** Pids of the processes whose command line holds `text`. */
+function processesWith(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (cmdline.includes(text)) found.push(Number(entry.name));
+    } catch {
+      // gone
+    }
+  }
+  return found;
+}
+
+/** Whether `pid` runs (a zombie does not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** The job host dir whose crash record names the job shell `pid` (by its process tag). */
+function hostDirOf(pid: number): string | undefined {
+  const tag = Deno.readTextFileSync(`/proc/${pid}/environ`).split("\0")
+    .find((v) => v.startsWith("SEMAPHORE_JOB_PROCESS_TAG="))?.split("=")[1];
+  assert.ok(tag, "the job shell has a process tag");
+  const parent = Deno.env.get("TMPDIR") || "/tmp";
+  for (const entry of Deno.readDirSync(parent)) {
+    if (!entry.name.startsWith("agent-temp-directory-")) continue;
+    try {
+      if (Deno.readTextFileSync(`${parent}/${entry.name}/job.json`).includes(tag)) {
+        return `${parent}/${entry.name}`;
+      }
+    } catch {
+      // being made or removed, or another job's
+    }
+  }
+  return undefined;
+}
+
+/** The job cgroup of `pid` (its name), if it is in one. */
+function jobCgroupOf(pid: number): string | undefined {
+  const lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
+  const path = lines.map((l) => l.split(":").slice(2).join(":")).find((p) =>
+    p.includes(JOB_CGROUP_PREFIX)
+  );
+  return path?.split("/").find((part) => part.startsWith(JOB_CGROUP_PREFIX));
+}
+
+/** Every cgroup directory named `name` under /sys/fs/cgroup. */
+async function cgroupDirsNamed(name: string): Promise<string[]> {
+  const out = await new Deno.Command("find", {
+    args: ["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", name],
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
+}
+
+Deno.test("a shell started ahead that no job takes is discarded with its processes, cgroup and directory", async () => {
+  const marker = `ahead-discarded-${crypto.randomUUID()}`;
+  const home = await homeWithProfile(marker);
+  try {
+    const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
+    await ahead.ready;
+    // The login profile ran: the shell and what it left in the background live.
+    const [pid] = (await shellPids(home)).map(Number);
+    assert.ok(alive(pid));
+    assert.equal(processesWith(marker).length, 1);
+    const hostDir = hostDirOf(pid);
+    assert.ok(hostDir);
+    const cgroup = jobCgroupOf(pid);
+    if (cgroup) assert.notDeepEqual(await cgroupDirsNamed(cgroup), []);
+
+    await ahead.discard();
+    assert.deepEqual(processesWith(marker), []);
+    assert.ok(!alive(pid));
+    await assert.rejects(() => Deno.stat(hostDir), Deno.errors.NotFound);
+    if (cgroup) assert.deepEqual(await cgroupDirsNamed(cgroup), []);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("a job takes the shell started ahead for it: its commands run in that shell", async () => {
+  const marker = `ahead-taken-${crypto.randomUUID()}`;
+  const home = await homeWithProfile(marker);
+  try {
+    const shellEnv = testShellEnv(home);
+    const limits = {};
+    const ahead = startShellAhead({ shellEnv, limits });
+    await ahead.ready;
+    const run = await runTestJob({
+      request: { commands: [{ directive: 'echo "pid=$$"' }] },
+      home,
+      shellEnv,
+      limits,
+      createExecutor: (setup) => createExecutor(setup, ahead),
+    });
+    assert.equal(run.result, "passed");
+    const [pid] = await shellPids(home);
+    const output = run.events.flatMap((e) => e.event === "cmd_output" ? [e.output] : []).join("");
+    assert.ok(output.includes(`pid=${pid}\n`), output);
+    // One login: the job started no shell of its own. Its teardown ended the shell ahead.
+    assert.deepEqual(await shellPids(home), [pid]);
+    assert.equal(ahead.take(shellEnv, limits, true), undefined);
+    assert.deepEqual(processesWith(marker), []);
+    await ahead.discard(); // taken: nothing left to do
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("a shell started ahead goes only to a self-hosted job with its very environment and limits", async () => {
+  const marker = `ahead-refused-${crypto.randomUUID()}`;
+  const home = await homeWithProfile(marker);
+  try {
+    const shellEnv = testShellEnv(home);
+    const limits = {};
+    const ahead = startShellAhead({ shellEnv, limits });
+    assert.equal(ahead.take({ ...shellEnv }, limits, true), undefined);
+    assert.equal(ahead.take(shellEnv, {}, true), undefined);
+    assert.equal(ahead.take(shellEnv, limits, false), undefined);
+    await ahead.ready;
+    assert.equal(processesWith(marker).length, 1);
+    await ahead.discard();
+    assert.deepEqual(processesWith(marker), []);
+    assert.equal(ahead.take(shellEnv, limits, true), undefined); // discarded
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
