@@ -180,6 +180,16 @@ export class PtyProcess implements Terminal, AsyncDisposable {
     this.#killed ??= (async () => {
       await this.rememberTree();
       await this.#sweep();
+      // The shim itself, in case the sweep missed it: killed before it joined the job's cgroup,
+      // it would still start the shell, which then waits for input that never comes. (What it
+      // started meanwhile is in the cgroup: the second sweep gets it.)
+      if (this.#alive) {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
       await this.exited;
       await this.#writer.close().catch(() => {});
       await this.#sweep(); // what forked while the first sweep ran

@@ -152,3 +152,26 @@ Deno.test("a shell started ahead goes only to a self-hosted job with its very en
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("a shell discarded the moment it is spawned is gone, with what it went on to start", async () => {
+  const marker = `ahead-early-${crypto.randomUUID()}`;
+  const home = await homeWithProfile(marker);
+  try {
+    for (let round = 0; round < 5; round++) {
+      const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
+      await ahead.spawned;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), 15_000);
+      });
+      try {
+        assert.equal(await Promise.race([ahead.discard().then(() => "done"), deadline]), "done");
+      } finally {
+        clearTimeout(timer);
+      }
+      assert.deepEqual(processesWith(marker), []);
+    }
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
