@@ -2,34 +2,30 @@ import assert from "node:assert/strict";
 import { createExecutor, startShellAhead } from "../executors/for_job.ts";
 import { JOB_CGROUP_PREFIX } from "../executors/job_cgroup.ts";
 import { makeHome, runTestJob, testShellEnv } from "./support/job_harness.ts";
+import { processesWith } from "./support/processes.ts";
 
-/** A login profile that records the shell's pid and leaves a background process behind. */
-async function homeWithProfile(marker: string): Promise<string> {
+/**
+ * Runs `test` with a HOME whose login profile records the shell's pid and leaves a background
+ * process named `marker` behind; removes that HOME after.
+ */
+async function withProfiledHome(
+  test: (home: string, marker: string) => Promise<void>,
+): Promise<void> {
+  const marker = `ahead-${crypto.randomUUID()}`;
   const home = await makeHome();
-  await Deno.writeTextFile(
-    `${home}/.bash_profile`,
-    `echo $$ >> "$HOME/shell.pid"\nbash -c 'sleep 300; : ${marker}' &\n`,
-  );
-  return home;
+  try {
+    await Deno.writeTextFile(
+      `${home}/.bash_profile`,
+      `echo $$ >> "$HOME/shell.pid"\n(exec -a ${marker} sleep 300) &\n`,
+    );
+    await test(home, marker);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
 }
 
 async function shellPids(home: string): Promise<string[]> {
   return (await Deno.readTextFile(`${home}/shell.pid`)).trim().split("\n");
-}
-
-/** Pids of the processes whose command line holds `text`. */
-function processesWith(text: string): number[] {
-  const found: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmdline.includes(text)) found.push(Number(entry.name));
-    } catch {
-      // gone
-    }
-  }
-  return found;
 }
 
 /** Whether `pid` runs (a zombie does not). */
@@ -79,10 +75,8 @@ async function cgroupDirsNamed(name: string): Promise<string[]> {
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
 }
 
-Deno.test("a shell started ahead that no job takes is discarded with its processes, cgroup and directory", async () => {
-  const marker = `ahead-discarded-${crypto.randomUUID()}`;
-  const home = await homeWithProfile(marker);
-  try {
+Deno.test("a shell started ahead that no job takes is discarded with its processes, cgroup and directory", () =>
+  withProfiledHome(async (home, marker) => {
     const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
     await ahead.ready;
     // The login profile ran: the shell and what it left in the background live.
@@ -99,15 +93,10 @@ Deno.test("a shell started ahead that no job takes is discarded with its process
     assert.ok(!alive(pid));
     await assert.rejects(() => Deno.stat(hostDir), Deno.errors.NotFound);
     if (cgroup) assert.deepEqual(await cgroupDirsNamed(cgroup), []);
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("a job takes the shell started ahead for it: its commands run in that shell", async () => {
-  const marker = `ahead-taken-${crypto.randomUUID()}`;
-  const home = await homeWithProfile(marker);
-  try {
+Deno.test("a job takes the shell started ahead for it: its commands run in that shell", () =>
+  withProfiledHome(async (home, marker) => {
     const shellEnv = testShellEnv(home);
     const limits = {};
     const ahead = startShellAhead({ shellEnv, limits });
@@ -128,15 +117,10 @@ Deno.test("a job takes the shell started ahead for it: its commands run in that 
     assert.equal(ahead.take(shellEnv, limits, true), undefined);
     assert.deepEqual(processesWith(marker), []);
     await ahead.discard(); // taken: nothing left to do
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("a shell started ahead goes only to a self-hosted job with its very environment and limits", async () => {
-  const marker = `ahead-refused-${crypto.randomUUID()}`;
-  const home = await homeWithProfile(marker);
-  try {
+Deno.test("a shell started ahead goes only to a self-hosted job with its very environment and limits", () =>
+  withProfiledHome(async (home, marker) => {
     const shellEnv = testShellEnv(home);
     const limits = {};
     const ahead = startShellAhead({ shellEnv, limits });
@@ -148,15 +132,10 @@ Deno.test("a shell started ahead goes only to a self-hosted job with its very en
     await ahead.discard();
     assert.deepEqual(processesWith(marker), []);
     assert.equal(ahead.take(shellEnv, limits, true), undefined); // discarded
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("a shell discarded the moment it is spawned is gone, with what it went on to start", async () => {
-  const marker = `ahead-early-${crypto.randomUUID()}`;
-  const home = await homeWithProfile(marker);
-  try {
+Deno.test("a shell discarded the moment it is spawned is gone, with what it went on to start", () =>
+  withProfiledHome(async (home, marker) => {
     for (let round = 0; round < 5; round++) {
       const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
       await ahead.spawned;
@@ -171,7 +150,4 @@ Deno.test("a shell discarded the moment it is spawned is gone, with what it went
       }
       assert.deepEqual(processesWith(marker), []);
     }
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+  }));
