@@ -55,6 +55,7 @@ export class JobShell {
   #tracker: ReturnType<typeof setInterval> | undefined;
   #tracked = "[]";
   #tracking = false;
+  #stopped = false;
   #finished: Promise<ResourceUsage | undefined> | undefined;
   #cleaned: Promise<void> | undefined;
   /** Settles once the shell process runs, or its start failed. */
@@ -122,7 +123,7 @@ export class JobShell {
     ]);
     if (made.status === "rejected") throw made.reason;
     if (isolation.status === "rejected") throw isolation.reason;
-    if (this.#finished) throw new Error("the job ended before its shell started");
+    if (this.#finished || this.#stopped) throw new Error("stopped before the shell started");
     const storageDir = made.value;
     const processTag = `SEMAPHORE_JOB_PROCESS_TAG=${crypto.randomUUID()}`;
     // Without a cgroup, every process of the job inherits a descriptor of this file: found by
@@ -136,7 +137,7 @@ export class JobShell {
       files: [], // the env files are in the job's directory
       ...(markFile ? { markFile } : {}),
     });
-    if (this.#finished) throw new Error("the job ended before its shell started");
+    if (this.#finished || this.#stopped) throw new Error("stopped before the shell started");
     const pty = new PtyProcess({
       // A login shell as in the original; without readline, which reads the terminal one
       // byte at a time and costs ~0.2 ms per command line we write.
@@ -193,8 +194,14 @@ export class JobShell {
     if (dir) writeJobRecord(dir.path, record);
   }
 
+  /** Whether {@linkcode stop} was called: a start that fails after it failed because of it. */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
   /** Stops what runs now: the running command ends with exit code 1. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     this.#session?.markStopped();
     await this.#pty?.kill();
   }

@@ -153,6 +153,11 @@ class ShellExecutor implements Executor {
     if (shell.isolation?.kind === "none" && Object.keys(this.#limits).length > 0) {
       this.#warn("Job limits need cgroups, which this agent cannot use");
     }
+    if (problem !== undefined && shell.stopped) {
+      // Killed while it started (a signal, a stop request): not a failure to report.
+      this.#logger.info(`[job=${jobId}] The job was stopped while its shell started`);
+      return 1;
+    }
     if (problem !== undefined) {
       this.#logger.error(`[job=${jobId}] Cannot start the job shell: ${errorMessage(problem)}`);
       return 1;

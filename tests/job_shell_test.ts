@@ -3,6 +3,8 @@ import { createExecutor, startShellAhead } from "../executors/for_job.ts";
 import { JOB_CGROUP_PREFIX } from "../executors/job_cgroup.ts";
 import { makeHome, runTestJob, testShellEnv } from "./support/job_harness.ts";
 import { processesWith } from "./support/processes.ts";
+import { createLogger } from "../lib/util/agent_log.ts";
+import { parseJobRequestJson } from "../lib/engine/job_request.ts";
 
 /**
  * Runs `test` with a HOME whose login profile records the shell's pid and leaves a background
@@ -151,3 +153,35 @@ Deno.test("a shell discarded the moment it is spawned is gone, with what it went
       assert.deepEqual(processesWith(marker), []);
     }
   }));
+
+Deno.test("a shell executor stopped while its shell starts says so, not that the shell failed", async () => {
+  const home = await makeHome();
+  try {
+    const lines: string[] = [];
+    const logger = createLogger({
+      stdout: false,
+      level: "debug",
+      format: "json",
+      onLine: (line) => lines.push(line),
+    });
+    const executor = createExecutor({
+      request: parseJobRequestJson(JSON.stringify({ job_id: "stopped-early", commands: [] })),
+      sink: { write() {} },
+      logger,
+      selfHosted: true,
+      shellEnv: testShellEnv(home),
+    });
+    const starting = executor.start();
+    await executor.stop();
+    assert.equal(await starting, 1);
+    await executor.cleanup();
+    const said = lines.map((line) => JSON.parse(line) as { level: string; msg: string });
+    assert.deepEqual(said.filter((l) => l.level === "error"), []);
+    assert.ok(
+      said.some((l) => l.msg === "[job=stopped-early] The job was stopped while its shell started"),
+      lines.join(""),
+    );
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
