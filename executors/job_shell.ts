@@ -244,6 +244,9 @@ export class JobShell {
   }
 }
 
+/** How long a discarded shell started ahead gets to end its login by itself. */
+const DISCARD_GRACE_MS = 10_000;
+
 /** Options of {@linkcode startShellAhead}: those the job's executor will be given. */
 export interface ShellAheadOptions {
   /** The environment the shell starts from, unscrubbed. @default the agent's */
@@ -297,10 +300,17 @@ export class ShellAhead {
     return this.#shell;
   }
 
-  /** Kills the shell and removes what it made, unless a job took it. Idempotent. */
+  /**
+   * Ends the shell and removes what it made, unless a job took it. Idempotent. The shell is not
+   * killed in its login: it gets end-of-input, so it finishes its profile (killed half-way, a
+   * profile can leave its own state broken, such as pyenv's lock that then holds every later
+   * login for a minute) and exits; whatever is left after {@linkcode DISCARD_GRACE_MS} is killed.
+   */
   async discard(logger?: Logger): Promise<void> {
     if (this.#taken) return;
     this.#taken = true;
+    await this.#shell.spawned;
+    await this.#shell.pty?.endInput(DISCARD_GRACE_MS);
     await this.#shell.cleanup((message) => logger?.warn(message));
   }
 }

@@ -23,6 +23,7 @@ import {
   readStat,
 } from "./process_tree.ts";
 import type { JobCgroup } from "./job_cgroup.ts";
+import { delay } from "../lib/util/delay.ts";
 
 /** Options of {@linkcode spawnPty}. */
 export interface PtyOptions {
@@ -165,6 +166,22 @@ export class PtyProcess implements Terminal, AsyncDisposable {
       adoptedOrphans: this.#adoptedOrphans,
       markFile: this.#markFile,
     });
+  }
+
+  /**
+   * Ends the terminal's input (`script` passes it on as end-of-file) and waits until the process
+   * is gone, at most `graceMs`: a shell reads what it was given, then exits by itself. Resolves
+   * with whether it did.
+   */
+  async endInput(graceMs: number): Promise<boolean> {
+    await this.#writer.close().catch(() => {});
+    const timeUp = new AbortController();
+    const gone = await Promise.race([
+      this.exited.then(() => true),
+      delay(graceMs, timeUp.signal).then(() => false),
+    ]);
+    timeUp.abort();
+    return gone;
   }
 
   /** Writes to the terminal's input; rejects once the process is gone. */

@@ -171,16 +171,37 @@ Deno.test("a shell executor stopped while its shell starts says so, not that the
       selfHosted: true,
       shellEnv: testShellEnv(home),
     });
-    const starting = executor.start();
-    await executor.stop();
-    assert.equal(await starting, 1);
-    await executor.cleanup();
+    try {
+      const starting = executor.start();
+      await executor.stop();
+      assert.equal(await starting, 1);
+    } finally {
+      await executor.cleanup();
+    }
     const said = lines.map((line) => JSON.parse(line) as { level: string; msg: string });
     assert.deepEqual(said.filter((l) => l.level === "error"), []);
     assert.ok(
       said.some((l) => l.msg === "[job=stopped-early] The job was stopped while its shell started"),
       lines.join(""),
     );
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("a discarded shell ends its login profile instead of being killed in it", async () => {
+  const home = await makeHome();
+  try {
+    // A slow profile that leaves state behind until its last line (as pyenv's lock does).
+    await Deno.writeTextFile(
+      `${home}/.bash_profile`,
+      `touch "$HOME/lock"\nsleep 0.3\nrm "$HOME/lock"\ntouch "$HOME/profile-done"\n`,
+    );
+    const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
+    await ahead.spawned;
+    await ahead.discard();
+    await Deno.stat(`${home}/profile-done`);
+    await assert.rejects(() => Deno.stat(`${home}/lock`), Deno.errors.NotFound);
   } finally {
     await Deno.remove(home, { recursive: true });
   }
