@@ -18,7 +18,7 @@
  */
 
 import { delay } from "../lib/util/delay.ts";
-import { exists } from "../lib/util/exists.ts";
+import { existsSync } from "../lib/util/exists.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 import { setChildSubreaper } from "../lib/util/prctl.ts";
 import type { JobLimits, ResourceUsage } from "../lib/engine/executor.ts";
@@ -91,9 +91,10 @@ function dirIn(mount: Mount, path: string): string | undefined {
 
 /**
  * Makes and removes a probe cgroup in `parent`: why the agent may not make job cgroups there
- * (`problem`), and whether a child has `cgroup.kill` (v2, kernel 5.14 and later).
+ * (`problem`), and in a v2 hierarchy (`v2`) whether a child has `cgroup.kill` (kernel 5.14 and
+ * later; never in v1, where looking would cost a failed call per hierarchy).
  */
-function probe(parent: string): { problem?: string; hasKill: boolean } {
+function probe(parent: string, v2: boolean): { problem?: string; hasKill: boolean } {
   const dir = `${parent}/${JOB_CGROUP_PREFIX}probe-${Deno.pid}-${crypto.randomUUID()}`;
   try {
     Deno.mkdirSync(dir);
@@ -104,11 +105,13 @@ function probe(parent: string): { problem?: string; hasKill: boolean } {
     return { problem: `cannot make a cgroup in ${parent}: ${why}`, hasKill: false };
   }
   let hasKill = false;
-  try {
-    Deno.statSync(`${dir}/cgroup.kill`);
-    hasKill = true;
-  } catch {
-    // no cgroup.kill: an older kernel
+  if (v2) {
+    try {
+      Deno.statSync(`${dir}/cgroup.kill`);
+      hasKill = true;
+    } catch {
+      // no cgroup.kill: an older kernel
+    }
   }
   try {
     Deno.removeSync(dir);
@@ -145,7 +148,7 @@ export function detectJobIsolation(): JobIsolation {
 
   if (v1Mounts.length === 0) {
     if (!v2Dir) return { kind: "none", description: "no cgroups: no cgroup hierarchy is mounted" };
-    const { problem, hasKill } = probe(v2Dir);
+    const { problem, hasKill } = probe(v2Dir, true);
     if (problem) return { kind: "none", description: `no cgroups: ${problem}` };
     const controllers = delegateV2Controllers(v2Dir);
     return {
@@ -168,8 +171,8 @@ export function detectJobIsolation(): JobIsolation {
     if (dir) candidates.push([controller, dir]);
   }
   // The v2 hierarchy is used only beside a v1 one.
-  const probes = candidates.map(([, dir]) => probe(dir));
-  const v2Probe = v2Dir && candidates.length > 0 ? probe(v2Dir) : undefined;
+  const probes = candidates.map(([, dir]) => probe(dir, false));
+  const v2Probe = v2Dir && candidates.length > 0 ? probe(v2Dir, true) : undefined;
   const parents: Partial<Record<V1Controller, string>> = {};
   candidates.forEach(([controller, dir], i) => {
     const { problem } = probes[i];
@@ -276,9 +279,13 @@ function pidsIn(dirs: readonly string[]): number[] {
   return [...all];
 }
 
-async function readNumber(file: string): Promise<number | undefined> {
+/**
+ * A number in a control file. Control files are read and written synchronously, like
+ * `cgroup.procs` above: the kernel answers at once.
+ */
+function readNumber(file: string): number | undefined {
   try {
-    const value = Number((await Deno.readTextFile(file)).trim());
+    const value = Number(Deno.readTextFileSync(file).trim());
     return Number.isFinite(value) ? value : undefined;
   } catch {
     return undefined;
@@ -286,10 +293,10 @@ async function readNumber(file: string): Promise<number | undefined> {
 }
 
 /** `key value` lines (`cpu.stat`, `memory.events`, `pids.events`, `memory.oom_control`). */
-async function readKeyed(file: string): Promise<Map<string, number>> {
+function readKeyed(file: string): Map<string, number> {
   const out = new Map<string, number>();
   try {
-    for (const line of (await Deno.readTextFile(file)).split("\n")) {
+    for (const line of Deno.readTextFileSync(file).split("\n")) {
       const [key, value] = line.trim().split(/\s+/);
       if (key && value !== undefined) out.set(key, Number(value));
     }
@@ -300,9 +307,9 @@ async function readKeyed(file: string): Promise<Map<string, number>> {
 }
 
 /** Writes a control file, creating nothing; `false` when the kernel refused it. */
-async function write(file: string, value: string): Promise<boolean> {
+function write(file: string, value: string): boolean {
   try {
-    await Deno.writeTextFile(file, value, { create: false });
+    Deno.writeTextFileSync(file, value, { create: false });
     return true;
   } catch {
     return false;
@@ -378,7 +385,7 @@ export class JobCgroup {
     const cgroup = new JobCgroup(isolation, byController, v2, limits);
     try {
       for (const dir of cgroup.dirs) Deno.mkdirSync(dir); // see detectJobIsolation: no waiting
-      await cgroup.#applyLimits();
+      cgroup.#applyLimits();
     } catch (error) {
       await cgroup.remove().catch(() => {});
       throw error;
@@ -391,7 +398,7 @@ export class JobCgroup {
     return this.dirs.map((dir) => `${dir}/cgroup.procs`);
   }
 
-  async #applyLimits(): Promise<void> {
+  #applyLimits(): void {
     const { memoryBytes, cpus, pids } = this.limits;
     const c = this.#byController;
     const need = (controller: string, what: string): string => {
@@ -399,9 +406,9 @@ export class JobCgroup {
       if (!dir) throw new Error(`cannot apply ${what}: no ${controller} controller for jobs`);
       return dir;
     };
-    const set = async (file: string, value: string) => {
+    const set = (file: string, value: string) => {
       try {
-        await Deno.writeTextFile(file, value, { create: false });
+        Deno.writeTextFileSync(file, value, { create: false });
       } catch (error) {
         throw new Error(`cannot write ${value} to ${file}: ${errorMessage(error)}`);
       }
@@ -409,25 +416,25 @@ export class JobCgroup {
     if (this.#isolation.kind === "v2") {
       if (memoryBytes !== undefined) {
         const dir = need("memory", "the memory limit");
-        await set(`${dir}/memory.max`, `${memoryBytes}`);
-        await write(`${dir}/memory.swap.max`, "0");
+        set(`${dir}/memory.max`, `${memoryBytes}`);
+        write(`${dir}/memory.swap.max`, "0");
       }
       if (cpus !== undefined) {
-        await set(`${need("cpu", "the CPU limit")}/cpu.max`, `${Math.round(cpus * 100000)} 100000`);
+        set(`${need("cpu", "the CPU limit")}/cpu.max`, `${Math.round(cpus * 100000)} 100000`);
       }
-      if (pids !== undefined) await set(`${need("pids", "the process limit")}/pids.max`, `${pids}`);
+      if (pids !== undefined) set(`${need("pids", "the process limit")}/pids.max`, `${pids}`);
     } else {
       if (memoryBytes !== undefined) {
         const dir = need("memory", "the memory limit");
-        await set(`${dir}/memory.limit_in_bytes`, `${memoryBytes}`);
-        await write(`${dir}/memory.memsw.limit_in_bytes`, `${memoryBytes}`);
+        set(`${dir}/memory.limit_in_bytes`, `${memoryBytes}`);
+        write(`${dir}/memory.memsw.limit_in_bytes`, `${memoryBytes}`);
       }
       if (cpus !== undefined) {
         const dir = need("cpu", "the CPU limit");
-        await set(`${dir}/cpu.cfs_period_us`, "100000");
-        await set(`${dir}/cpu.cfs_quota_us`, `${Math.round(cpus * 100000)}`);
+        set(`${dir}/cpu.cfs_period_us`, "100000");
+        set(`${dir}/cpu.cfs_quota_us`, `${Math.round(cpus * 100000)}`);
       }
-      if (pids !== undefined) await set(`${need("pids", "the process limit")}/pids.max`, `${pids}`);
+      if (pids !== undefined) set(`${need("pids", "the process limit")}/pids.max`, `${pids}`);
     }
   }
 
@@ -461,7 +468,7 @@ export class JobCgroup {
       if (others.length === 0) {
         // Dead processes count against the limit until their parent (often init) reaps them.
         const pidsDir = this.#byController.pids;
-        const current = pidsDir ? await readNumber(`${pidsDir}/pids.current`) : undefined;
+        const current = pidsDir ? readNumber(`${pidsDir}/pids.current`) : undefined;
         if (current === undefined || current <= keep.size) return;
         await delay(5);
         continue;
@@ -477,7 +484,7 @@ export class JobCgroup {
           }
         }
       } finally {
-        await freezer?.thaw();
+        freezer?.thaw();
       }
       await delay(5); // until they are torn down and leave the cgroup
     }
@@ -491,32 +498,32 @@ export class JobCgroup {
    * How many times each limit was reached since the last call: processes killed by the memory
    * limit, and forks refused by the process limit.
    */
-  async limitHits(): Promise<LimitCounters> {
-    const now = await this.#limitCounters();
+  limitHits(): Promise<LimitCounters> {
+    const now = this.#limitCounters();
     const hits = { memory: now.memory - this.#seen.memory, pids: now.pids - this.#seen.pids };
     this.#seen = now;
-    return hits;
+    return Promise.resolve(hits);
   }
 
-  async #limitCounters(): Promise<LimitCounters> {
+  #limitCounters(): LimitCounters {
     const memoryDir = this.#byController.memory;
     const pidsDir = this.#byController.pids;
     let memory = 0;
     let pids = 0;
     if (memoryDir && this.limits.memoryBytes !== undefined) {
       memory = this.#isolation.kind === "v2"
-        ? (await readKeyed(`${memoryDir}/memory.events`)).get("oom_kill") ?? 0
-        : (await readKeyed(`${memoryDir}/memory.oom_control`)).get("oom_kill") ?? 0;
+        ? readKeyed(`${memoryDir}/memory.events`).get("oom_kill") ?? 0
+        : readKeyed(`${memoryDir}/memory.oom_control`).get("oom_kill") ?? 0;
     }
     if (pidsDir && this.limits.pids !== undefined) {
-      pids = (await readKeyed(`${pidsDir}/pids.events`)).get("max") ?? 0;
+      pids = readKeyed(`${pidsDir}/pids.events`).get("max") ?? 0;
     }
     return { memory, pids };
   }
 
   /** What the job used so far (all of it once the cgroup is empty). */
-  async usage(): Promise<ResourceUsage> {
-    return await readUsage(this.#isolation.kind, this.#byController, this.#v2);
+  usage(): Promise<ResourceUsage> {
+    return Promise.resolve(readUsage(this.#isolation.kind, this.#byController, this.#v2));
   }
 
   /**
@@ -556,7 +563,7 @@ export async function removeCgroupDirs(dirs: readonly string[]): Promise<void> {
 
 interface Freezer {
   freeze(): Promise<void>;
-  thaw(): Promise<void>;
+  thaw(): void;
 }
 
 /** Freezes with v2's `cgroup.freeze` or v1's `freezer.state`, whichever the dirs have. */
@@ -565,32 +572,32 @@ function freezerFor(record: JobCgroupRecord): Freezer | undefined {
   if (v1) {
     return {
       async freeze() {
-        await write(`${v1}/freezer.state`, "FROZEN");
+        write(`${v1}/freezer.state`, "FROZEN");
         for (let i = 0; i < 200; i++) {
           try {
-            if ((await Deno.readTextFile(`${v1}/freezer.state`)).trim() !== "FREEZING") return;
+            if (Deno.readTextFileSync(`${v1}/freezer.state`).trim() !== "FREEZING") return;
           } catch {
             return;
           }
           await delay(1);
         }
       },
-      async thaw() {
-        await write(`${v1}/freezer.state`, "THAWED");
+      thaw() {
+        write(`${v1}/freezer.state`, "THAWED");
       },
     };
   }
   if (v2) {
     return {
       async freeze() {
-        if (!(await write(`${v2}/cgroup.freeze`, "1"))) return;
+        if (!write(`${v2}/cgroup.freeze`, "1")) return;
         for (let i = 0; i < 200; i++) {
-          if ((await readKeyed(`${v2}/cgroup.events`)).get("frozen") === 1) return;
+          if (readKeyed(`${v2}/cgroup.events`).get("frozen") === 1) return;
           await delay(1);
         }
       },
-      async thaw() {
-        await write(`${v2}/cgroup.freeze`, "0");
+      thaw() {
+        write(`${v2}/cgroup.freeze`, "0");
       },
     };
   }
@@ -608,14 +615,14 @@ export async function emptyCgroup(
 ): Promise<boolean> {
   const { dirs, v2 } = record;
   const deadline = performance.now() + deadlineMs;
-  const canKillAtOnce = v2 !== undefined && await exists(`${v2}/cgroup.kill`);
+  const canKillAtOnce = v2 !== undefined && existsSync(`${v2}/cgroup.kill`);
   const freezer = freezerFor(record);
   for (let round = 0;; round++) {
     const pids = pidsIn(dirs);
     if (pids.length === 0) return true;
     if (performance.now() > deadline) return false;
     if (canKillAtOnce && round % 5 === 0) {
-      await write(`${v2}/cgroup.kill`, "1");
+      write(`${v2}/cgroup.kill`, "1");
     } else if (round % 5 === 0 || !canKillAtOnce) {
       await freezer?.freeze();
       for (const pid of pidsIn(dirs)) {
@@ -625,7 +632,7 @@ export async function emptyCgroup(
           // gone
         }
       }
-      await freezer?.thaw();
+      freezer?.thaw();
     }
     // Killed processes leave the cgroup once the kernel has torn them down (zombies have left).
     await delay(round < 20 ? 1 : 10);
@@ -636,23 +643,23 @@ export async function emptyCgroup(
  * What a cgroup used: `byController` names its directory per controller (one directory for all
  * of them in v2), `v2` its unified directory (CPU time when there is no `cpuacct`).
  */
-async function readUsage(
+function readUsage(
   kind: "v1" | "v2",
   c: Readonly<Record<string, string>>,
   v2: string | undefined,
-): Promise<ResourceUsage> {
+): ResourceUsage {
   const usage: { -readonly [K in keyof ResourceUsage]: ResourceUsage[K] } = {};
   if (kind === "v2") {
-    const cpu = await readKeyed(`${v2}/cpu.stat`);
+    const cpu = readKeyed(`${v2}/cpu.stat`);
     if (cpu.has("user_usec")) usage.cpuUserSeconds = cpu.get("user_usec")! / 1e6;
     if (cpu.has("system_usec")) usage.cpuSystemSeconds = cpu.get("system_usec")! / 1e6;
-    if (c.memory) usage.peakMemoryBytes = await readNumber(`${c.memory}/memory.peak`);
-    if (c.pids) usage.peakProcesses = await readNumber(`${c.pids}/pids.peak`);
+    if (c.memory) usage.peakMemoryBytes = readNumber(`${c.memory}/memory.peak`);
+    if (c.pids) usage.peakProcesses = readNumber(`${c.pids}/pids.peak`);
     if (c.io) {
       try {
         let read = 0;
         let written = 0;
-        for (const line of (await Deno.readTextFile(`${c.io}/io.stat`)).split("\n")) {
+        for (const line of Deno.readTextFileSync(`${c.io}/io.stat`).split("\n")) {
           read += Number(/rbytes=(\d+)/.exec(line)?.[1] ?? 0);
           written += Number(/wbytes=(\d+)/.exec(line)?.[1] ?? 0);
         }
@@ -666,8 +673,8 @@ async function readUsage(
     if (c.cpuacct) {
       // `cpuacct.usage` is exact; `usage_user`/`usage_sys` and `cpuacct.stat` are sampled at
       // ticks (and disagree by 15 %): split the exact total in the ratio of the ticks.
-      const total = await readNumber(`${c.cpuacct}/cpuacct.usage`);
-      const ticks = await readKeyed(`${c.cpuacct}/cpuacct.stat`);
+      const total = readNumber(`${c.cpuacct}/cpuacct.usage`);
+      const ticks = readKeyed(`${c.cpuacct}/cpuacct.stat`);
       if (total !== undefined) {
         const user = ticks.get("user") ?? 0;
         const system = ticks.get("system") ?? 0;
@@ -676,19 +683,17 @@ async function readUsage(
         usage.cpuSystemSeconds = (total * (1 - share)) / 1e9;
       }
     } else if (v2) {
-      const cpu = await readKeyed(`${v2}/cpu.stat`);
+      const cpu = readKeyed(`${v2}/cpu.stat`);
       if (cpu.has("user_usec")) usage.cpuUserSeconds = cpu.get("user_usec")! / 1e6;
       if (cpu.has("system_usec")) usage.cpuSystemSeconds = cpu.get("system_usec")! / 1e6;
     }
     if (c.memory) {
-      usage.peakMemoryBytes = await readNumber(`${c.memory}/memory.max_usage_in_bytes`);
+      usage.peakMemoryBytes = readNumber(`${c.memory}/memory.max_usage_in_bytes`);
     }
-    if (c.pids) usage.peakProcesses = await readNumber(`${c.pids}/pids.peak`);
+    if (c.pids) usage.peakProcesses = readNumber(`${c.pids}/pids.peak`);
     if (c.blkio) {
       try {
-        const text = await Deno.readTextFile(
-          `${c.blkio}/blkio.throttle.io_service_bytes_recursive`,
-        );
+        const text = Deno.readTextFileSync(`${c.blkio}/blkio.throttle.io_service_bytes_recursive`);
         let read = 0;
         let written = 0;
         for (const line of text.split("\n")) {
@@ -713,7 +718,7 @@ async function readUsage(
  */
 export async function processCgroupUsage(pid: number): Promise<ResourceUsage | undefined> {
   const found = await processCgroupDirs(pid);
-  return found && await readUsage(found.kind, found.byController, found.v2);
+  return found && readUsage(found.kind, found.byController, found.v2);
 }
 
 /**
@@ -727,11 +732,11 @@ export async function processLimitCounters(pid: number): Promise<LimitCounters |
   const { memory, pids } = found.byController;
   return {
     memory: memory
-      ? (await readKeyed(
+      ? readKeyed(
         found.kind === "v2" ? `${memory}/memory.events` : `${memory}/memory.oom_control`,
-      )).get("oom_kill") ?? 0
+      ).get("oom_kill") ?? 0
       : 0,
-    pids: pids ? (await readKeyed(`${pids}/pids.events`)).get("max") ?? 0 : 0,
+    pids: pids ? readKeyed(`${pids}/pids.events`).get("max") ?? 0 : 0,
   };
 }
 

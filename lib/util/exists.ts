@@ -13,3 +13,13 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/** {@linkcode exists}, synchronously: for kernel file systems, which answer at once. */
+export function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
