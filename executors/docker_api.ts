@@ -14,7 +14,7 @@
 
 import { HttpError } from "../lib/util/errors.ts";
 import { encodeBase64 } from "../lib/util/base64.ts";
-import { formatGoDuration } from "../lib/util/delay.ts";
+import { after, formatGoDuration, type Timer } from "../lib/util/delay.ts";
 import { readCappedBody } from "../lib/util/capped_read.ts";
 
 /** Where the daemon listens unless `DOCKER_HOST` says otherwise. */
@@ -313,7 +313,7 @@ export class DockerTimeoutError extends Error {
 class Deadline {
   readonly #controller = new AbortController();
   readonly #make: (ms: number) => Error;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: Timer | undefined;
 
   constructor(ms: number, make: (ms: number) => Error) {
     this.#make = make;
@@ -325,13 +325,13 @@ class Deadline {
   }
 
   restart(ms: number): void {
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     if (this.#controller.signal.aborted || !Number.isFinite(ms)) return;
-    this.#timer = setTimeout(() => this.#controller.abort(this.#make(ms)), ms);
+    this.#timer = after(ms, () => this.#controller.abort(this.#make(ms)));
   }
 
   clear(): void {
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
   }
 }
 

@@ -21,6 +21,7 @@ import { PtyProcess } from "./pty.ts";
 import { JOB_CGROUP_PREFIX, JobCgroup, type JobIsolation, jobIsolation } from "./job_cgroup.ts";
 import { createJobHostDir, type JobHostDir } from "./docker_leftovers.ts";
 import { type JobRecord, writeJobRecord } from "./job_record.ts";
+import { every, type Timer } from "../lib/util/delay.ts";
 
 /** What a job shell is started from. */
 export interface JobShellSettings {
@@ -52,7 +53,7 @@ export class JobShell {
   #pty: PtyProcess | undefined;
   #session: ShellSession | undefined;
   /** Without a cgroup: records the job's processes every second, for crash recovery. */
-  #tracker: ReturnType<typeof setInterval> | undefined;
+  #tracker: Timer | undefined;
   #tracked = "[]";
   #tracking = false;
   #stopped = false;
@@ -156,7 +157,7 @@ export class JobShell {
     await pty.rememberTree();
     if (!this.#cgroup && !this.#finished) {
       await this.#track();
-      this.#tracker = setInterval(() => this.#track(), TRACK_INTERVAL_MS);
+      this.#tracker = every(TRACK_INTERVAL_MS, () => this.#track());
     }
   }
 
@@ -215,7 +216,7 @@ export class JobShell {
       await this.spawned;
       await this.stop();
       await this.ready.catch(() => {});
-      clearInterval(this.#tracker);
+      this.#tracker?.cancel();
       const cgroup = this.#cgroup;
       if (!cgroup) return undefined;
       if (!(await cgroup.kill())) warn("Some processes of the job were still alive after 10 s");

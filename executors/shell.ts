@@ -38,6 +38,7 @@ import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
 import type { JobCgroup, LimitCounters } from "./job_cgroup.ts";
 import { JobShell, type ShellAhead } from "./job_shell.ts";
 import { formatBytes } from "../lib/engine/resource_usage.ts";
+import { every } from "../lib/util/delay.ts";
 
 /** Options of {@linkcode createShellExecutor}. */
 export interface ShellExecutorOptions {
@@ -290,7 +291,7 @@ export function limitMessagesRunner(
       await check(); // what happened before this command is not its doing
       memoryHit = pidsHit = false;
       let lastByte = 10;
-      const timer = setInterval(check, LIMIT_POLL_MS);
+      const timer = every(LIMIT_POLL_MS, check);
       let exitCode: number;
       try {
         exitCode = await session.run(command, (bytes) => {
@@ -298,7 +299,7 @@ export function limitMessagesRunner(
           onOutput(bytes);
         });
       } finally {
-        clearInterval(timer);
+        timer.cancel();
       }
       await check();
       const lines: string[] = [];

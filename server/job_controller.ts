@@ -44,7 +44,7 @@ import {
   uploadJobLogArtifact,
   uploadPolicyFromJobEnv,
 } from "../lib/reporting/artifact_upload.ts";
-import { formatGoDuration } from "../lib/util/delay.ts";
+import { after, formatGoDuration, type Timer } from "../lib/util/delay.ts";
 import { VERSION } from "../lib/util/version.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 
@@ -155,7 +155,7 @@ interface ActiveJob {
   jobFinishedLogged: boolean;
   archived: boolean;
   readonly archive: PromiseWithResolvers<void>;
-  archiveWindow?: ReturnType<typeof setTimeout>;
+  archiveWindow?: Timer;
   /** The log file was deleted. */
   removed: boolean;
 }
@@ -370,7 +370,7 @@ export class JobController implements JobsApi {
     signal.addEventListener("abort", onAbort, { once: true });
     return entry.archive.promise.finally(() => {
       signal.removeEventListener("abort", onAbort);
-      clearTimeout(entry.archiveWindow);
+      entry.archiveWindow?.cancel();
     });
   }
 
@@ -378,7 +378,7 @@ export class JobController implements JobsApi {
   #archiveSucceeded(entry: ActiveJob): void {
     if (entry.archived) return;
     entry.archived = true;
-    clearTimeout(entry.archiveWindow);
+    entry.archiveWindow?.cancel();
     this.#logger.info(`[job=${entry.id}] Job log was archived`);
     entry.archive.resolve();
   }
@@ -389,7 +389,7 @@ export class JobController implements JobsApi {
     const windowMs = this.#options.archiveRetryWindowMs ?? 300_000;
     this.#logger.error(`[job=${entry.id}] Archivator fetch of the job log failed: ${reason}`);
     if (entry.archiveWindow !== undefined) return;
-    entry.archiveWindow = setTimeout(() => {
+    entry.archiveWindow = after(windowMs, () => {
       if (entry.archived) return;
       this.#logger.error(
         `[job=${entry.id}] No successful archivator fetch within ${
@@ -397,7 +397,7 @@ export class JobController implements JobsApi {
         } of a failed one - closing the job log anyway`,
       );
       entry.archive.resolve();
-    }, windowMs);
+    });
   }
 
   async #removeLog(entry: ActiveJob): Promise<void> {
@@ -411,7 +411,7 @@ export class JobController implements JobsApi {
 
   /** After the run: no timer and no file outlive the job, whatever happened. */
   async #release(entry: ActiveJob): Promise<void> {
-    clearTimeout(entry.archiveWindow);
+    entry.archiveWindow?.cancel();
     if (!entry.removed) await this.#removeLog(entry);
   }
 
@@ -505,12 +505,12 @@ export class JobController implements JobsApi {
    * fetches before answering the callback would otherwise wait for us while we wait for it.
    */
   async #awaitJobFinished(entry: ActiveJob): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), JOB_FINISHED_WAIT_MS);
+      timer = after(JOB_FINISHED_WAIT_MS, () => resolve(false));
     });
     const logged = await Promise.race([entry.jobFinished.promise.then(() => true), timeout]);
-    clearTimeout(timer);
+    timer?.cancel();
     if (!logged) {
       this.#logger.info(
         `[job=${entry.id}] Archivator fetch before job_finished was logged - streaming it as is`,
@@ -543,20 +543,20 @@ export class JobController implements JobsApi {
       this.#grace.abort(new Error("the agent is shutting down"));
       return;
     }
-    const timer = setTimeout(
-      () => this.#grace.abort(new Error("the agent is shutting down")),
+    const timer = after(
       graceMs,
+      () => this.#grace.abort(new Error("the agent is shutting down")),
     );
     // After the grace period the callbacks give up, so the run ends soon after; a run that
     // still hangs (a stuck artifact upload, say) is left behind after a second period.
-    let deadline: ReturnType<typeof setTimeout> | undefined;
-    const giveUp = new Promise<void>((resolve) => deadline = setTimeout(resolve, 2 * graceMs));
+    let deadline: Timer | undefined;
+    const giveUp = new Promise<void>((resolve) => deadline = after(2 * graceMs, resolve));
     try {
       await entry.job.stop().catch(() => {});
       await Promise.race([entry.done, giveUp]);
     } finally {
-      clearTimeout(timer);
-      clearTimeout(deadline);
+      timer.cancel();
+      deadline?.cancel();
     }
   }
 }

@@ -284,6 +284,17 @@ Deno.test("dist/agent run evaluates no Hono, jose, commander, server/ or lib/sta
   assert.deepEqual(scripts.flatMap((s) => s.nodeImports), []);
 });
 
+Deno.test("dist/agent run of a job loads none of Deno's Node layer (no node:timers from setTimeout)", async () => {
+  // Deno's debug log names every module it compiles, Deno's own lazily loaded ones included: in
+  // Deno 2.9 the first call of the global setTimeout loads node:timers and two dozen modules of
+  // the Node layer (lib/util/delay.ts), which no code on this path may do.
+  const result = await runAgent(["run", "examples/hello.yaml"], { env: { DENO_LOG: "debug" } });
+  assert.equal(result.code, 0, show(result));
+  const loaded = [...result.stderr.matchAll(/ for ES module: ([^\s,]+)/g)].map((m) => m[1]);
+  assert.ok(loaded.some((m) => m.endsWith("/main.js")), `modules seen:\n${loaded.join("\n")}`);
+  assert.deepEqual(loaded.filter((m) => /^(?:node:|ext:deno_node\/)/.test(m)), []);
+});
+
 Deno.test("dist/agent run peaks under 60 MiB of memory while a job prints 20 MB", async () => {
   const dir = await Deno.makeTempDir({ prefix: "agent-memory-" });
   try {

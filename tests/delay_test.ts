@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { delay, formatGoDuration, randomBetween } from "../lib/util/delay.ts";
+import {
+  after,
+  delay,
+  every,
+  formatGoDuration,
+  randomBetween,
+  TIMER_SEGMENT_MS,
+} from "../lib/util/delay.ts";
+import { FakeTime } from "./support/fake_time.ts";
 
 Deno.test("formatGoDuration() formats like Go's time.Duration", () => {
   assert.equal(formatGoDuration(0), "0s");
@@ -40,4 +48,65 @@ Deno.test("delay() waits at most 2^31 - 1 ms instead of firing at once for longe
   assert.equal(fired, false);
   abort.abort();
   await long;
+});
+
+Deno.test("after() calls its function once, when its time has come, also past one segment", () => {
+  using time = new FakeTime();
+  const calls: number[] = [];
+  after(2.5 * TIMER_SEGMENT_MS, () => calls.push(time.now));
+  time.tick(2.5 * TIMER_SEGMENT_MS - 1);
+  assert.deepEqual(calls, []);
+  time.tick(1);
+  assert.deepEqual(calls, [1_000 + 2.5 * TIMER_SEGMENT_MS]);
+  time.tick(10 * TIMER_SEGMENT_MS);
+  assert.equal(calls.length, 1);
+});
+
+Deno.test("after() cancelled, even between its segments, never calls its function", () => {
+  using time = new FakeTime();
+  let called = 0;
+  const soon = after(50, () => called++);
+  soon.cancel();
+  const later = after(3 * TIMER_SEGMENT_MS, () => called++);
+  time.tick(1.5 * TIMER_SEGMENT_MS);
+  later.cancel();
+  later.cancel();
+  time.tick(10 * TIMER_SEGMENT_MS);
+  assert.equal(called, 0);
+});
+
+Deno.test("after() takes a negative or non-finite wait as none", () => {
+  using time = new FakeTime();
+  let called = 0;
+  after(-5, () => called++);
+  after(Number.NaN, () => called++);
+  time.tick(0);
+  assert.equal(called, 2);
+});
+
+Deno.test("every() calls its function each period until cancelled", () => {
+  using time = new FakeTime();
+  const calls: number[] = [];
+  const timer = every(200, () => calls.push(time.now - 1_000));
+  time.tick(1_000);
+  assert.deepEqual(calls, [200, 400, 600, 800, 1_000]);
+  timer.cancel();
+  time.tick(1_000);
+  assert.equal(calls.length, 5);
+});
+
+Deno.test("after() and every() run on the real clock too", async () => {
+  const started = performance.now();
+  await new Promise<void>((resolve) => after(20, resolve));
+  assert.ok(performance.now() - started >= 19);
+  let ticks = 0;
+  await new Promise<void>((resolve) => {
+    const timer = every(5, () => {
+      if (++ticks === 3) {
+        timer.cancel();
+        resolve();
+      }
+    });
+  });
+  assert.equal(ticks, 3);
 });

@@ -17,6 +17,7 @@
 
 import { decodeUtf8PerByte } from "./events.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { after, type Timer } from "../util/delay.ts";
 
 /** Options of {@linkcode OutputBuffer}. */
 export interface OutputBufferOptions {
@@ -54,7 +55,7 @@ export class OutputBuffer {
   /** Text of bytes that came before `#pending` and wait with it, and their number. */
   #prefix = "";
   #prefixBytes = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: Timer | undefined;
   #closed = false;
 
   constructor(options: OutputBufferOptions) {
@@ -127,7 +128,7 @@ export class OutputBuffer {
   #armTimer(): void {
     if (this.#timer !== undefined) return;
     const wait = this.#pendingSince + this.#maxAgeMs - performance.now();
-    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, wait));
+    this.#timer = after(wait, () => this.#onTimer());
   }
 
   #onTimer(): void {
@@ -139,7 +140,7 @@ export class OutputBuffer {
   }
 
   #clearTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
   }
 }

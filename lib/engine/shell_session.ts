@@ -18,6 +18,7 @@
  */
 
 import { concatAll, concatBytes } from "../util/bytes.ts";
+import { after, type Timer } from "../util/delay.ts";
 
 /** A terminal a shell runs on. */
 export interface Terminal {
@@ -222,9 +223,9 @@ export class ShellSession {
       "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
         `echo '${BOOT_MARKER}' '${nonce}'\n`,
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+      timer = after(timeoutMs, () => resolve("timeout"));
     });
     try {
       while (true) {
@@ -250,7 +251,7 @@ export class ShellSession {
         if (line.endsWith(token)) return;
       }
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
   }
 

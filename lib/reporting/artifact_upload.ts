@@ -15,7 +15,7 @@ import type { Logger } from "../util/agent_log.ts";
 import { gzipFile, writePlainTextLog } from "./plain_text_log.ts";
 import { findJobEnvVar } from "../engine/job_request_values.ts";
 import { scrubbedEnvironment } from "../engine/agent_environment.ts";
-import { formatGoDuration } from "../util/delay.ts";
+import { after, formatGoDuration } from "../util/delay.ts";
 
 /** When the job log is uploaded as an artifact. */
 export type UploadJobLogsPolicy = "never" | "always" | "when-trimmed";
@@ -142,14 +142,14 @@ async function runArtifact(
     stderr: "piped",
   }).spawn();
   let timedOut = false;
-  const timer = setTimeout(() => {
+  const timer = after(timeoutMs, () => {
     timedOut = true;
     try {
       child.kill("SIGKILL");
     } catch {
       // already gone
     }
-  }, timeoutMs);
+  });
   try {
     const [stdout, stderr, status] = await Promise.all([
       collectOutput(child.stdout, MAX_ARTIFACT_OUTPUT_BYTES),
@@ -158,7 +158,7 @@ async function runArtifact(
     ]);
     return { code: status.code, text: stdout + stderr, timedOut };
   } finally {
-    clearTimeout(timer);
+    timer.cancel();
   }
 }
 

@@ -233,7 +233,7 @@ export class HubClient {
       action: optionalField(parsed, "action", "string", what) ?? "",
       job_id: optionalField(parsed, "job_id", "string", what) ?? "",
       shutdown_reason: optionalField(parsed, "shutdown_reason", "string", what) ?? "",
-      // A wait beyond what a timer holds (2^31 - 1 ms) would fire at once: clamp it.
+      // The longest wait the agent takes (2^31 - 1 ms, about 24.8 days).
       next_sync_after: Number.isFinite(next) ? Math.min(next, MAX_DELAY_MS) : 0,
     };
   }

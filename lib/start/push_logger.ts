@@ -10,7 +10,7 @@
  */
 
 import { type Logger, silentLogger } from "../util/agent_log.ts";
-import { delay, formatGoDuration, randomBetween } from "../util/delay.ts";
+import { after, delay, formatGoDuration, randomBetween, type Timer } from "../util/delay.ts";
 import { HTTP_TIMEOUT_MS, timedFetch } from "../util/timed_fetch.ts";
 import { USER_AGENT } from "../util/version.ts";
 
@@ -221,14 +221,12 @@ export class PushLogger {
     this.start();
     this.#flushing = true;
     this.#wake.abort();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const timedOut = await Promise.race([
       this.#whenDone.then(() => false),
-      new Promise<boolean>((resolve) =>
-        timer = setTimeout(() => resolve(true), this.#flushTimeoutMs)
-      ),
+      new Promise<boolean>((resolve) => timer = after(this.#flushTimeoutMs, () => resolve(true))),
     ]);
-    clearTimeout(timer);
+    timer?.cancel();
     if (timedOut) {
       // The original's line exactly; how far it got goes on a line of its own.
       this.#logger.error(`Could not push all logs to ${this.#url} - giving up`);

@@ -33,6 +33,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import type { Logger } from "./agent_log.ts";
 import { errorMessage } from "./errors.ts";
+import { after, type Timer } from "./delay.ts";
 
 /** What the handler gets besides the request (the part of `Deno.ServeHandlerInfo` we fill). */
 export interface HttpHandlerInfo {
@@ -375,10 +376,10 @@ export async function listenHttp(options: HttpListenerOptions): Promise<HttpList
         servers.map((one) => new Promise<void>((resolve) => one.close(() => resolve()))),
       );
       for (const one of servers) one.closeIdleConnections();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const cut = new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs));
+      let timer: Timer | undefined;
+      const cut = new Promise<void>((resolve) => timer = after(graceMs, resolve));
       await Promise.race([closed, cut]);
-      clearTimeout(timer);
+      timer?.cancel();
       for (const one of servers) one.closeAllConnections();
     },
   };

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { formatGoDuration } from "./delay.ts";
+import { after, formatGoDuration } from "./delay.ts";
 import { readCappedBody } from "./capped_read.ts";
 
 /** The 30 s total timeout of every outbound request (§2.3). */
@@ -54,9 +54,9 @@ export async function timedFetch(
   } = options;
   const method = init.method ?? "GET";
   const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new Error(`timeout after ${formatGoDuration(timeoutMs)}`)),
+  const timer = after(
     timeoutMs,
+    () => controller.abort(new Error(`timeout after ${formatGoDuration(timeoutMs)}`)),
   );
   const onAbort = () => controller.abort(signal?.reason ?? new Error("aborted"));
   if (signal?.aborted) onAbort();
@@ -77,7 +77,7 @@ export async function timedFetch(
     if (cause instanceof Error && cause.message) message = `${message}: ${cause.message}`;
     throw new Error(`${method} ${url}: ${message}`, { cause: error });
   } finally {
-    clearTimeout(timer);
+    timer.cancel();
     signal?.removeEventListener("abort", onAbort);
   }
 }

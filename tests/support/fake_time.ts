@@ -1,7 +1,8 @@
 /**
  * A disposable fake clock for tests (STYLE.md §1.8, §5.9): while it lives, `setTimeout`,
- * `clearTimeout` and `performance.now` run on virtual time that only {@linkcode FakeTime.tick}
- * moves, so a test steps through a timer-driven module without sleeping.
+ * `clearTimeout`, `AbortSignal.timeout` (on which the agent's own timers run: lib/util/delay.ts)
+ * and `performance.now` run on virtual time that only {@linkcode FakeTime.tick} moves, so a
+ * test steps through a timer-driven module without sleeping.
  *
  * @module
  */
@@ -16,6 +17,7 @@ interface FakeTimer {
 export class FakeTime implements Disposable {
   readonly #setTimeout = globalThis.setTimeout;
   readonly #clearTimeout = globalThis.clearTimeout;
+  readonly #abortTimeout = AbortSignal.timeout;
   readonly #timers = new Map<number, FakeTimer>();
   #now: number;
   #nextId = 1;
@@ -30,6 +32,14 @@ export class FakeTime implements Disposable {
     globalThis.clearTimeout = ((id?: number) => {
       if (id !== undefined) this.#timers.delete(id);
     }) as unknown as typeof clearTimeout;
+    AbortSignal.timeout = (ms: number) => {
+      const controller = new AbortController();
+      globalThis.setTimeout(
+        () => controller.abort(new DOMException("The operation timed out", "TimeoutError")),
+        ms,
+      );
+      return controller.signal;
+    };
     performance.now = () => this.#now;
   }
 
@@ -61,6 +71,7 @@ export class FakeTime implements Disposable {
   [Symbol.dispose](): void {
     globalThis.setTimeout = this.#setTimeout;
     globalThis.clearTimeout = this.#clearTimeout;
+    AbortSignal.timeout = this.#abortTimeout;
     // The own property hides Performance.prototype.now; removing it restores the real clock.
     delete (performance as { now?: unknown }).now;
   }

@@ -22,6 +22,7 @@ import { replayMark, writeRequests } from "./request_file.ts";
 import { stateDir, toolboxSettings } from "./toolbox.ts";
 import type { PromotionContext, RunPipelineOptions } from "./options.ts";
 import { absolute, parseEnvPairs, realDir, secretOverrides, writer } from "./cli_values.ts";
+import { delay } from "../../util/delay.ts";
 
 export type { PromotionContext, RunPipelineOptions };
 
@@ -124,7 +125,7 @@ async function nextChange(
       );
       if (relevant) {
         // Let a burst of writes (an editor saving, a checkout) settle first.
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await delay(300);
         return true;
       }
     }

@@ -8,6 +8,7 @@
  */
 
 import type { PlannedJob } from "./expand.ts";
+import { after, type Timer } from "../../util/delay.ts";
 
 /** The end of one job. */
 export type JobOutcome = "passed" | "failed" | "stopped" | "canceled";
@@ -80,7 +81,7 @@ export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
   let resolveDone!: (r: SchedulerResult) => void;
   const done = new Promise<SchedulerResult>((r) => resolveDone = r);
   let finished = false;
-  let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  let deadlineTimer: Timer | undefined;
 
   const remaining = (b: SchedulerBlock) => b.jobs.filter((j) => !jobResults.has(j.nn)).length;
 
@@ -167,16 +168,16 @@ export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
     const started = performance.now();
     const handle = startJob(job);
     running.set(job.nn, { handle, block });
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     let timedOut = false;
     if (jobDeadlines) {
-      timer = setTimeout(() => {
+      timer = after(job.timeLimit * msPerMinute, () => {
         timedOut = true;
         void handle.stop();
-      }, job.timeLimit * msPerMinute);
+      });
     }
     handle.result.then((result) => result, () => "failed" as const).then((result) => {
-      clearTimeout(timer);
+      timer?.cancel();
       running.delete(job.nn);
       const outcome: JobOutcome = timedOut ? "stopped" : result;
       const ms = performance.now() - started;
@@ -201,7 +202,7 @@ export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
   const finish = () => {
     if (finished) return;
     finished = true;
-    clearTimeout(deadlineTimer);
+    deadlineTimer?.cancel();
     signal?.removeEventListener("abort", onAbort);
     const outcomes = [...state.values()] as BlockOutcome[];
     let result: SchedulerResult["result"];
@@ -235,10 +236,10 @@ export function runBlocks(options: SchedulerOptions): Promise<SchedulerResult> {
   if (signal?.aborted) onAbort();
   signal?.addEventListener("abort", onAbort);
   if (options.deadlineMs !== undefined) {
-    deadlineTimer = setTimeout(() => {
+    deadlineTimer = after(options.deadlineMs, () => {
       halt("timeout", true);
       pump();
-    }, options.deadlineMs);
+    });
   }
   pump();
   return done;
