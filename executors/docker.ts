@@ -65,15 +65,8 @@ import {
 import { ContainerTerminal } from "./docker_terminal.ts";
 import { composeContainerConfig } from "./compose_container.ts";
 import { findRegistryAuth, resolveRegistryAuth } from "./docker_credentials.ts";
-import {
-  createJobHostDir,
-  HOST_DIR_LABEL,
-  INSTANCE_LABEL,
-  JOB_LABEL,
-  type JobHostDir,
-  OWNER_LABEL,
-  ownerLabel,
-} from "./docker_leftovers.ts";
+import { HOST_DIR_LABEL, INSTANCE_LABEL, JOB_LABEL, OWNER_LABEL } from "./docker_leftovers.ts";
+import { createJobHostDir, type JobHostDir, ownerLabel } from "./job_host_dir.ts";
 
 // The labels and removeLeftovers() stay importable from the executor's module.
 export {

@@ -5,8 +5,8 @@
  *
  * Every container and network of a job carries {@linkcode JOB_LABEL}, {@linkcode INSTANCE_LABEL},
  * {@linkcode OWNER_LABEL} and {@linkcode HOST_DIR_LABEL}; every per-job host directory is made
- * by {@linkcode createJobHostDir} with an owner file that the agent keeps locked while the job
- * lives. {@linkcode removeLeftovers} (called at agent start) deletes what belongs to no live
+ * by `createJobHostDir` (job_host_dir.ts) with an owner file that the agent keeps locked while
+ * the job lives. {@linkcode removeLeftovers} (called at agent start) deletes what belongs to no live
  * agent: an agent is alive while it holds that lock, which tells agents apart across PID
  * namespaces and hostnames (agents in containers sharing the Docker socket and /tmp) and from a
  * restarted agent that got a dead one's PID. It knows nothing of how a job runs.
@@ -18,6 +18,7 @@ import type { Logger } from "../lib/util/agent_log.ts";
 import { errorMessage } from "../lib/util/errors.ts";
 import { DockerClient } from "./docker_api.ts";
 import { removeRecordedJob } from "./job_record.ts";
+import { HOST_DIR_PREFIX, hostDirParent, hostname, ownerState } from "./job_host_dir.ts";
 
 /** The label every container and network of a job carries: `semaphore-agent.job=<job_id>`. */
 export const JOB_LABEL = "semaphore-agent.job";
@@ -33,26 +34,6 @@ export const OWNER_LABEL = "semaphore-agent.owner";
  * (see {@linkcode createJobHostDir}).
  */
 export const HOST_DIR_LABEL = "semaphore-agent.hostdir";
-
-/**
- * Where each job's host directory is made: `$TMPDIR`, else `/tmp`. Agents that share it find each
- * other's leftovers.
- */
-function hostDirParent(): string {
-  return Deno.env.get("TMPDIR") || "/tmp";
-}
-const HOST_DIR_PREFIX = "agent-temp-directory-";
-/**
- * Locked (exclusive) by the agent that made the host dir for as long as the job lives; its text
- * names that agent (`<hostname>/<pid>`, for people only).
- */
-const OWNER_FILE = ".owner";
-/**
- * The subdirectory of a host dir that is mounted into the main container. The host dir is
- * 0700: no other user of the host reaches the env file inside. The mounted dir is 0755 with
- * 0644 files, because the container's user, whoever it is, must read them.
- */
-const MOUNT_DIR = "mount";
 
 /** Options of {@linkcode removeLeftovers}. */
 export interface RemoveLeftoversOptions {
@@ -137,79 +118,6 @@ export async function removeLeftovers(
 }
 
 /**
- * A job's host directory and the exclusive lock on its owner file, held until
- * {@linkcode JobHostDir.remove} (the lock tells other agents the job is alive).
- */
-export class JobHostDir implements AsyncDisposable {
-  /** The directory's path (`/tmp/agent-temp-directory-*`, mode 0700). */
-  readonly path: string;
-  /** What the main container mounts: `<path>/mount`, mode 0755 (see {@linkcode MOUNT_DIR}). */
-  readonly mountPath: string;
-  readonly #owner: Deno.FsFile;
-  #removed = false;
-
-  /** Takes over `owner`, the open and locked owner file of `path`. */
-  constructor(path: string, owner: Deno.FsFile) {
-    this.path = path;
-    this.mountPath = `${path}/${MOUNT_DIR}`;
-    this.#owner = owner;
-  }
-
-  /**
-   * Deletes the directory, then closes the owner file (which releases the lock). The file is
-   * closed even when the deletion fails (that error is thrown). Only the first call acts.
-   */
-  async remove(): Promise<void> {
-    if (this.#removed) return;
-    this.#removed = true;
-    try {
-      await Deno.remove(this.path, { recursive: true });
-    } finally {
-      this.#owner.close();
-    }
-  }
-
-  /** Same as {@linkcode JobHostDir.remove}. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.remove();
-  }
-}
-
-/**
- * Makes a job's host directory (`/tmp/agent-temp-directory-*`, mode 0700, DECISIONS.md 20)
- * with the owner file, locked for as long as the returned {@linkcode JobHostDir} is not
- * removed, and the dir the container mounts. While nobody holds that lock (this agent died),
- * {@linkcode removeLeftovers} deletes the dir (env files hold secrets) and the job's
- * containers and networks.
- */
-export function createJobHostDir(): JobHostDir {
-  // Synchronous: a few calls on a local directory, each microseconds, where each asynchronous
-  // one costs a thread-pool round trip (~0.3 ms) on the way to the job's first command.
-  // Per job, so two jobs never share it; made 0700 by makeTempDir.
-  const dir = Deno.makeTempDirSync({ dir: hostDirParent(), prefix: HOST_DIR_PREFIX });
-  let owner: Deno.FsFile | undefined;
-  try {
-    Deno.mkdirSync(`${dir}/${MOUNT_DIR}`);
-    Deno.chmodSync(`${dir}/${MOUNT_DIR}`, 0o755); // whatever the umask
-    // Locked before it gets its name: no agent ever sees an owner file that is not locked.
-    const unnamed = `${dir}/${OWNER_FILE}.new`;
-    Deno.writeTextFileSync(unnamed, ownerLabel(), { mode: 0o600, createNew: true });
-    owner = Deno.openSync(unnamed, { read: true });
-    owner.lockSync(true);
-    Deno.renameSync(unnamed, `${dir}/${OWNER_FILE}`);
-  } catch (error) {
-    owner?.close();
-    try {
-      Deno.removeSync(dir, { recursive: true });
-    } catch {
-      // what cannot be removed now, the leftover sweep removes (its owner file is not locked)
-    }
-    throw error;
-  }
-  return new JobHostDir(dir, owner);
-}
-
-/**
  * The per-job host dirs in {@linkcode hostDirParent} that are left over: those whose owner file
  * nobody holds locked (with `all`, also those a live agent holds). A dir without an owner file is
  * being made, or is not an agent's: it is never listed.
@@ -256,50 +164,6 @@ export async function removeLeftoverHostDirs(logger: Logger, all = false): Promi
     }
   } catch (error) {
     logger.debug(`Not looking for leftover job directories: ${errorMessage(error)}`);
-  }
-}
-
-/**
- * Whether an agent holds the lock on the owner file of host dir `dir` (`"held"`), nobody does
- * (`"free"`, tried and let go at once), the dir or its owner file does not exist, or it cannot
- * be told (`"unknown"`, e.g. no permission: treated as alive).
- */
-async function ownerState(
-  dir: string,
-): Promise<"held" | "free" | "no dir" | "no owner file" | "unknown"> {
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(`${dir}/${OWNER_FILE}`, { read: true });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) return "unknown";
-    try {
-      await Deno.stat(dir);
-      return "no owner file";
-    } catch (statError) {
-      return statError instanceof Deno.errors.NotFound ? "no dir" : "unknown";
-    }
-  }
-  try {
-    if (!(await file.tryLock(true))) return "held";
-    await file.unlock();
-    return "free";
-  } catch {
-    return "unknown";
-  } finally {
-    file.close();
-  }
-}
-
-/** The value of {@linkcode OWNER_LABEL} for this agent process: `<hostname>/<pid>`. */
-export function ownerLabel(): string {
-  return `${hostname()}/${Deno.pid}`;
-}
-
-function hostname(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return "unknown";
   }
 }
 

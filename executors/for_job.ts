@@ -10,12 +10,10 @@ import type { Executor, ExecutorSetup } from "../lib/engine/executor.ts";
 import { errorMessage, JobConstructionError } from "../lib/util/errors.ts";
 import type { Logger } from "../lib/util/agent_log.ts";
 import { createShellExecutor } from "./shell.ts";
-import type { ShellAhead } from "./job_shell.ts";
+import type { ShellAhead } from "./shell_ahead.ts";
 import { createDockerExecutor } from "./docker.ts";
 import { hasLeftoverHostDirs, removeLeftovers } from "./docker_leftovers.ts";
 import { jobIsolation, removeEmptyLeftoverCgroups } from "./job_cgroup.ts";
-
-export { type ShellAhead, startShellAhead } from "./job_shell.ts";
 
 /**
  * Builds the executor that `setup.request.executor` names. A shell job takes `ahead`, a shell

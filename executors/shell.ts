@@ -36,7 +36,8 @@ import { appendAuthorizedKeys, homeDir, SHELL_JUMP_POINT, writeJumpPoint } from 
 import { errorMessage, goPathErrorText } from "../lib/util/errors.ts";
 import { scrubbedEnvironment } from "../lib/engine/agent_environment.ts";
 import type { JobCgroup, LimitCounters } from "./job_cgroup.ts";
-import { JobShell, type ShellAhead } from "./job_shell.ts";
+import { JobShell } from "./job_shell.ts";
+import type { ShellAhead } from "./shell_ahead.ts";
 import { formatBytes } from "../lib/engine/resource_usage.ts";
 import { every } from "../lib/util/delay.ts";
 

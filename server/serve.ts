@@ -18,7 +18,7 @@ import { parseJobLimits } from "../lib/engine/job_limits.ts";
 import { createStatsdMetrics, type StatsdMetrics } from "./statsd.ts";
 import { VERSION } from "../lib/util/version.ts";
 import { createApp } from "./app.ts";
-import { redactionPatterns } from "../lib/engine/redactor.ts";
+import { redactionPatterns } from "../lib/engine/redaction_patterns.ts";
 import { JobController } from "./job_controller.ts";
 import { jwtAuth } from "./jwt_auth.ts";
 import { type ListenAddress, parseListenAddress } from "../lib/telemetry/listen_address.ts";

@@ -9,7 +9,7 @@ import {
 } from "../lib/start/config.ts";
 import { UsageError } from "../lib/util/errors.ts";
 import { FakeHub } from "./support/fake_hub.ts";
-import { DEFAULT_REDACTED_VARS } from "../lib/engine/redactor.ts";
+import { DEFAULT_REDACTED_VARS } from "../lib/engine/redaction_patterns.ts";
 
 const REQUIRED = { endpoint: "myorg.semaphoreci.com", token: "tok" } as const;
 

@@ -14,12 +14,12 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { createDockerExecutor } from "../executors/docker.ts";
 import {
-  createJobHostDir,
   HOST_DIR_LABEL,
   JOB_LABEL,
   OWNER_LABEL,
   removeLeftovers,
 } from "../executors/docker_leftovers.ts";
+import { createJobHostDir } from "../executors/job_host_dir.ts";
 import { DockerClient, dockerSocketPath } from "../executors/docker_api.ts";
 import type { JobRequest } from "../lib/engine/job_request_types.ts";
 import { silentLogger } from "../lib/util/agent_log.ts";
@@ -399,27 +399,6 @@ leftoversTest("removeLeftovers() removes what dead agents left and spares live o
     await Deno.remove(deadDir, { recursive: true }).catch(() => {});
   }
   await assertNothingLeft(jobId);
-});
-
-Deno.test("createJobHostDir() makes a 0700 dir, with the container's 0755 mount dir inside", async () => {
-  const previous = Deno.umask(0o000);
-  try {
-    await using dir = await createJobHostDir();
-    const modes = async (path: string) => {
-      const info = await Deno.lstat(path);
-      return { mode: info.mode! & 0o7777, uid: info.uid, directory: info.isDirectory };
-    };
-    assert.deepEqual(await modes(dir.path), { mode: 0o700, uid: Deno.uid(), directory: true });
-    assert.equal(dir.mountPath, `${dir.path}/mount`);
-    assert.deepEqual(await modes(dir.mountPath), { mode: 0o755, uid: Deno.uid(), directory: true });
-    assert.deepEqual(await modes(`${dir.path}/.owner`), {
-      mode: 0o600,
-      uid: Deno.uid(),
-      directory: false,
-    });
-  } finally {
-    Deno.umask(previous);
-  }
 });
 
 leftoversTest("removeLeftovers() deletes the host job directories of dead agents", async () => {

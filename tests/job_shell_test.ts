@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createExecutor, startShellAhead } from "../executors/for_job.ts";
+import { createExecutor } from "../executors/for_job.ts";
+import { startShellAhead } from "../executors/shell_ahead.ts";
 import { JOB_CGROUP_PREFIX } from "../executors/job_cgroup.ts";
 import { makeHome, runTestJob, testShellEnv } from "./support/job_harness.ts";
 import { processesWith } from "./support/processes.ts";

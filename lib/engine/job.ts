@@ -14,7 +14,8 @@ import { validateForJob } from "./job_request.ts";
 import { encodeBase64 } from "../util/base64.ts";
 import type { Logger } from "../util/agent_log.ts";
 import { formatUsage, type JobUsage } from "./resource_usage.ts";
-import { DEFAULT_REDACTED_VARS, jobRedactor, redactingLogger, RedactingSink } from "./redactor.ts";
+import { jobRedactor, redactingLogger, RedactingSink } from "./redactor.ts";
+import { DEFAULT_REDACTED_VARS } from "./redaction_patterns.ts";
 
 /** What the mode running a job does around `job_finished` (§5.6). */
 export interface JobTeardownHooks {

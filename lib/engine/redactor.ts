@@ -4,7 +4,7 @@
  *
  * - Which values: the job's environment variables (and its containers' and image pull
  *   credentials', and the agent's own `env-vars`) whose names match a pattern of
- *   {@linkcode DEFAULT_REDACTED_VARS} or of `--redacted-vars`, plus values a job declares by
+ *   `DEFAULT_REDACTED_VARS` (redaction_patterns.ts) or of `--redacted-vars`, plus values a job declares by
  *   printing a line `::add-mask::VALUE`. A value shorter than {@linkcode MIN_SECRET_BYTES} bytes
  *   is not redacted; a multi-line value is redacted line by line.
  * - Which forms: raw, base64 at each of the three alignments (standard and URL alphabets; also
@@ -30,6 +30,7 @@ import type { EnvVar, JobRequest } from "./job_request_types.ts";
 import type { HostEnvVar } from "./executor.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { concatAll, concatBytes } from "../util/bytes.ts";
+import { nameMatcher } from "./redaction_patterns.ts";
 
 /** What replaces every match. */
 export const REDACTED = "[REDACTED]";
@@ -37,67 +38,11 @@ export const REDACTED = "[REDACTED]";
 /** Values (and lines of multi-line values) shorter than this are not redacted. */
 export const MIN_SECRET_BYTES = 6;
 
-/**
- * The default name patterns (`*` any run of characters, `?` one; case-insensitive). Buildkite's
- * defaults (`*_PASSWORD`, `*_SECRET`, `*_TOKEN`, `*_PRIVATE_KEY`, `*_SSH_KEY`, `*_ACCESS_KEY`,
- * `*_SECRET_KEY`, `*_CONNECTION_STRING`, `*_API_KEY`), widened to the bare and run-together
- * names people use (`PASSWORD`, `DB_PASSWORD_2`, `PGPASSWORD`, `GITHUB_TOKEN`, `APIKEY`,
- * `AWS_SECRET_ACCESS_KEY`, `AWS_ACCESS_KEY_ID`, `SENTRY_DSN`, `MYSQL_PWD`).
- */
-export const DEFAULT_REDACTED_VARS: readonly string[] = Object.freeze([
-  "*PASSWORD*",
-  "*PASSWD*",
-  "*PASSPHRASE*",
-  "*SECRET*",
-  "*TOKEN",
-  "*PRIVATE_KEY",
-  "*SSH_KEY",
-  "*ACCESS_KEY",
-  "*ACCESS_KEY_ID",
-  "*API_KEY",
-  "*APIKEY",
-  "*CONNECTION_STRING",
-  "*_DSN",
-  "MYSQL_PWD",
-]);
-
 /** How many values a job may add with `::add-mask::`; later ones are not redacted. */
 export const MAX_ADDED_VALUES = 1000;
 
 /** The line prefix by which a job declares a value to redact; the line is not logged. */
 export const ADD_MASK_PREFIX = "::add-mask::";
-
-const PATTERN_SYNTAX = /^[A-Za-z0-9_*?]+$/;
-
-/**
- * The patterns in effect: the defaults when `given` is `undefined` (no flag, key or variable),
- * none when it is empty (`--redacted-vars ''` switches redaction off), else the defaults plus
- * `given`.
- *
- * @throws {SyntaxError} `'<pattern>' is not a valid pattern (...)` for a pattern with other
- *   characters than letters, digits, `_`, `*` and `?`.
- */
-export function redactionPatterns(given: readonly string[] | undefined): readonly string[] {
-  if (given === undefined) return DEFAULT_REDACTED_VARS;
-  const patterns = given.flatMap((p) => p.split(",")).map((p) => p.trim()).filter((p) => p);
-  for (const p of patterns) {
-    if (!PATTERN_SYNTAX.test(p)) {
-      throw new SyntaxError(
-        `'${p}' is not a valid pattern (letters, digits, '_', and the wildcards '*' and '?')`,
-      );
-    }
-  }
-  if (patterns.length === 0) return [];
-  return [...new Set([...DEFAULT_REDACTED_VARS, ...patterns])];
-}
-
-/** A predicate telling whether a variable name matches one of `patterns` (case-insensitive). */
-export function nameMatcher(patterns: readonly string[]): (name: string) => boolean {
-  if (patterns.length === 0) return () => false;
-  const source = patterns.map((p) => p.replaceAll("*", ".*").replaceAll("?", ".")).join("|");
-  const regex = new RegExp(`^(?:${source})$`, "i");
-  return (name) => regex.test(name);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The forms of a value

@@ -22,20 +22,11 @@ import { readFileCapped } from "../util/capped_read.ts";
 import { type JobRequest, MAX_JOB_FILE_BYTES } from "../engine/job_request_types.ts";
 import type { FileInjection } from "../engine/executor.ts";
 import type { Job } from "../engine/job.ts";
-import {
-  cleanUpAfterCrashedAgents,
-  createExecutor,
-  logJobIsolation,
-  type ShellAhead,
-  startShellAhead,
-} from "../../executors/for_job.ts";
-import { createLivePrinter } from "./live_printer.ts";
-import { agentLogFromEnv, type Logger } from "../util/agent_log.ts";
-import { sendFinishedCallback, sendTeardownFinishedCallback } from "../reporting/callbacks.ts";
+import { type ShellAhead, startShellAhead } from "../../executors/shell_ahead.ts";
+import type { Logger } from "../util/agent_log.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
-import { formatUsage } from "../engine/resource_usage.ts";
-import { redactionPatterns } from "../engine/redactor.ts";
+import { redactionPatterns } from "../engine/redaction_patterns.ts";
 
 /** Options of {@linkcode runJobFile}. */
 export interface RunJobFileOptions {
@@ -190,11 +181,19 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       ahead = startShellAhead({ shellEnv: options.shellEnv, limits });
       await ahead.spawned;
     }
-    // Loaded while the shell boots: the request parser (with the YAML package) and the engine.
-    const [{ parseJobRequestFile }, { Job }] = await Promise.all([
-      import("../engine/job_request.ts"),
-      import("../engine/job.ts"),
-    ]);
+    // Loaded while the shell boots: the request parser (with the YAML package), the engine.
+    const {
+      agentLogFromEnv,
+      cleanUpAfterCrashedAgents,
+      createExecutor,
+      createLivePrinter,
+      formatUsage,
+      Job,
+      logJobIsolation,
+      parseJobRequestFile,
+      sendFinishedCallback,
+      sendTeardownFinishedCallback,
+    } = await import("./deferred.ts");
     let request;
     try {
       request = await parseJobRequestFile(path, contents);

@@ -10,7 +10,7 @@
  */
 
 import { runJobFile } from "./local_run.ts";
-import { redactionPatterns } from "../engine/redactor.ts";
+import { redactionPatterns } from "../engine/redaction_patterns.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";

@@ -17,7 +17,7 @@ import type { FileInjection, JobLimits } from "../engine/executor.ts";
 import { parseJobLimits } from "../engine/job_limits.ts";
 import { type ListenAddress, parseListenAddress } from "../telemetry/listen_address.ts";
 import { type LogFormat, parseLogFormat } from "../util/agent_log.ts";
-import { redactionPatterns } from "../engine/redactor.ts";
+import { redactionPatterns } from "../engine/redaction_patterns.ts";
 
 /** Every configuration key of `agent start`, in the original's order (§3.1). */
 export const CONFIG_KEYS = [

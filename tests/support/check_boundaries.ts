@@ -11,11 +11,13 @@
  * | executors   | `executors/`     | engine, util                                              |
  * | reporting   | `lib/reporting/` | engine, util                                              |
  * | telemetry   | `lib/telemetry/` | engine, util (Prometheus metrics, health, readiness)      |
- * | start, run, serve (the modes: `lib/start/`, `lib/run/`, `server/`) | | engine, util, reporting, telemetry, and `executors/for_job.ts` alone |
+ * | start, run, serve (the modes: `lib/start/`, `lib/run/`, `server/`) | | engine, util, reporting, telemetry, and of `executors/` `for_job.ts` and `shell_ahead.ts` alone |
  * | main        | `main.ts`        | util, and each mode only through a dynamic `import()`     |
  *
  * So the arrows run one way (main → modes → executors → engine → util), no mode imports
- * another, and who builds a job's executor is decided in `executors/for_job.ts` alone.
+ * another, and who builds a job's executor is decided in `executors/for_job.ts` alone
+ * (`executors/shell_ahead.ts` only starts a job's shell early, for `agent run`: importing it
+ * does not load the executors).
  * Packages: `hono` and `jose` belong to serve, `commander` to main, `prom-client` to telemetry. No product module imports
  * `tests/`, and `lib/` has no files outside its areas.
  *
@@ -149,8 +151,8 @@ const PACKAGE_OWNERS: Readonly<Record<string, Area>> = {
   "pkg:prom-client": "telemetry",
 };
 
-/** The one module of `executors/` that the modes may import. */
-const EXECUTOR_ENTRY = "executors/for_job.ts";
+/** The modules of `executors/` that the modes may import. */
+const EXECUTOR_ENTRIES = ["executors/for_job.ts", "executors/shell_ahead.ts"];
 
 /** The area of a repository path, or undefined outside the product tree. */
 function areaOf(path: string): Area | undefined {
@@ -196,8 +198,8 @@ export function checkFile(file: string, imports: readonly ImportRecord[]): Viola
       flag("imports a file outside the product areas");
     } else if (!ALLOWED[from].includes(to)) {
       flag(`${from} never imports ${to} (allowed: ${ALLOWED[from].join(", ")})`);
-    } else if (MODES.includes(from) && to === "executors" && target !== EXECUTOR_ENTRY) {
-      flag(`modes import executors only through ${EXECUTOR_ENTRY}`);
+    } else if (MODES.includes(from) && to === "executors" && !EXECUTOR_ENTRIES.includes(target)) {
+      flag(`modes import executors only through ${EXECUTOR_ENTRIES.join(" and ")}`);
     } else if (from === "main" && MODES.includes(to) && !dynamic) {
       flag("main.ts loads a mode only with a dynamic import(), so each command loads itself");
     }
