@@ -149,7 +149,11 @@ export class JobShell {
     });
     this.#pty = pty;
     this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
-    const handshake = this.#session.start(); // writes the handshake before it returns
+    const handshake = this.#session.start();
+    // Whoever waits for `spawned` (agent run) goes on to hold the thread for tens of
+    // milliseconds (loading and parsing the request): the handshake must be in the pipe by
+    // then, or a shell that is done with its login waits for that work to end.
+    await this.#session.handshakeSent?.catch(() => {});
     onSpawned();
     await handshake;
     await pty.rememberTree();

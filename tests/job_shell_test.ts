@@ -207,3 +207,33 @@ Deno.test("a discarded shell ends its login profile instead of being killed in i
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("a shell started ahead has its handshake before `spawned` resolves: it starts while the agent's thread is held", async () => {
+  const home = await makeHome();
+  try {
+    // Each prompt the interactive login shell shows leaves a line: the first before it reads
+    // any input, one more after each line of the handshake it runs.
+    await Deno.writeTextFile(
+      `${home}/.bash_profile`,
+      `PROMPT_COMMAND='echo prompt >> "$HOME/prompts"'\n`,
+    );
+    const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
+    await ahead.spawned;
+    // What `agent run` does next holds the thread (loading and parsing the request): no event
+    // loop turn until the shell has run its handshake, or until the deadline.
+    const deadline = Date.now() + 20_000;
+    let prompts = 0;
+    while (prompts < 3 && Date.now() < deadline) {
+      try {
+        prompts = Deno.readTextFileSync(`${home}/prompts`).split("\n").length - 1;
+      } catch {
+        // no prompt yet
+      }
+    }
+    assert.ok(prompts >= 3, `the shell ran ${Math.max(0, prompts - 1)} handshake lines`);
+    await ahead.ready;
+    await ahead.discard();
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});

@@ -183,6 +183,7 @@ export class ShellSession {
   #stopped = false;
   /** Set once the shell's end was reported for a command: later commands get exit code 1. */
   #deathReported = false;
+  #handshakeSent: Promise<void> | undefined;
 
   constructor(options: ShellSessionOptions) {
     const { terminal, hostStorageDir, shellStorageDir = hostStorageDir, fileMode = 0o600 } =
@@ -212,17 +213,18 @@ export class ShellSession {
     options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
   ): Promise<void> {
     const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
-    // Written before the first `await`: the handshake is on its way to the shell when this
-    // returns, whatever else then holds the agent's thread (`agent run` parses the request).
+    // Written before the first `await`: the handshake's write is under way when this returns
+    // (it is done once the event loop runs: see handshakeSent).
     Deno.writeTextFileSync(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
       mode: this.#fileMode,
     });
     const nonce = crypto.randomUUID().replaceAll("-", "");
     const token = `${BOOT_MARKER} ${nonce}`;
-    await this.#write(
+    this.#handshakeSent = this.#write(
       "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
         `echo '${BOOT_MARKER}' '${nonce}'\n`,
     );
+    await this.#handshakeSent;
     let timer: Timer | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = after(timeoutMs, () => resolve("timeout"));
@@ -362,6 +364,16 @@ export class ShellSession {
   }
 
   /** Stops reading the terminal. */
+  /**
+   * Settles once the handshake {@linkcode start} writes is with the OS (the write is done by
+   * Deno's event loop, not in the call): a shell that has finished its login waits for it, so
+   * whoever goes on to hold the agent's thread for a while awaits this first. `undefined` before
+   * `start`; rejects as the write does (the shell is gone).
+   */
+  get handshakeSent(): Promise<void> | undefined {
+    return this.#handshakeSent;
+  }
+
   async close(): Promise<void> {
     await this.#reader.cancel();
   }
