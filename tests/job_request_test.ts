@@ -786,23 +786,33 @@ compose:
   });
 });
 
+/** What `fn` throws (`undefined` when it returns). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
 Deno.test("parseJobRequestFile() reads a YAML job file", async (t) => {
   const dir = await Deno.makeTempDir();
   try {
     await t.step("a valid file", async () => {
       const path = `${dir}/job.yaml`;
       await Deno.writeTextFile(path, FULL_YAML);
-      assert.deepEqual(await parseJobRequestFile(path), parseJobRequestYaml(FULL_YAML));
+      assert.deepEqual(parseJobRequestFile(path), parseJobRequestYaml(FULL_YAML));
     });
     await t.step("a UTF-8 BOM is allowed", async () => {
       const path = `${dir}/bom.yaml`;
       await Deno.writeTextFile(path, "\ufeffjob_id: b\n");
-      assert.equal((await parseJobRequestFile(path)).job_id, "b");
+      assert.equal(parseJobRequestFile(path).job_id, "b");
     });
     await t.step("an invalid field names the file and the field", async () => {
       const path = `${dir}/bad.yaml`;
       await Deno.writeTextFile(path, "env_vars:\n  - name: [A]\n");
-      const error = await parseJobRequestFile(path).then(() => undefined, (e) => e);
+      const error = thrown(() => parseJobRequestFile(path));
       assert.ok(error instanceof JobRequestError);
       assert.equal(error.message, `${path}: env_vars[0].name: expected a string`);
       assert.deepEqual([error.file, error.line, error.column], [path, 2, 11]);
@@ -810,25 +820,25 @@ Deno.test("parseJobRequestFile() reads a YAML job file", async (t) => {
     await t.step("invalid YAML names the file and the position", async () => {
       const path = `${dir}/broken.yaml`;
       await Deno.writeTextFile(path, "job_id: [\n");
-      const error = await parseJobRequestFile(path).then(() => undefined, (e) => e);
+      const error = thrown(() => parseJobRequestFile(path));
       assert.ok(error instanceof JobRequestError);
       assert.match(error.message, new RegExp(`^${path}:2:1: invalid YAML: `));
     });
-    await t.step("a missing file", async () => {
+    await t.step("a missing file", () => {
       const path = `${dir}/missing.yaml`;
-      const error = await parseJobRequestFile(path).then(() => undefined, (e) => e);
+      const error = thrown(() => parseJobRequestFile(path));
       assert.ok(error instanceof JobRequestError);
       assert.equal(error.message, `${path}: Cannot read job file: no such file`);
       assert.ok(error.cause instanceof Deno.errors.NotFound);
     });
-    await t.step("a directory", async () => {
-      const error = await parseJobRequestFile(dir).then(() => undefined, (e) => e);
+    await t.step("a directory", () => {
+      const error = thrown(() => parseJobRequestFile(dir));
       assert.ok(error instanceof JobRequestError);
       assert.match(error.message, new RegExp(`^${dir}: Cannot read job file: `));
       assert.ok(!error.message.includes("\n"));
     });
-    await t.step("a file that never ends", async () => {
-      const error = await parseJobRequestFile("/dev/zero").then(() => undefined, (e) => e);
+    await t.step("a file that never ends", () => {
+      const error = thrown(() => parseJobRequestFile("/dev/zero"));
       assert.ok(error instanceof JobRequestError);
       assert.equal(
         error.message,
@@ -838,7 +848,7 @@ Deno.test("parseJobRequestFile() reads a YAML job file", async (t) => {
     await t.step("a file that is not UTF-8", async () => {
       const path = `${dir}/latin1.yaml`;
       await Deno.writeFile(path, new Uint8Array([0x6a, 0x3a, 0x20, 0xe9, 0x0a]));
-      const error = await parseJobRequestFile(path).then(() => undefined, (e) => e);
+      const error = thrown(() => parseJobRequestFile(path));
       assert.ok(error instanceof JobRequestError);
       assert.equal(error.message, `${path}: Cannot read job file: the file is not valid UTF-8`);
     });

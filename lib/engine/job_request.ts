@@ -172,17 +172,15 @@ export { MAX_JOB_FILE_BYTES };
 /**
  * Reads and parses a YAML job file (`agent run`), at most {@linkcode MAX_JOB_FILE_BYTES}.
  * `contents` are the file's bytes when the caller has read them already (through the same cap).
+ * Synchronous, as {@linkcode readFileCapped} is.
  *
  * @throws {JobRequestError} the file cannot be read, is not UTF-8, or is not a valid request.
  */
-export async function parseJobRequestFile(
-  path: string,
-  contents?: Uint8Array,
-): Promise<JobRequest> {
+export function parseJobRequestFile(path: string, contents?: Uint8Array): JobRequest {
   let bytes: Uint8Array;
   try {
     // Read through a cap: /dev/zero or a huge file fails instead of filling the memory.
-    bytes = contents ?? await readFileCapped(path, MAX_JOB_FILE_BYTES);
+    bytes = contents ?? readFileCapped(path, MAX_JOB_FILE_BYTES);
   } catch (error) {
     throw new JobRequestError(`Cannot read job file: ${describeReadError(error)}`, {
       file: path,

@@ -173,7 +173,13 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
   let leftovers: Promise<void> | undefined;
   try {
     let contents = options.contents;
-    contents ??= await readFileCapped(path, MAX_JOB_FILE_BYTES).catch(() => undefined);
+    if (contents === undefined) {
+      try {
+        contents = readFileCapped(path, MAX_JOB_FILE_BYTES);
+      } catch {
+        // the request reader says why (it reads the file again)
+      }
+    }
     // The job's shell starts now and boots while the request is read and checked: it needs
     // nothing of it (executors/job_shell.ts). Spawned before parsing, which holds the thread.
     // Not for a sandboxed job (its own HOME), nor for what may be a container job.
@@ -196,7 +202,7 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
     } = await import("./deferred.ts");
     let request;
     try {
-      request = await parseJobRequestFile(path, contents);
+      request = parseJobRequestFile(path, contents);
     } catch (error) {
       throw new UsageError(error instanceof Error ? error.message : String(error), {
         cause: error,

@@ -89,7 +89,7 @@ export async function runFile(options: RunFileOptions): Promise<number> {
   let text: string | undefined;
   try {
     // Capped: `agent run /dev/zero` must not read for ever (the job file reader says why).
-    contents = await readFileCapped(path, MAX_JOB_FILE_BYTES);
+    contents = readFileCapped(path, MAX_JOB_FILE_BYTES);
     text = new TextDecoder().decode(contents);
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
