@@ -37,10 +37,17 @@
 #     command loads: +40 ms for `version`). tests/compile_test.ts checks that no chunk `version`
 #     or `run` loads imports `node:`, hono, jose or the self-hosted client, and that the metrics
 #     endpoint works.
-#   - Not in the bundle but in the code, for `agent run` of a job file: the job's shell is
-#     started as soon as the file is read, and the YAML parser and the job engine load while it
-#     boots (lib/run/local_run.ts, executors/job_shell.ts); the file-system calls on the way to
-#     that shell are synchronous (each async one is a thread-pool round trip, ~0.3 ms here).
+#   - Not in the bundle but in the code, for `agent run` of a job file:
+#     - the job's shell is started as soon as the file is read, with only the shell's code
+#       loaded (executors/shell_ahead.ts); its handshake is in the pipe before anything else
+#       holds the thread, and the YAML parser, the job engine and the executors load while it
+#       logs in (lib/run/deferred.ts, one import());
+#     - the file-system calls on the way to that shell are synchronous (each async one is a
+#       thread-pool round trip, ~0.3 ms here);
+#     - no setTimeout: in Deno 2.9 it is Node's, and its first call loads two dozen modules of
+#       Deno's Node layer (12-25 ms); the agent's timers run on AbortSignal.timeout
+#       (lib/util/delay.ts), and tests/compile_test.ts checks with DENO_LOG=debug that `agent
+#       run` of a job loads no `node:` or `ext:deno_node` module.
 #   - Deno's caches: `deno run` keeps the V8 code cache and the dependency analysis of each
 #     module it loads in DENO_DIR (by default ${XDG_CACHE_HOME:-$HOME/.cache}/deno), which the
 #     launcher leaves alone: setting DENO_DIR would reach every job's environment. The first run

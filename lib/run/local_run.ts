@@ -10,7 +10,8 @@
  * debug sessions, and on a developer's machine they would pile up lines sourcing deleted files).
  *
  * Start-up: the job's shell is started as soon as the file is read, before the request parser
- * and the job engine are even loaded (`executors/job_shell.ts`): its login and handshake then
+ * and the job engine are even loaded (`executors/shell_ahead.ts`; the rest loads from
+ * `deferred.ts`): its login and handshake then
  * overlap reading and checking the request. A request that turns out not to be valid, or to be a
  * container job, discards that shell (it ran nothing of the job) before anything else is said.
  *
@@ -181,7 +182,8 @@ export async function runJobFile(options: RunJobFileOptions): Promise<number> {
       }
     }
     // The job's shell starts now and boots while the request is read and checked: it needs
-    // nothing of it (executors/job_shell.ts). Spawned before parsing, which holds the thread.
+    // nothing of it (executors/shell_ahead.ts). Spawned, with its handshake written, before
+    // loading and parsing, which hold the thread.
     // Not for a sandboxed job (its own HOME), nor for what may be a container job.
     if (!options.sandbox && contents && !CONTAINER_JOB.test(latin1.decode(contents))) {
       ahead = startShellAhead({ shellEnv: options.shellEnv, limits });
