@@ -174,7 +174,9 @@ class ShellExecutor implements Executor {
         // In the private dir, not the original's `<tmpdir>/.env-<ns>` (mode 0644, DECISIONS.md 20).
         if (!this.#shell) throw new Error("the job shell was not started");
         const path = `${await this.#shell.storageDir()}/.env-${nanoseconds()}`;
-        await Deno.writeFile(path, content, { mode: 0o600, createNew: true });
+        // Synchronous: a small local file, where an async write is a thread-pool round trip
+        // before the job's first command.
+        Deno.writeFileSync(path, content, { mode: 0o600, createNew: true });
         this.#envFiles.push(path);
         return path;
       },
