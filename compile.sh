@@ -44,8 +44,6 @@
 #       logs in (lib/run/deferred.ts, one import());
 #     - the file-system calls on the way to that shell are synchronous (each async one is a
 #       thread-pool round trip, ~0.3 ms here);
-#     - its terminal starts with echo off (`script -E never`, where script has it), so its
-#       handshake runs one process less (executors/pty.ts);
 #     - no setTimeout: in Deno 2.9 it is Node's, and its first call loads two dozen modules of
 #       Deno's Node layer (12-25 ms); the agent's timers run on AbortSignal.timeout
 #       (lib/util/delay.ts), and tests/compile_test.ts checks with DENO_LOG=debug that `agent

@@ -146,11 +146,10 @@ export class JobShell {
       cgroup: this.#cgroup,
       adoptedOrphans: this.#isolation?.kind === "none",
       markFile,
-      echoOff: true,
     });
     this.#pty = pty;
     this.#session = new ShellSession({ terminal: pty, hostStorageDir: storageDir });
-    const handshake = this.#session.start({ echoOff: pty.echoOff });
+    const handshake = this.#session.start();
     // Whoever waits for `spawned` (agent run) goes on to hold the thread for tens of
     // milliseconds (loading and parsing the request): the handshake must be in the pipe by
     // then, or a shell that is done with its login waits for that work to end.

@@ -43,70 +43,21 @@ export interface PtyOptions {
   /** Without a cgroup: the agent is a child subreaper, so sweep its adopted orphans too. */
   readonly adoptedOrphans?: boolean;
   /**
-   * Start the terminal with echo off, as `stty -echo` would, where `script` can
-   * ({@linkcode scriptEchoesNever}); {@linkcode PtyProcess.echoOff} says whether it did.
-   * @default false
-   */
-  readonly echoOff?: boolean;
-  /**
    * Without a cgroup: a file the shim opens on descriptor {@linkcode MARK_FD} for the job's
    * processes to inherit, so that those which drop the tag and leave the session are found.
    */
   readonly markFile?: string;
 }
 
-/**
- * Opens the mark file on MARK_FD (bash: sh has one-digit descriptors only), then `script` with
- * the options in `$2`.
- */
-const HOLD_MARK = `exec ${MARK_FD}<"$0" && exec script $2 -c "$1" /dev/null`;
+/** Opens the mark file on MARK_FD (bash: sh has one-digit descriptors only), then `script`. */
+const HOLD_MARK = `exec ${MARK_FD}<"$0" && exec script -qfec "$1" /dev/null`;
 
 /**
- * Joins the cgroup (its pid written to each `cgroup.procs`), then becomes `script` with the
- * options in `$2`: every process of the job starts inside the cgroup. Exit code 125 when it
- * cannot join.
+ * Joins the cgroup (its pid written to each `cgroup.procs`), then becomes `script`: every
+ * process of the job starts inside the cgroup. Exit code 125 when it cannot join.
  */
-const JOIN_CGROUP = 'cmd=$1; opts=$2; shift 2; for f; do echo $$ > "$f" || exit 125; done; ' +
-  'exec script $opts -c "$cmd" /dev/null';
-
-/**
- * The help text of `script --echo` (util-linux 2.35 and later), which the binary holds: how
- * {@linkcode scriptEchoesNever} tells a `script` that has the option without running it.
- */
-const ECHO_OPTION_HELP = "echo input in session";
-
-/** Whether the `script` found in a PATH has `--echo`, by that PATH. */
-const echoOptionByPath = new Map<string, boolean>();
-
-/**
- * Whether the `script` that `PATH` finds can start the terminal with echo off (`-E never`,
- * util-linux 2.35, 2020; not in RHEL 8's or Amazon Linux 2's). Told by the help text in the
- * binary, found once per PATH: running `script --version` would cost the process start it
- * saves. A `script` that is not util-linux's, or that cannot be read, counts as without.
- */
-export function scriptEchoesNever(path: string | undefined): boolean {
-  const key = path ?? "";
-  let found = echoOptionByPath.get(key);
-  if (found === undefined) {
-    found = false;
-    for (const dir of key.split(":")) {
-      if (!dir) continue;
-      let bytes: Uint8Array;
-      try {
-        if (!Deno.statSync(`${dir}/script`).isFile) continue;
-        bytes = Deno.readFileSync(`${dir}/script`);
-      } catch {
-        continue;
-      }
-      found = latin1.decode(bytes).includes(ECHO_OPTION_HELP);
-      break;
-    }
-    echoOptionByPath.set(key, found);
-  }
-  return found;
-}
-
-const latin1 = new TextDecoder("latin1");
+const JOIN_CGROUP =
+  'cmd=$1; shift; for f; do echo $$ > "$f" || exit 125; done; exec script -qfec "$cmd" /dev/null';
 
 /** Quotes one argument for `sh`. */
 export function shellQuote(arg: string): string {
@@ -118,8 +69,6 @@ export class PtyProcess implements Terminal, AsyncDisposable {
   readonly readable: ReadableStream<Uint8Array>;
   readonly exited: Promise<number | null>;
   readonly pid: number;
-  /** Whether the terminal started with echo off ({@linkcode PtyOptions.echoOff}). */
-  readonly echoOff: boolean;
   readonly #child: Deno.ChildProcess;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #tag: string;
@@ -139,14 +88,12 @@ export class PtyProcess implements Terminal, AsyncDisposable {
     const markFile = cgroup ? undefined : options.markFile;
     this.#markFile = markFile;
     const line = command.map(shellQuote).join(" ");
-    this.echoOff = (options.echoOff ?? false) && scriptEchoesNever(env.PATH);
-    const scriptOptions = this.echoOff ? "-qfe -E never" : "-qfe";
     this.#child = new Deno.Command(cgroup ? "sh" : markFile ? "bash" : "script", {
       args: cgroup
-        ? ["-c", JOIN_CGROUP, "sh", line, scriptOptions, ...cgroup.procsFiles]
+        ? ["-c", JOIN_CGROUP, "sh", line, ...cgroup.procsFiles]
         : markFile
-        ? ["-c", HOLD_MARK, markFile, line, scriptOptions]
-        : [...scriptOptions.split(" "), "-c", line, "/dev/null"],
+        ? ["-c", HOLD_MARK, markFile, line]
+        : ["-qfec", line, "/dev/null"],
       env: { ...env, [tagName]: tagValue.join("=") },
       clearEnv: true,
       cwd,

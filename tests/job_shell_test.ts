@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { createExecutor } from "../executors/for_job.ts";
 import { startShellAhead } from "../executors/shell_ahead.ts";
 import { JOB_CGROUP_PREFIX } from "../executors/job_cgroup.ts";
-import { scriptEchoesNever } from "../executors/pty.ts";
 import { makeHome, runTestJob, testShellEnv } from "./support/job_harness.ts";
 import { processesWith } from "./support/processes.ts";
 import { createLogger } from "../lib/util/agent_log.ts";
@@ -236,70 +235,5 @@ Deno.test("a shell started ahead has its handshake before `spawned` resolves: it
     await ahead.discard();
   } finally {
     await Deno.remove(home, { recursive: true });
-  }
-});
-
-/**
- * Runs a job of `commands` in a HOME whose profile records every command the login shell runs
- * (a DEBUG trap), with `shellEnv` changed by `env`; resolves with the job's output and those
- * commands.
- */
-async function recordedJob(
-  commands: string[],
-  env: (shellEnv: Record<string, string>) => Record<string, string> = (e) => e,
-): Promise<{ result: string; output: string; ran: string[] }> {
-  const home = await makeHome();
-  try {
-    await Deno.writeTextFile(
-      `${home}/.bash_profile`,
-      `trap 'echo "$BASH_COMMAND" >> "$HOME/ran"' DEBUG\n`,
-    );
-    const run = await runTestJob({
-      request: { commands: commands.map((directive) => ({ directive })) },
-      home,
-      shellEnv: env(testShellEnv(home)),
-    });
-    const output = run.events.flatMap((e) => e.event === "cmd_output" ? [e.output] : []).join("");
-    const ran = (await Deno.readTextFile(`${home}/ran`)).split("\n");
-    return { result: run.result, output, ran };
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-}
-
-Deno.test("a job shell's terminal starts with echo off where script has -E: no `stty -echo` in its handshake, the same terminal after it", async () => {
-  // util-linux 2.35 and later: this machine's, as the test and CI images are.
-  assert.ok(scriptEchoesNever(Deno.env.get("PATH")), "script here has --echo");
-  const { result, output, ran } = await recordedJob([
-    "stty -a | grep -o -- ' -echo '",
-    'test "$(cat /tmp/restore-tty)" = "stty $(stty -g)" && echo restore-tty-matches',
-  ]);
-  assert.equal(result, "passed", output);
-  assert.match(output, /^ -echo \n/);
-  assert.match(output, /^restore-tty-matches$/m);
-  assert.ok(!ran.includes("stty -echo"), ran.join("\n"));
-  assert.ok(ran.includes("echo stty `stty -g` > /tmp/restore-tty"), ran.join("\n"));
-});
-
-Deno.test("a job shell falls back to `stty -echo` where script has no -E (util-linux before 2.35)", async () => {
-  // A script that refuses -E as 2.34 does, in front of the real one.
-  const bin = await Deno.makeTempDir({ prefix: "old-script-" });
-  try {
-    const real = new TextDecoder().decode(
-      (await new Deno.Command("bash", { args: ["-c", "command -v script"] }).output()).stdout,
-    ).trim();
-    await Deno.writeTextFile(
-      `${bin}/script`,
-      `#!/bin/bash\nfor a; do case "$a" in -E|--echo*) echo "script: invalid option -- 'E'" >&2; exit 1;; esac; done\nexec ${real} "$@"\n`,
-      { mode: 0o755 },
-    );
-    const path = (e: Record<string, string>) => ({ ...e, PATH: `${bin}:${e.PATH}` });
-    assert.equal(scriptEchoesNever(`${bin}:${Deno.env.get("PATH")}`), false);
-    const { result, output, ran } = await recordedJob(["stty -a | grep -o -- ' -echo '"], path);
-    assert.equal(result, "passed", output);
-    assert.match(output, /^ -echo \n/);
-    assert.ok(ran.includes("stty -echo"), ran.join("\n"));
-  } finally {
-    await Deno.remove(bin, { recursive: true });
   }
 });

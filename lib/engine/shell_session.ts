@@ -197,10 +197,7 @@ export class ShellSession {
 
   /**
    * The §9.2 handshake: turns off the prompt and echo, goes home, and waits for the boot
-   * marker. A stream that ends first counts as started, as in the original. With `echoOff`
-   * (the terminal started with echo off: `script -E never`) the handshake has no `stty -echo`:
-   * one process less on the way to the first command; the terminal ends up the same, and
-   * `/tmp/restore-tty` says the same.
+   * marker. A stream that ends first counts as started, as in the original.
    *
    * The marker is recognised as an exact token: it is printed followed by a nonce of this
    * session (`<marker> <nonce>`), and only a line that ends with exactly that counts. The
@@ -213,9 +210,9 @@ export class ShellSession {
    *   and when the shell does not answer within `timeoutMs`.
    */
   async start(
-    options: { failurePatterns?: readonly string[]; timeoutMs?: number; echoOff?: boolean } = {},
+    options: { failurePatterns?: readonly string[]; timeoutMs?: number } = {},
   ): Promise<void> {
-    const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS, echoOff = false } = options;
+    const { failurePatterns = [], timeoutMs = SHELL_START_TIMEOUT_MS } = options;
     // Written before the first `await`: the handshake's write is under way when this returns
     // (it is done once the event loop runs: see handshakeSent).
     Deno.writeTextFileSync(`${this.#hostDir}/${RETURN_FILE}`, "return $AGENT_CMD_RESULT\n", {
@@ -224,8 +221,7 @@ export class ShellSession {
     const nonce = crypto.randomUUID().replaceAll("-", "");
     const token = `${BOOT_MARKER} ${nonce}`;
     this.#handshakeSent = this.#write(
-      `export PS1=''\n${echoOff ? "" : "stty -echo\n"}` +
-        "echo stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
+      "export PS1=''\nstty -echo\necho stty `stty -g` > /tmp/restore-tty\ncd ~\n" +
         `echo '${BOOT_MARKER}' '${nonce}'\n`,
     );
     await this.#handshakeSent;
