@@ -42,7 +42,7 @@ export class JobShell {
   readonly #settings: JobShellSettings;
   /**
    * The job's private directory (0700): command files and env files, all 0600. Its owner file
-   * stays locked while the job lives (docker_leftovers.ts), and it holds the job's record.
+   * stays locked while the job lives (job_host_dir.ts), and it holds the job's record.
    */
   #hostDir: Promise<JobHostDir> | undefined;
   #isolation: JobIsolation | undefined;

@@ -4,8 +4,8 @@ import {
   delay,
   every,
   formatGoDuration,
+  MAX_DELAY_MS,
   randomBetween,
-  TIMER_SEGMENT_MS,
 } from "../lib/util/delay.ts";
 import { FakeTime } from "./support/fake_time.ts";
 
@@ -50,38 +50,72 @@ Deno.test("delay() waits at most 2^31 - 1 ms instead of firing at once for longe
   await long;
 });
 
-Deno.test("after() calls its function once, when its time has come, also past one segment", () => {
+Deno.test("after() calls its function once, when its time has come, also past the longest wait", () => {
   using time = new FakeTime();
   const calls: number[] = [];
-  after(2.5 * TIMER_SEGMENT_MS, () => calls.push(time.now));
-  time.tick(2.5 * TIMER_SEGMENT_MS - 1);
+  const ms = MAX_DELAY_MS + 2_500; // one timer would take this as none
+  after(ms, () => calls.push(time.now));
+  time.tick(ms - 1);
   assert.deepEqual(calls, []);
   time.tick(1);
-  assert.deepEqual(calls, [1_000 + 2.5 * TIMER_SEGMENT_MS]);
-  time.tick(10 * TIMER_SEGMENT_MS);
+  assert.deepEqual(calls, [1_000 + ms]);
+  time.tick(3 * MAX_DELAY_MS);
   assert.equal(calls.length, 1);
 });
 
-Deno.test("after() cancelled, even between its segments, never calls its function", () => {
+Deno.test("after() cancelled, even between its waits, never calls its function", () => {
   using time = new FakeTime();
   let called = 0;
   const soon = after(50, () => called++);
   soon.cancel();
-  const later = after(3 * TIMER_SEGMENT_MS, () => called++);
-  time.tick(1.5 * TIMER_SEGMENT_MS);
+  const later = after(2 * MAX_DELAY_MS, () => called++);
+  time.tick(MAX_DELAY_MS + 10);
   later.cancel();
   later.cancel();
-  time.tick(10 * TIMER_SEGMENT_MS);
+  time.tick(3 * MAX_DELAY_MS);
   assert.equal(called, 0);
 });
 
-Deno.test("after() takes a negative or non-finite wait as none", () => {
+Deno.test("after() takes a negative wait or NaN as none, and Infinity as never", () => {
   using time = new FakeTime();
   let called = 0;
   after(-5, () => called++);
   after(Number.NaN, () => called++);
+  after(Infinity, () => called += 10);
   time.tick(0);
   assert.equal(called, 2);
+  time.tick(10 * MAX_DELAY_MS);
+  assert.equal(called, 2);
+});
+
+Deno.test("a pending after() keeps the process alive, a cancelled one does not", async () => {
+  const module = new URL("../lib/util/delay.ts", import.meta.url).href;
+  const run = async (code: string) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", `import { after, delay } from "${module}";\n${code}`],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // A cancelled wait of ten minutes that held the process would be cut off here.
+    const cutOff = AbortSignal.timeout(60_000);
+    const kill = () => child.kill("SIGKILL");
+    cutOff.addEventListener("abort", kill);
+    const output = await child.output();
+    cutOff.removeEventListener("abort", kill);
+    return { code: output.code, out: new TextDecoder().decode(output.stdout) };
+  };
+  assert.deepEqual(await run(`after(200, () => console.log("fired"));`), {
+    code: 0,
+    out: "fired\n",
+  });
+  assert.deepEqual(
+    await run(
+      `after(600_000, () => console.log("fired")).cancel();\n` +
+        `const abort = new AbortController(); const d = delay(600_000, abort.signal);\n` +
+        `abort.abort(); await d; console.log("done");`,
+    ),
+    { code: 0, out: "done\n" },
+  );
 });
 
 Deno.test("every() calls its function each period until cancelled", () => {

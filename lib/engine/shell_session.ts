@@ -363,7 +363,6 @@ export class ShellSession {
     this.#stopped = true;
   }
 
-  /** Stops reading the terminal. */
   /**
    * Settles once the handshake {@linkcode start} writes is with the OS (the write is done by
    * Deno's event loop, not in the call): a shell that has finished its login waits for it, so
@@ -374,6 +373,7 @@ export class ShellSession {
     return this.#handshakeSent;
   }
 
+  /** Stops reading the terminal. */
   async close(): Promise<void> {
     await this.#reader.cancel();
   }

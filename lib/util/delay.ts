@@ -7,12 +7,15 @@
  * its first call loads Deno's Node timers and what they import, some two dozen modules: 12 to
  * 25 ms of one CPU here (`deno run -L debug` lists them), which `agent run` would pay on its way
  * to a job's first command. `AbortSignal.timeout` runs on Deno's own timers and costs nothing
- * to start. Its timer cannot be cleared, so one waits at most {@linkcode TIMER_SEGMENT_MS} and a
- * longer wait is a chain of them: a cancelled timer does nothing when it fires, and keeps the
- * event loop alive for at most that long (as a pending `setTimeout` would for its whole wait).
+ * to start. Its timer keeps the process alive while the signal has a listener, as a pending
+ * `setTimeout` does; a cancelled timer removes its listener, and its timer then holds nothing
+ * (the closure goes, the event loop may end). A wait longer than {@linkcode MAX_DELAY_MS},
+ * which the timer would take as none, is a chain of such waits.
+ *
  * The code `agent run` of a job loads (the engine, the executors, `lib/util/`, `lib/reporting/`)
- * uses these; `tests/compile_test.ts` checks it. A timer that must not keep the process alive
- * (`Deno.unrefTimer`) is still a `setTimeout`, in a mode's own code.
+ * uses these; `tests/compile_test.ts` checks it. The two timers that must not keep the process
+ * alive (`Deno.unrefTimer`: the HTTP listener's watchdog, the metrics heartbeat) are
+ * `setInterval`s.
  *
  * @module
  */
@@ -23,27 +26,36 @@ export interface Timer {
   cancel(): void;
 }
 
-/** The longest single wait of a timer (see the module comment). */
-export const TIMER_SEGMENT_MS = 1000;
+/**
+ * The longest wait: 2^31 - 1 ms (about 24.8 days), what one timer holds (a longer one fires at
+ * once). {@linkcode after} chains waits beyond it; {@linkcode delay} clamps to it, and so does
+ * the hub client to a `next_sync_after` it is given.
+ */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
 
-/** Calls `fn` once, `ms` milliseconds from now (0 for a negative or non-finite `ms`). */
+/**
+ * Calls `fn` once, `ms` milliseconds from now: 0 for a negative `ms` or NaN, never for
+ * `Infinity`.
+ */
 export function after(ms: number, fn: () => void): Timer {
-  let cancelled = false;
-  const due = performance.now() + (Number.isFinite(ms) && ms > 0 ? ms : 0);
+  if (ms === Infinity) return { cancel() {} };
+  const due = performance.now() + (ms > 0 ? ms : 0);
+  let signal: AbortSignal | undefined;
+  const fire = () => {
+    signal = undefined;
+    if (performance.now() < due) return wait();
+    fn();
+  };
   const wait = () => {
     const left = Math.ceil(due - performance.now());
-    const signal = AbortSignal.timeout(Math.min(TIMER_SEGMENT_MS, Math.max(0, left)));
-    signal.addEventListener("abort", () => {
-      if (cancelled) return;
-      if (performance.now() < due) return wait();
-      cancelled = true;
-      fn();
-    }, { once: true });
+    signal = AbortSignal.timeout(Math.min(MAX_DELAY_MS, Math.max(0, left)));
+    signal.addEventListener("abort", fire, { once: true });
   };
   wait();
   return {
     cancel() {
-      cancelled = true;
+      signal?.removeEventListener("abort", fire);
+      signal = undefined;
     },
   };
 }
@@ -75,12 +87,6 @@ export function randomBetween(range: readonly [number, number]): number {
   if (max <= min) return min;
   return min + Math.floor(Math.random() * (max - min));
 }
-
-/**
- * The longest wait: 2^31 - 1 ms (about 24.8 days), what a `setTimeout` holds. {@linkcode delay}
- * clamps to it, and so does the hub client to a `next_sync_after` it is given.
- */
-export const MAX_DELAY_MS = 2 ** 31 - 1;
 
 /**
  * Resolves after `ms` milliseconds (at most {@linkcode MAX_DELAY_MS}), or as soon as `signal`
