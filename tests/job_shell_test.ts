@@ -7,24 +7,32 @@ import { processesWith } from "./support/processes.ts";
 import { createLogger } from "../lib/util/agent_log.ts";
 import { parseJobRequestJson } from "../lib/engine/job_request.ts";
 
+/** Runs `test` with a new HOME whose `~/.bash_profile` is `profile`; removes that HOME after. */
+async function withProfile(
+  profile: string,
+  test: (home: string) => Promise<void>,
+): Promise<void> {
+  const home = await makeHome();
+  try {
+    await Deno.writeTextFile(`${home}/.bash_profile`, profile);
+    await test(home);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+}
+
 /**
  * Runs `test` with a HOME whose login profile records the shell's pid and leaves a background
  * process named `marker` behind; removes that HOME after.
  */
-async function withProfiledHome(
+function withProfiledHome(
   test: (home: string, marker: string) => Promise<void>,
 ): Promise<void> {
   const marker = `ahead-${crypto.randomUUID()}`;
-  const home = await makeHome();
-  try {
-    await Deno.writeTextFile(
-      `${home}/.bash_profile`,
-      `echo $$ >> "$HOME/shell.pid"\n(exec -a ${marker} sleep 300) &\n`,
-    );
-    await test(home, marker);
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
+  return withProfile(
+    `echo $$ >> "$HOME/shell.pid"\n(exec -a ${marker} sleep 300) &\n`,
+    (home) => test(home, marker),
+  );
 }
 
 async function shellPids(home: string): Promise<string[]> {
@@ -190,33 +198,23 @@ Deno.test("a shell executor stopped while its shell starts says so, not that the
   }
 });
 
-Deno.test("a discarded shell ends its login profile instead of being killed in it", async () => {
-  const home = await makeHome();
-  try {
-    // A slow profile that leaves state behind until its last line (as pyenv's lock does).
-    await Deno.writeTextFile(
-      `${home}/.bash_profile`,
-      `touch "$HOME/lock"\nsleep 0.3\nrm "$HOME/lock"\ntouch "$HOME/profile-done"\n`,
-    );
-    const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
-    await ahead.spawned;
-    await ahead.discard();
-    await Deno.stat(`${home}/profile-done`);
-    await assert.rejects(() => Deno.stat(`${home}/lock`), Deno.errors.NotFound);
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+Deno.test("a discarded shell ends its login profile instead of being killed in it", () =>
+  // A slow profile that leaves state behind until its last line (as pyenv's lock does).
+  withProfile(
+    `touch "$HOME/lock"\nsleep 0.3\nrm "$HOME/lock"\ntouch "$HOME/profile-done"\n`,
+    async (home) => {
+      const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
+      await ahead.spawned;
+      await ahead.discard();
+      await Deno.stat(`${home}/profile-done`);
+      await assert.rejects(() => Deno.stat(`${home}/lock`), Deno.errors.NotFound);
+    },
+  ));
 
-Deno.test("a shell started ahead has its handshake before `spawned` resolves: it starts while the agent's thread is held", async () => {
-  const home = await makeHome();
-  try {
-    // Each prompt the interactive login shell shows leaves a line: the first before it reads
-    // any input, one more after each line of the handshake it runs.
-    await Deno.writeTextFile(
-      `${home}/.bash_profile`,
-      `PROMPT_COMMAND='echo prompt >> "$HOME/prompts"'\n`,
-    );
+Deno.test("a shell started ahead has its handshake before `spawned` resolves: it starts while the agent's thread is held", () =>
+  // Each prompt the interactive login shell shows leaves a line: the first before it reads any
+  // input, one more after each line of the handshake it runs.
+  withProfile(`PROMPT_COMMAND='echo prompt >> "$HOME/prompts"'\n`, async (home) => {
     const ahead = startShellAhead({ shellEnv: testShellEnv(home) });
     await ahead.spawned;
     // What `agent run` does next holds the thread (loading and parsing the request): no event
@@ -233,7 +231,4 @@ Deno.test("a shell started ahead has its handshake before `spawned` resolves: it
     assert.ok(prompts >= 3, `the shell ran ${Math.max(0, prompts - 1)} handshake lines`);
     await ahead.ready;
     await ahead.discard();
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-});
+  }));
