@@ -129,6 +129,16 @@ Deno.test("every() calls its function each period until cancelled", () => {
   assert.equal(calls.length, 5);
 });
 
+Deno.test("every() cancelled from its own function calls it no more", () => {
+  using time = new FakeTime();
+  let calls = 0;
+  const timer = every(100, () => {
+    if (++calls === 2) timer.cancel();
+  });
+  time.tick(1_000);
+  assert.equal(calls, 2);
+});
+
 Deno.test("after() and every() run on the real clock too", async () => {
   const started = performance.now();
   await new Promise<void>((resolve) => after(20, resolve));

@@ -167,8 +167,6 @@ export function parseJobRequestYaml(
   return withDefaults(decodeRequest(new Decoder<YamlValue>(access, source), contents, true));
 }
 
-export { MAX_JOB_FILE_BYTES };
-
 /**
  * Reads and parses a YAML job file (`agent run`), at most {@linkcode MAX_JOB_FILE_BYTES}.
  * `contents` are the file's bytes when the caller has read them already (through the same cap).

@@ -11,9 +11,9 @@
  *
  * Start-up: the job's shell is started as soon as the file is read, before the request parser
  * and the job engine are even loaded (`executors/shell_ahead.ts`; the rest loads from
- * `deferred.ts`): its login and handshake then
- * overlap reading and checking the request. A request that turns out not to be valid, or to be a
- * container job, discards that shell (it ran nothing of the job) before anything else is said.
+ * `deferred.ts`): its login and handshake then overlap reading and checking the request. A
+ * request that turns out not to be valid, or to be a container job, discards that shell (it ran
+ * nothing of the job) before anything else is said.
  *
  * @module
  */

@@ -14,9 +14,8 @@ import { redactionPatterns } from "../engine/redaction_patterns.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { type JobLimitTexts, parseJobLimits } from "../engine/job_limits.ts";
 import { BodyTooLargeError, readFileCapped } from "../util/capped_read.ts";
-import { MAX_JOB_FILE_BYTES } from "../engine/job_request_types.ts";
+import { type JobRequest, MAX_JOB_FILE_BYTES } from "../engine/job_request_types.ts";
 import type { RunPipelineOptions } from "./pipeline/run_pipeline.ts";
-import type { JobRequest } from "../engine/job_request_types.ts";
 
 /** The default pipeline file, under `-C` or the current directory. */
 export const DEFAULT_PIPELINE = ".semaphore/semaphore.yml";

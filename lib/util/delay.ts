@@ -63,22 +63,16 @@ export function after(ms: number, fn: () => void): Timer {
 /** Calls `fn` every `ms` milliseconds (at least 1), the first time `ms` from now. */
 export function every(ms: number, fn: () => void): Timer {
   const period = Number.isFinite(ms) && ms >= 1 ? ms : 1;
-  let cancelled = false;
-  let current: Timer | undefined;
+  let current: Timer;
+  // The next call is due before this one runs, so `fn` may cancel it.
   const next = () => {
     current = after(period, () => {
-      if (cancelled) return;
       next();
       fn();
     });
   };
   next();
-  return {
-    cancel() {
-      cancelled = true;
-      current?.cancel();
-    },
-  };
+  return { cancel: () => current.cancel() };
 }
 
 /** A random whole number of milliseconds in `[min, max)` (`min` when the range is empty). */
